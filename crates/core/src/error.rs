@@ -1,0 +1,153 @@
+//! The error catalog: every error a caller can see, with its HTTP status and machine code.
+//!
+//! The first rows are the spec's table, exactly; the rest are hepdb's additions for cases the
+//! spec does not name (malformed requests and service outages). Codes are stable API: add new
+//! ones, never rename. Messages never contain a secret.
+
+/// One caller-visible error. `status()` and `code()` are the whole wire contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    // --- the spec's table ---
+    /// The name failed validation (400, no code).
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    EngineDisabled(String),
+    #[error("missing API key: send `Authorization: Bearer <key>`")]
+    NoKey,
+    #[error("invalid API key")]
+    BadKey,
+    #[error("this API key is disabled")]
+    KeyDisabled,
+    #[error("no free database slots: buy a pack or upgrade to Premium")]
+    OutOfSlots,
+    /// The owning account is suspended or not allowed to use databases (403, no code).
+    #[error("this account cannot use databases")]
+    AccountForbidden,
+    #[error("database not found")]
+    NotFound,
+    /// The account already has a database with that name (409, no code).
+    #[error("you already have a database named `{0}`")]
+    DuplicateName(String),
+
+    // --- hepdb's additions ---
+    /// The request itself is malformed (bad JSON, wrong field types).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no such endpoint")]
+    NoRoute,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// The database is disabled (suspension), so its password cannot be rotated.
+    #[error("this database is disabled")]
+    DatabaseDisabled,
+    #[error("the metadata store is unavailable, try again shortly")]
+    MetadataUnavailable,
+    #[error("the job queue is unavailable, nothing was changed; try again shortly")]
+    BrokerUnavailable,
+    #[error("no worker took the job in time, nothing was changed; try again shortly")]
+    WorkerUnavailable,
+    #[error("the operation is still running and will complete; check the database again shortly")]
+    JobTimeout,
+    #[error("the database server is unavailable, nothing was changed; try again shortly")]
+    EngineUnavailable,
+    #[error("the database could not be provisioned; an operator has been alerted")]
+    EngineConflict,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        use ApiError::*;
+        match self {
+            InvalidName(_) | EngineDisabled(_) | BadRequest(_) => 400,
+            NoKey | BadKey | KeyDisabled => 401,
+            OutOfSlots => 402,
+            AccountForbidden => 403,
+            NotFound | NoRoute => 404,
+            MethodNotAllowed => 405,
+            DuplicateName(_) | DatabaseDisabled => 409,
+            PayloadTooLarge => 413,
+            UnsupportedMediaType => 415,
+            Internal | EngineConflict => 500,
+            MetadataUnavailable | BrokerUnavailable | WorkerUnavailable | JobTimeout
+            | EngineUnavailable => 503,
+        }
+    }
+
+    /// The machine code, absent exactly where the spec has none.
+    pub fn code(&self) -> Option<&'static str> {
+        use ApiError::*;
+        Some(match self {
+            InvalidName(_) | AccountForbidden | DuplicateName(_) => return None,
+            EngineDisabled(_) => "ENGINE_DISABLED",
+            NoKey => "NO_KEY",
+            BadKey => "BAD_KEY",
+            KeyDisabled => "KEY_DISABLED",
+            OutOfSlots => "OUT_OF_SLOTS",
+            NotFound => "NOT_FOUND",
+            BadRequest(_) => "BAD_REQUEST",
+            NoRoute => "NO_ROUTE",
+            MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            DatabaseDisabled => "DATABASE_DISABLED",
+            MetadataUnavailable => "METADATA_UNAVAILABLE",
+            BrokerUnavailable => "BROKER_UNAVAILABLE",
+            WorkerUnavailable => "WORKER_UNAVAILABLE",
+            JobTimeout => "JOB_TIMEOUT",
+            EngineUnavailable => "ENGINE_UNAVAILABLE",
+            EngineConflict => "ENGINE_CONFLICT",
+            Internal => "INTERNAL",
+        })
+    }
+
+    /// The error envelope: `{"ok": false, "error": "...", "code": "..."}`, no `code` key when
+    /// there is none.
+    pub fn envelope(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({ "ok": false, "error": self.to_string() });
+        if let Some(code) = self.code() {
+            body["code"] = code.into();
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_table_rows() {
+        let rows: [(ApiError, u16, Option<&str>); 9] = [
+            (ApiError::InvalidName("x".into()), 400, None),
+            (ApiError::EngineDisabled("x".into()), 400, Some("ENGINE_DISABLED")),
+            (ApiError::NoKey, 401, Some("NO_KEY")),
+            (ApiError::BadKey, 401, Some("BAD_KEY")),
+            (ApiError::KeyDisabled, 401, Some("KEY_DISABLED")),
+            (ApiError::OutOfSlots, 402, Some("OUT_OF_SLOTS")),
+            (ApiError::AccountForbidden, 403, None),
+            (ApiError::NotFound, 404, Some("NOT_FOUND")),
+            (ApiError::DuplicateName("x".into()), 409, None),
+        ];
+        for (err, status, code) in rows {
+            assert_eq!((err.status(), err.code()), (status, code), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn envelope_omits_absent_code() {
+        let body = ApiError::DuplicateName("my-app".into()).envelope();
+        assert_eq!(
+            body,
+            serde_json::json!({"ok": false, "error": "you already have a database named `my-app`"})
+        );
+        assert_eq!(ApiError::NoKey.envelope()["code"], "NO_KEY");
+    }
+}

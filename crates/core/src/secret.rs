@@ -1,0 +1,238 @@
+//! Secrets and how they are kept: database passwords are sealed with XChaCha20-Poly1305 under
+//! the master key, API keys are kept only as SHA-256 hashes. No type here prints its secret in
+//! `Debug`, so a stray `{:?}` in a log line shows `[redacted]`.
+
+use std::fmt;
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use chacha20poly1305::{
+    KeyInit, XChaCha20Poly1305, XNonce,
+    aead::{Aead, Payload},
+};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{DatabaseId, random};
+
+/// Length of generated database passwords: about 238 bits of entropy.
+pub const PASSWORD_LEN: usize = 40;
+/// The fixed part of every API key.
+pub const KEY_PREFIX: &str = "hepgg_db_";
+const KEY_SECRET_LEN: usize = 32;
+
+/// A database password, alphanumeric so it needs no escaping in a connection string or DDL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// A fresh password from the OS CSPRNG.
+    pub fn generate() -> Self {
+        Self(random::alphanumeric(PASSWORD_LEN))
+    }
+
+    /// Wraps a password that came out of [`MasterKey::open`] or a test.
+    pub fn from_trusted(s: String) -> Self {
+        Self(s)
+    }
+
+    /// Whether every character is one hepdb generates, the precondition for splicing it into
+    /// DDL as a literal.
+    pub fn is_alphanumeric(&self) -> bool {
+        !self.0.is_empty() && self.0.bytes().all(|b| b.is_ascii_alphanumeric())
+    }
+
+    /// The plain text, for the one place that needs it (DDL, a response body).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+/// A bearer key as the user holds it: `hepgg_db_` + 32 alphanumerics.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn generate() -> Self {
+        Self(format!("{KEY_PREFIX}{}", random::alphanumeric(KEY_SECRET_LEN)))
+    }
+
+    /// Accepts only strings of the key's exact shape; anything else cannot match a key.
+    pub fn parse(s: &str) -> Option<Self> {
+        let secret = s.strip_prefix(KEY_PREFIX)?;
+        (secret.len() == KEY_SECRET_LEN && secret.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| Self(s.to_owned()))
+    }
+
+    pub fn hash(&self) -> KeyHash {
+        KeyHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey([redacted])")
+    }
+}
+
+/// What is stored of a key. The key has 190 random bits, so a fast hash is enough: there is
+/// nothing to brute-force, and the lookup stays one indexed point select.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    /// Compares in constant time, so response timing says nothing about a near miss.
+    pub fn matches(&self, stored: &[u8]) -> bool {
+        stored.len() == 32 && bool::from(self.0.ct_eq(stored))
+    }
+}
+
+/// The 32-byte key that seals every database password.
+#[derive(Clone)]
+pub struct MasterKey(XChaCha20Poly1305);
+
+/// Sealed values start with this byte, so the format can change without guessing.
+const SEAL_VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+
+/// The master key was not 32 bytes of base64.
+#[derive(Debug, thiserror::Error)]
+#[error("must be 32 bytes encoded as standard base64")]
+pub struct BadMasterKey;
+
+/// A sealed value did not open: wrong key, wrong database id, or corrupted.
+#[derive(Debug, thiserror::Error)]
+#[error("sealed secret could not be opened")]
+pub struct UnsealError;
+
+impl MasterKey {
+    pub fn from_base64(s: &str) -> Result<Self, BadMasterKey> {
+        let bytes = STANDARD.decode(s.trim()).map_err(|_| BadMasterKey)?;
+        XChaCha20Poly1305::new_from_slice(&bytes)
+            .map(Self)
+            .map_err(|_| BadMasterKey)
+    }
+
+    /// A new random key, base64-encoded, for operators setting up a deployment.
+    pub fn generate_base64() -> String {
+        let mut k = [0u8; 32];
+        random::fill(&mut k);
+        STANDARD.encode(k)
+    }
+
+    /// Seals `password` so that it opens only under this key *and* for this database: a sealed
+    /// value copied onto another row does not decrypt.
+    pub fn seal(&self, database: DatabaseId, password: &Password) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random::fill(&mut nonce);
+        let aad = database.to_text();
+        let ciphertext = self
+            .0
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: password.0.as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption of a short message cannot fail");
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        out.push(SEAL_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        out
+    }
+
+    pub fn open(&self, database: DatabaseId, sealed: &[u8]) -> Result<Password, UnsealError> {
+        let (&version, rest) = sealed.split_first().ok_or(UnsealError)?;
+        if version != SEAL_VERSION || rest.len() < NONCE_LEN {
+            return Err(UnsealError);
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let nonce = XNonce::try_from(nonce).map_err(|_| UnsealError)?;
+        let aad = database.to_text();
+        let plain = self
+            .0
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| UnsealError)?;
+        String::from_utf8(plain)
+            .map(Password)
+            .map_err(|_| UnsealError)
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> MasterKey {
+        MasterKey::from_base64(&MasterKey::generate_base64()).unwrap()
+    }
+
+    #[test]
+    fn passwords_are_long_url_safe_and_unique() {
+        let a = Password::generate();
+        assert!(a.expose().len() >= 32);
+        assert!(a.is_alphanumeric());
+        assert_ne!(a, Password::generate());
+        assert_eq!(format!("{a:?}"), "Password([redacted])");
+    }
+
+    #[test]
+    fn seal_opens_only_for_its_database_and_key() {
+        let (k, db) = (key(), DatabaseId::new());
+        let pw = Password::generate();
+        let sealed = k.seal(db, &pw);
+        assert!(!sealed.windows(8).any(|w| pw.expose().as_bytes().starts_with(w)));
+        assert_eq!(k.open(db, &sealed).unwrap(), pw);
+        assert!(k.open(DatabaseId::new(), &sealed).is_err(), "AAD binds the id");
+        assert!(key().open(db, &sealed).is_err(), "another key");
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(k.open(db, &tampered).is_err());
+        assert!(k.open(db, &[]).is_err());
+        assert_ne!(k.seal(db, &pw), sealed, "fresh nonce each time");
+    }
+
+    #[test]
+    fn master_key_must_be_32_bytes() {
+        assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
+        assert!(MasterKey::from_base64("not base64!").is_err());
+    }
+
+    #[test]
+    fn keys_have_the_spec_shape() {
+        let k = ApiKey::generate();
+        assert!(k.expose().starts_with("hepgg_db_"));
+        assert_eq!(k.expose().len(), 9 + 32);
+        assert!(ApiKey::parse(k.expose()).is_some());
+        assert!(ApiKey::parse("hepgg_db_short").is_none());
+        assert!(ApiKey::parse(&format!("hepgg_db_{}", "!".repeat(32))).is_none());
+        let h = k.hash();
+        assert!(h.matches(&h.0));
+        assert!(!h.matches(&ApiKey::generate().hash().0));
+        assert!(!h.matches(&h.0[..31]));
+        assert_eq!(format!("{k:?}"), "ApiKey([redacted])");
+    }
+}

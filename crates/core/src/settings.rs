@@ -1,0 +1,302 @@
+//! One layered configuration for every binary: built-in defaults (`defaults.toml`), then the
+//! TOML file named by `HEPDB_CONFIG`, then `HEPDB__<SECTION>__<KEY>` environment variables.
+//! Everything is checked at start, and an error names the setting and its variable.
+
+use std::{fmt, net::SocketAddr};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::{Engine, secret::MasterKey};
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+/// The development master key of `defaults.toml`; binaries warn when it is in use.
+pub const DEV_MASTER_KEY: &str = "aGVwZGItZGV2LW1hc3Rlci1rZXktbm90LXNlY3JldCE=";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub gateway: GatewaySettings,
+    pub worker: WorkerSettings,
+    pub metadata: MetadataSettings,
+    pub amqp: AmqpSettings,
+    pub crypto: CryptoSettings,
+    pub engines: EnginesSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewaySettings {
+    pub listen: String,
+    pub job_timeout_ms: u64,
+    pub max_body_bytes: usize,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub prefetch: u16,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetadataSettings {
+    pub url: Secret,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpSettings {
+    pub url: Secret,
+    pub queue_prefix: String,
+    pub queue_expires_secs: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CryptoSettings {
+    pub master_key: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnginesSettings {
+    pub mariadb: EngineSettings,
+    pub postgres: EngineSettings,
+    pub mongo: EngineSettings,
+}
+
+impl EnginesSettings {
+    pub fn get(&self, engine: Engine) -> &EngineSettings {
+        match engine {
+            Engine::Mariadb => &self.mariadb,
+            Engine::Postgres => &self.postgres,
+            Engine::Mongo => &self.mongo,
+        }
+    }
+
+    pub fn get_mut(&mut self, engine: Engine) -> &mut EngineSettings {
+        match engine {
+            Engine::Mariadb => &mut self.mariadb,
+            Engine::Postgres => &mut self.postgres,
+            Engine::Mongo => &mut self.mongo,
+        }
+    }
+
+    /// The engines this deployment offers.
+    pub fn enabled(&self) -> impl Iterator<Item = Engine> + '_ {
+        Engine::ALL.into_iter().filter(|e| self.get(*e).enabled)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EngineSettings {
+    pub enabled: bool,
+    /// The provisioner account's URL (carries its password).
+    pub admin_url: Secret,
+    /// Host and port written into users' connection strings.
+    pub public_host: String,
+    pub public_port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Compact,
+    Json,
+}
+
+/// A setting that holds a credential: readable by code, `[redacted]` in `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A setting is missing or invalid; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct SettingsError(String);
+
+fn invalid(key: &str, why: impl fmt::Display) -> SettingsError {
+    let var = format!("HEPDB__{}", key.replace('.', "__").to_uppercase());
+    SettingsError(format!("`{key}` ({var}) {why}"))
+}
+
+impl Settings {
+    /// Reads defaults, `HEPDB_CONFIG` and the process environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        Self::load_from(std::env::var("HEPDB_CONFIG").ok(), None)
+    }
+
+    /// Like [`Settings::load`], with the config file path and (for tests) the environment given.
+    pub fn load_from(
+        file: Option<String>,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::new(&path, FileFormat::Toml).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("HEPDB")
+                .separator("__")
+                .try_parsing(true)
+                .source(env),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: addresses, URL schemes, the master key, ranges.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.gateway
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| invalid("gateway.listen", "must be an address like 127.0.0.1:8080"))?;
+        if self.gateway.job_timeout_ms == 0 {
+            return Err(invalid("gateway.job_timeout_ms", "must be positive"));
+        }
+        if self.worker.prefetch == 0 || self.worker.max_attempts == 0 {
+            return Err(invalid("worker.prefetch", "and worker.max_attempts must be positive"));
+        }
+        check_scheme("metadata.url", &self.metadata.url, &["postgres", "postgresql"])?;
+        check_scheme("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
+        let prefix = &self.amqp.queue_prefix;
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return Err(invalid(
+                "amqp.queue_prefix",
+                "must be non-empty letters, digits, `_`, `.` or `-`",
+            ));
+        }
+        self.crypto.master_key().map_err(|e| invalid("crypto.master_key", e))?;
+        for engine in Engine::ALL {
+            let e = self.engines.get(engine);
+            let key = |k: &str| format!("engines.{engine}.{k}");
+            let schemes: &[&str] = match engine {
+                Engine::Mariadb => &["mysql", "mariadb"],
+                Engine::Postgres => &["postgres", "postgresql"],
+                Engine::Mongo => &["mongodb"],
+            };
+            check_scheme(&key("admin_url"), &e.admin_url, schemes)?;
+            if e.public_host.trim().is_empty() {
+                return Err(invalid(&key("public_host"), "must not be empty"));
+            }
+            if e.public_port == 0 {
+                return Err(invalid(&key("public_port"), "must be a port number"));
+            }
+        }
+        if self.engines.enabled().next().is_none() {
+            return Err(invalid("engines.mariadb.enabled", "(or another engine) must be true"));
+        }
+        Ok(())
+    }
+}
+
+impl CryptoSettings {
+    pub fn master_key(&self) -> Result<MasterKey, crate::secret::BadMasterKey> {
+        MasterKey::from_base64(self.master_key.expose())
+    }
+
+    /// Whether the development key from the built-in defaults is in use.
+    pub fn is_dev_key(&self) -> bool {
+        self.master_key.expose() == DEV_MASTER_KEY
+    }
+}
+
+fn check_scheme(key: &str, url: &Secret, schemes: &[&str]) -> Result<(), SettingsError> {
+    let ok = url
+        .expose()
+        .split_once("://")
+        .is_some_and(|(scheme, rest)| schemes.contains(&scheme) && !rest.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("must be a {}:// URL", schemes[0])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<config::Map<String, String>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.gateway.listen, "127.0.0.1:8080");
+        assert!(s.engines.mariadb.enabled);
+        assert!(s.crypto.is_dev_key());
+        assert_eq!(s.engines.enabled().collect::<Vec<_>>(), [Engine::Mariadb]);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("HEPDB__GATEWAY__LISTEN", "0.0.0.0:9000"),
+                ("HEPDB__ENGINES__MARIADB__PUBLIC_PORT", "3307"),
+                ("HEPDB__ENGINES__POSTGRES__ENABLED", "true"),
+                ("HEPDB__AMQP__QUEUE_PREFIX", "stack2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.gateway.listen, "0.0.0.0:9000");
+        assert_eq!(s.engines.mariadb.public_port, 3307);
+        assert!(s.engines.postgres.enabled);
+        assert_eq!(s.amqp.queue_prefix, "stack2");
+    }
+
+    #[test]
+    fn invalid_settings_name_the_variable() {
+        let cases = [
+            ("HEPDB__CRYPTO__MASTER_KEY", "c2hvcnQ=", "HEPDB__CRYPTO__MASTER_KEY"),
+            ("HEPDB__GATEWAY__LISTEN", "nope", "HEPDB__GATEWAY__LISTEN"),
+            ("HEPDB__AMQP__URL", "http://x", "HEPDB__AMQP__URL"),
+            ("HEPDB__ENGINES__MARIADB__ADMIN_URL", "pg://x", "HEPDB__ENGINES__MARIADB__ADMIN_URL"),
+            ("HEPDB__ENGINES__MARIADB__PUBLIC_PORT", "not-a-port", "public_port"),
+        ];
+        for (var, value, named) in cases {
+            let err = Settings::load_from(None, env(&[(var, value)])).unwrap_err().to_string();
+            assert!(err.contains(named), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("hepdb-dev-provisioner"));
+        assert!(!dbg.contains(DEV_MASTER_KEY));
+    }
+}

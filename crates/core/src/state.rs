@@ -1,0 +1,98 @@
+//! Lifecycle states of databases and jobs, as stored in metadata.
+
+use std::str::FromStr;
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!("unknown {} `{other}`", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Where a database is in its life. Only `Active`, `OverQuota` and `Disabled` are visible
+    /// through the API (the spec's `status`); the others are internal.
+    DatabaseState {
+        /// Intent recorded, the create job has not finished yet.
+        Creating => "creating",
+        Active => "active",
+        OverQuota => "over_quota",
+        Disabled => "disabled",
+        /// A create that failed and whose engine cleanup could not be confirmed; holds no slot
+        /// and no name, and waits for an operator or the reconciler.
+        Failed => "failed",
+        /// An operator deletion is under way.
+        Deleting => "deleting",
+    }
+);
+
+impl DatabaseState {
+    /// The spec's `status` value, or `None` when the database is not visible to its owner.
+    pub fn public_status(self) -> Option<&'static str> {
+        match self {
+            DatabaseState::Active | DatabaseState::OverQuota | DatabaseState::Disabled => {
+                Some(self.as_str())
+            }
+            DatabaseState::Creating | DatabaseState::Failed | DatabaseState::Deleting => None,
+        }
+    }
+}
+
+text_enum!(
+    /// Where a job is. `Pending` jobs may still be cancelled by the gateway; once a worker has
+    /// claimed one (`Running`) it is finished, never abandoned.
+    JobState {
+        Pending => "pending",
+        Running => "running",
+        Done => "done",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+text_enum!(
+    /// What a job does.
+    JobKind {
+        Create => "create",
+        Rotate => "rotate",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_three_states_are_public() {
+        let public: Vec<_> = [
+            DatabaseState::Creating,
+            DatabaseState::Active,
+            DatabaseState::OverQuota,
+            DatabaseState::Disabled,
+            DatabaseState::Failed,
+            DatabaseState::Deleting,
+        ]
+        .into_iter()
+        .filter_map(DatabaseState::public_status)
+        .collect();
+        assert_eq!(public, ["active", "over_quota", "disabled"]);
+        assert_eq!("over_quota".parse(), Ok(DatabaseState::OverQuota));
+    }
+}
