@@ -1,1 +1,55 @@
+//! RabbitMQ for hepdb: the queue topology, and a supervised connection that recovers by itself.
+//!
+//! lapin does not reconnect on its own. [`supervise`] owns the connection loop: connect, run a
+//! role-specific setup (declare queues, start consumers), publish the resulting session, wait
+//! until the connection is lost, withdraw the session, back off, and start over. Everything
+//! else reads the current session from a `watch` channel, so "is the broker up?" is one load,
+//! which is what `/readyz` reports.
 
+mod supervisor;
+mod topology;
+
+pub use supervisor::{Supervised, supervise};
+pub use topology::Topology;
+
+use lapin::{BasicProperties, Channel, Confirmation, options::BasicPublishOptions};
+
+/// Publishing failed or the broker did not confirm it.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    NotConnected,
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("broker refused the message")]
+    Nacked,
+}
+
+/// Publishes `payload` to `queue` through the default exchange and waits for the broker's
+/// confirm (the channel must be in confirm mode). With `persistent`, the message survives a
+/// broker restart.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+    persistent: bool,
+) -> Result<(), PublishError> {
+    let properties = properties
+        .with_content_type("application/json".into())
+        .with_delivery_mode(if persistent { 2 } else { 1 });
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            payload,
+            properties,
+        )
+        .await?
+        .await?;
+    match confirm {
+        Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Nack(_) => Err(PublishError::Nacked),
+    }
+}

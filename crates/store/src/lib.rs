@@ -1,1 +1,87 @@
+//! Metadata in PostgreSQL, through diesel-async: the only crate that knows the schema.
+//!
+//! Every function here is one short transaction or one statement. None of them holds a
+//! transaction open across anything but the engine call it exists to guard (see
+//! [`jobs::Store::rotate_locked`]), and callers never wrap them in timeouts or `select!`, so a
+//! transaction future is never cancelled half-way.
 
+pub mod accounts;
+pub mod databases;
+pub mod jobs;
+pub mod keys;
+pub mod migrate;
+pub mod models;
+pub mod schema;
+
+use diesel_async::{
+    AsyncPgConnection, RunQueryDsl,
+    pooled_connection::{
+        AsyncDieselConnectionManager,
+        deadpool::{Object, Pool},
+    },
+};
+
+/// A pooled handle on the metadata database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<AsyncPgConnection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("status", &self.pool.status()).finish()
+    }
+}
+
+/// A metadata operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be had: the metadata database is down or unreachable.
+    #[error("metadata database unavailable: {0}")]
+    Unavailable(String),
+    /// A guarded update did not touch exactly the one row it meant to.
+    #[error("guarded update failed: {0}")]
+    Guard(String),
+    #[error("metadata query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl Store {
+    /// Builds the pool; connections are opened lazily, so this succeeds while the database is down.
+    pub fn connect(url: &str, pool_size: usize) -> Result<Self> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .wait_timeout(Some(std::time::Duration::from_secs(5)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub(crate) async fn conn(&self) -> Result<Object<AsyncPgConnection>> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// One round trip, for readiness probes.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok(())
+    }
+}
+
+/// Turns an `UPDATE ... WHERE <guard>` row count into an error unless exactly one row changed.
+pub(crate) fn exactly_one(rows: usize, what: &str) -> Result<()> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Guard(format!("{what}: expected 1 row, touched {rows}")))
+    }
+}

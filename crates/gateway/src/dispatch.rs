@@ -1,0 +1,183 @@
+//! Request/reply over RabbitMQ: publish a job (persistent, confirmed), wait for the worker's
+//! reply by correlation id, and when no reply comes, let metadata decide what happened.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use hepdb_core::{
+    ApiError, DatabaseId, JobId, JobState,
+    job::{JobMessage, JobOutcome, JobReply, MESSAGE_VERSION},
+    state::JobKind,
+};
+use hepdb_queue::{Supervised, Topology, publish_confirmed, supervise};
+use hepdb_store::{Store, jobs::CancelOutcome};
+use lapin::{
+    BasicProperties, Channel, Connection,
+    options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use tokio::sync::oneshot;
+
+type Waiters = Arc<Mutex<HashMap<JobId, oneshot::Sender<JobReply>>>>;
+
+/// One live broker connection: a confirm-mode channel to publish on, and this process's own
+/// exclusive reply queue.
+#[derive(Debug)]
+pub struct Session {
+    publisher: Channel,
+    reply_queue: String,
+    _replies: Channel,
+}
+
+#[derive(Debug)]
+pub struct Dispatcher {
+    broker: Supervised<Session>,
+    waiters: Waiters,
+    topology: Topology,
+    store: Store,
+    timeout: Duration,
+}
+
+/// Removes a waiter however the wait ends (reply, timeout, or a dropped request).
+struct WaiterGuard<'a>(&'a Waiters, JobId);
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("waiters lock").remove(&self.1);
+    }
+}
+
+impl Dispatcher {
+    pub fn start(amqp_url: &str, topology: Topology, store: Store, timeout: Duration) -> Self {
+        let waiters: Waiters = Arc::default();
+        let (setup_waiters, setup_topology) = (waiters.clone(), topology.clone());
+        let broker = supervise(amqp_url.to_owned(), "hepdb-gateway", move |conn| {
+            setup(conn, setup_topology.clone(), setup_waiters.clone())
+        });
+        Self {
+            broker,
+            waiters,
+            topology,
+            store,
+            timeout,
+        }
+    }
+
+    pub fn broker_connected(&self) -> bool {
+        self.broker.is_connected()
+    }
+
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        self.broker.wait_connected(timeout).await.is_some()
+    }
+
+    /// Runs a job whose intent is already in metadata, and returns once it is done, failed,
+    /// or known to be still running. Never waits longer than the configured timeout.
+    pub async fn run(&self, job: JobId, database: DatabaseId, kind: JobKind) -> Result<(), ApiError> {
+        let Some(session) = self.broker.current() else {
+            return self.settle(job, ApiError::BrokerUnavailable).await;
+        };
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("waiters lock").insert(job, tx);
+        let _guard = WaiterGuard(&self.waiters, job);
+
+        let message = JobMessage {
+            v: MESSAGE_VERSION,
+            job_id: job,
+            database_id: database,
+            kind: kind.into(),
+        };
+        let payload = serde_json::to_vec(&message).expect("job messages serialize");
+        let properties = BasicProperties::default()
+            .with_correlation_id(job.to_text().into())
+            .with_message_id(job.to_text().into())
+            .with_reply_to(session.reply_queue.as_str().into());
+        let published = tokio::time::timeout(
+            self.timeout,
+            publish_confirmed(&session.publisher, &self.topology.jobs_queue(), &payload, properties, true),
+        )
+        .await;
+        if !matches!(published, Ok(Ok(()))) {
+            tracing::warn!(%job, "could not publish the job");
+            return self.settle(job, ApiError::BrokerUnavailable).await;
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(reply)) => match reply.outcome {
+                JobOutcome::Done => Ok(()),
+                JobOutcome::Failed(failure) => Err(failure.into()),
+            },
+            _ => self.settle(job, ApiError::WorkerUnavailable).await,
+        }
+    }
+
+    /// No reply: cancel the job if no worker has taken it (then `not_taken` is the answer and
+    /// nothing was changed), otherwise answer from the job's recorded state.
+    async fn settle(&self, job: JobId, not_taken: ApiError) -> Result<(), ApiError> {
+        match self.store.cancel_pending_job(job).await {
+            Ok(CancelOutcome::Cancelled) => Err(not_taken),
+            Ok(CancelOutcome::TooLate(JobState::Done, _)) => Ok(()),
+            Ok(CancelOutcome::TooLate(JobState::Failed, failure)) => {
+                Err(failure.map_or(ApiError::Internal, Into::into))
+            }
+            Ok(CancelOutcome::TooLate(JobState::Running, _)) => Err(ApiError::JobTimeout),
+            Ok(CancelOutcome::TooLate(_, _)) => Err(not_taken),
+            Ok(CancelOutcome::Missing) => Err(ApiError::Internal),
+            Err(error) => {
+                tracing::warn!(%error, %job, "cannot settle the job in metadata");
+                Err(ApiError::MetadataUnavailable)
+            }
+        }
+    }
+}
+
+async fn setup(conn: Arc<Connection>, topology: Topology, waiters: Waiters) -> lapin::Result<Session> {
+    let publisher = conn.create_channel().await?;
+    topology.declare(&publisher).await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+
+    let replies = conn.create_channel().await?;
+    let queue = replies
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let reply_queue = queue.name().to_string();
+    let mut consumer = replies
+        .basic_consume(
+            queue.name().clone(),
+            "hepdb-gateway-replies".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    tokio::spawn(async move {
+        while let Some(Ok(delivery)) = consumer.next().await {
+            let Ok(reply) = serde_json::from_slice::<JobReply>(&delivery.data) else {
+                tracing::warn!("unreadable reply");
+                continue;
+            };
+            // A reply nobody waits for (the request already timed out) is simply dropped.
+            if let Some(tx) = waiters.lock().expect("waiters lock").remove(&reply.job_id) {
+                let _ = tx.send(reply);
+            }
+        }
+    });
+    Ok(Session {
+        publisher,
+        reply_queue,
+        _replies: replies,
+    })
+}

@@ -1,0 +1,28 @@
+//! Probes: `/healthz` says the process serves; `/readyz` says it can do its job (metadata
+//! reachable, broker connected) and lists each check.
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::state::AppState;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "ok": true, "data": { "status": "up" } }))
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let metadata = state.store.ping().await.is_ok();
+    let broker = state.dispatcher.broker_connected();
+    let up = |b: bool| if b { "up" } else { "down" };
+    let checks = json!({ "metadata": up(metadata), "broker": up(broker) });
+    if metadata && broker {
+        HttpResponse::Ok().json(json!({ "ok": true, "data": { "checks": checks } }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "ok": false,
+            "error": "not ready",
+            "code": "NOT_READY",
+            "checks": checks,
+        }))
+    }
+}

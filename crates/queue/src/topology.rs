@@ -1,0 +1,74 @@
+//! Queue names and declarations. Gateway and worker both declare, with identical arguments, so
+//! either may start first.
+
+use lapin::{
+    Channel,
+    options::QueueDeclareOptions,
+    types::{AMQPValue, FieldTable},
+};
+
+/// Where jobs go, under one prefix so that several stacks can share a broker.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+    expires_ms: Option<u32>,
+}
+
+impl Topology {
+    /// `expires_secs` > 0 makes idle queues disappear (for tests); production uses 0.
+    pub fn new(prefix: &str, expires_secs: u32) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            expires_ms: (expires_secs > 0).then(|| expires_secs.saturating_mul(1000)),
+        }
+    }
+
+    /// Durable queue of create and rotate jobs.
+    pub fn jobs_queue(&self) -> String {
+        format!("{}.jobs", self.prefix)
+    }
+
+    /// Durable queue of jobs that kept failing, with the reason in a header.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.jobs.dead", self.prefix)
+    }
+
+    fn arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if let Some(ms) = self.expires_ms {
+            args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+        }
+        args
+    }
+
+    /// Declares the jobs queue and the dead-letter queue (idempotent).
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        for queue in [self.jobs_queue(), self.dead_letter_queue()] {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    self.arguments(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix() {
+        let t = Topology::new("stack2", 0);
+        assert_eq!(t.jobs_queue(), "stack2.jobs");
+        assert_eq!(t.dead_letter_queue(), "stack2.jobs.dead");
+        assert!(t.arguments().inner().is_empty());
+        assert!(!Topology::new("t", 60).arguments().inner().is_empty());
+    }
+}

@@ -1,0 +1,285 @@
+//! Jobs: the write-ahead record of every create and rotate, and the guarded state transitions
+//! that gateway and worker make on it.
+//!
+//! ```text
+//!  pending ──claim──▶ running ──finish──▶ done
+//!     │                  └────fail─────▶ failed
+//!     └──cancel (gateway timeout, only while pending)──▶ cancelled
+//! ```
+
+use std::future::Future;
+
+use diesel::{
+    OptionalExtension, prelude::*, result::Error as DieselError, sql_types::Text,
+};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use hepdb_core::{DatabaseId, DatabaseState, JobId, JobState, job::JobFailure, state::JobKind};
+
+use crate::{
+    Result, Store, StoreError, exactly_one,
+    models::{Database, Job},
+    schema::{databases, jobs},
+};
+
+/// What a cancellation attempt found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was still pending: it is cancelled (a create's intent row is removed).
+    Cancelled,
+    /// A worker had already taken the job; it is in this state now.
+    TooLate(JobState, Option<JobFailure>),
+    /// No such job.
+    Missing,
+}
+
+/// A locked engine step failed, or was not needed.
+#[derive(Debug, thiserror::Error)]
+pub enum LockedError<E> {
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("engine step failed")]
+    Engine(E),
+    /// Another delivery of the same job finished it first.
+    #[error("job already finished")]
+    AlreadyFinished,
+}
+
+impl<E> From<DieselError> for LockedError<E> {
+    fn from(e: DieselError) -> Self {
+        LockedError::Store(e.into())
+    }
+}
+
+impl<E> From<StoreError> for LockedError<E> {
+    fn from(e: StoreError) -> Self {
+        LockedError::Store(e)
+    }
+}
+
+impl Store {
+    /// Records a rotate: the new password, sealed, exists durably before any engine change.
+    pub async fn insert_rotate_job(&self, db: DatabaseId, sealed: Vec<u8>) -> Result<JobId> {
+        let mut conn = self.conn().await?;
+        let id = JobId::new();
+        diesel::insert_into(jobs::table)
+            .values((
+                jobs::id.eq(id.to_text()),
+                jobs::database_id.eq(Some(db.to_text())),
+                jobs::kind.eq(JobKind::Rotate.as_str()),
+                jobs::state.eq(JobState::Pending.as_str()),
+                jobs::password_sealed.eq(Some(sealed)),
+            ))
+            .execute(&mut conn)
+            .await?;
+        Ok(id)
+    }
+
+    pub async fn job(&self, id: JobId) -> Result<Option<Job>> {
+        let mut conn = self.conn().await?;
+        Ok(jobs::table
+            .find(id.to_text())
+            .select(Job::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
+    /// Cancels a job no worker has taken. For a create, the intent row goes too, releasing the
+    /// slot and the name; the account's sequence number stays consumed (names are never reused).
+    pub async fn cancel_pending_job(&self, id: JobId) -> Result<CancelOutcome> {
+        let mut conn = self.conn().await?;
+        let id = id.to_text();
+        conn.transaction(async |c| {
+            let Some(job) = jobs::table
+                .find(&id)
+                .for_update()
+                .select(Job::as_select())
+                .first(c)
+                .await
+                .optional()?
+            else {
+                return Ok(CancelOutcome::Missing);
+            };
+            if job.state() != JobState::Pending {
+                let failure = job.error_code.as_deref().map(JobFailure::parse);
+                return Ok(CancelOutcome::TooLate(job.state(), failure));
+            }
+            let n = diesel::update(jobs::table.find(&id))
+                .set((
+                    jobs::state.eq(JobState::Cancelled.as_str()),
+                    jobs::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(c)
+                .await?;
+            exactly_one(n, "cancel job")?;
+            if let (JobKind::Create, Some(db)) = (job.kind(), &job.database_id) {
+                let n = diesel::delete(
+                    databases::table
+                        .find(db)
+                        .filter(databases::state.eq(DatabaseState::Creating.as_str())),
+                )
+                .execute(c)
+                .await?;
+                exactly_one(n, "remove cancelled create intent")?;
+            }
+            Ok::<_, StoreError>(CancelOutcome::Cancelled)
+        })
+        .await
+    }
+
+    /// A worker takes a job: `pending` or `running` (a redelivery after a crash) becomes
+    /// `running` with one more attempt. `None` when the job is finished, cancelled or gone.
+    pub async fn claim_job(&self, id: JobId) -> Result<Option<Job>> {
+        let mut conn = self.conn().await?;
+        Ok(diesel::update(
+            jobs::table
+                .find(id.to_text())
+                .filter(jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()])),
+        )
+        .set((
+            jobs::state.eq(JobState::Running.as_str()),
+            jobs::attempts.eq(jobs::attempts + 1),
+            jobs::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(Job::as_returning())
+        .get_result(&mut conn)
+        .await
+        .optional()?)
+    }
+
+    /// Runs `apply` (the engine step, given the database row as it is under the lock) while
+    /// holding the database's advisory lock, then records
+    /// its result in the same transaction: a create becomes `active`, a rotate's new password
+    /// becomes the current one. Jobs on one database therefore never interleave, and the
+    /// password in metadata is always the one last applied to the engine.
+    ///
+    /// If the process dies after `apply` but before the commit, the job stays `running` and its
+    /// redelivery applies the same intent again, which converges.
+    pub async fn run_locked<E, F, Fut>(
+        &self,
+        job: JobId,
+        db: DatabaseId,
+        apply: F,
+    ) -> std::result::Result<(), LockedError<E>>
+    where
+        E: Send,
+        F: FnOnce(Database) -> Fut + Send,
+        Fut: Future<Output = std::result::Result<(), E>> + Send,
+    {
+        let mut conn = self.conn().await?;
+        let (job, db) = (job.to_text(), db.to_text());
+        conn.transaction(async move |c| {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind::<Text, _>(&db)
+                .execute(c)
+                .await?;
+            let row = jobs::table
+                .find(&job)
+                .for_update()
+                .select(Job::as_select())
+                .first(c)
+                .await?;
+            if row.state() != JobState::Running {
+                return Err(LockedError::AlreadyFinished);
+            }
+            let current = databases::table
+                .find(&db)
+                .for_update()
+                .select(Database::as_select())
+                .first(c)
+                .await?;
+            apply(current).await.map_err(LockedError::Engine)?;
+            let n = match row.kind() {
+                JobKind::Create => {
+                    diesel::update(
+                        databases::table
+                            .find(&db)
+                            .filter(databases::state.eq(DatabaseState::Creating.as_str())),
+                    )
+                    .set(databases::state.eq(DatabaseState::Active.as_str()))
+                    .execute(c)
+                    .await?
+                }
+                JobKind::Rotate => {
+                    let sealed = row.password_sealed.ok_or_else(|| {
+                        StoreError::Guard("rotate job without a password".into())
+                    })?;
+                    diesel::update(databases::table.find(&db).filter(databases::state.eq_any([
+                        DatabaseState::Active.as_str(),
+                        DatabaseState::OverQuota.as_str(),
+                        DatabaseState::Disabled.as_str(),
+                    ])))
+                    .set(databases::password_sealed.eq(sealed))
+                    .execute(c)
+                    .await?
+                }
+            };
+            exactly_one(n, "apply job result to database")?;
+            let n = diesel::update(jobs::table.find(&job))
+                .set((
+                    jobs::state.eq(JobState::Done.as_str()),
+                    jobs::updated_at.eq(diesel::dsl::now),
+                ))
+                .execute(c)
+                .await?;
+            exactly_one(n, "mark job done")?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A create failed. With `engine_clean` (the worker confirmed nothing of it remains on the
+    /// engine) the intent row is removed and the slot and name are free again; otherwise the
+    /// row is parked as `failed` for the reconciler or an operator.
+    pub async fn fail_create(
+        &self,
+        job: JobId,
+        db: DatabaseId,
+        failure: JobFailure,
+        engine_clean: bool,
+    ) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let (job, db) = (job.to_text(), db.to_text());
+        conn.transaction(async |c| {
+            let creating = databases::table
+                .find(&db)
+                .filter(databases::state.eq(DatabaseState::Creating.as_str()));
+            if engine_clean {
+                diesel::delete(creating).execute(c).await?;
+            } else {
+                diesel::update(creating)
+                    .set(databases::state.eq(DatabaseState::Failed.as_str()))
+                    .execute(c)
+                    .await?;
+            }
+            mark_failed(c, &job, failure).await
+        })
+        .await
+    }
+
+    /// A rotate (or any job) failed; the database row is untouched.
+    pub async fn fail_job(&self, job: JobId, failure: JobFailure) -> Result<()> {
+        let mut conn = self.conn().await?;
+        mark_failed(&mut conn, &job.to_text(), failure).await
+    }
+}
+
+async fn mark_failed(
+    c: &mut diesel_async::AsyncPgConnection,
+    job: &str,
+    failure: JobFailure,
+) -> Result<()> {
+    let n = diesel::update(
+        jobs::table
+            .find(job)
+            .filter(jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()])),
+    )
+    .set((
+        jobs::state.eq(JobState::Failed.as_str()),
+        jobs::error_code.eq(failure.as_str()),
+        jobs::updated_at.eq(diesel::dsl::now),
+    ))
+    .execute(c)
+    .await?;
+    exactly_one(n, "mark job failed")
+}

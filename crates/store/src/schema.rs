@@ -1,0 +1,62 @@
+//! Diesel table definitions, matching `migrations/`.
+
+diesel::table! {
+    accounts (id) {
+        id -> Text,
+        name -> Text,
+        db_tag -> Text,
+        slots -> Int4,
+        storage_mb -> Int8,
+        db_access -> Bool,
+        suspended -> Bool,
+        next_db_seq -> Int4,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        account_id -> Text,
+        key_hash -> Bytea,
+        enabled -> Bool,
+        disabled_by_suspension -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    databases (id) {
+        id -> Text,
+        account_id -> Text,
+        name -> Text,
+        engine -> Text,
+        seq -> Int4,
+        db_name -> Text,
+        db_user -> Text,
+        password_sealed -> Bytea,
+        state -> Text,
+        size_bytes -> Int8,
+        size_refreshed_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    jobs (id) {
+        id -> Text,
+        database_id -> Nullable<Text>,
+        kind -> Text,
+        state -> Text,
+        password_sealed -> Nullable<Bytea>,
+        attempts -> Int4,
+        error_code -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(api_keys -> accounts (account_id));
+diesel::joinable!(databases -> accounts (account_id));
+diesel::joinable!(jobs -> databases (database_id));
+diesel::allow_tables_to_appear_in_same_query!(accounts, api_keys, databases, jobs);

@@ -1,0 +1,4 @@
+DROP TABLE jobs;
+DROP TABLE databases;
+DROP TABLE api_keys;
+DROP TABLE accounts;
