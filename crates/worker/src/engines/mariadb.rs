@@ -163,7 +163,9 @@ impl MariaDb {
             }
             Err(e) => return Err(classify(e, "create user", true)),
         }
-        c.query_drop(format!("GRANT ALL PRIVILEGES ON `{db}`.* TO {}", user(target)))
+        // In GRANT, `_` is a wildcard: escape it so the grant names exactly this database.
+        let exact = db.replace('_', "\\_");
+        c.query_drop(format!("GRANT ALL PRIVILEGES ON `{exact}`.* TO {}", user(target)))
             .await
             .map_err(|e| classify(e, "grant", false))?;
         drop(c);
