@@ -10,7 +10,8 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Supervised<S> {
     current: watch::Receiver<Option<Arc<S>>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<S> Supervised<S> {
@@ -34,9 +35,21 @@ impl<S> Supervised<S> {
     }
 }
 
+impl<S> Supervised<S> {
+    /// Closes the connection (the broker requeues whatever was delivered and not acked) and
+    /// waits for the loop to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
 impl<S> Drop for Supervised<S> {
+    /// Dropping stops the loop too; the connection closes in the background.
     fn drop(&mut self) {
-        self.task.abort();
+        let _ = self.stop.send(true);
     }
 }
 
@@ -53,9 +66,10 @@ where
     Fut: Future<Output = lapin::Result<S>> + Send,
 {
     let (tx, rx) = watch::channel(None);
+    let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
-        loop {
+        while !*stopped.borrow() {
             let properties = ConnectionProperties::default().with_connection_name(name.into());
             match Connection::connect(&url, properties).await {
                 Ok(conn) => {
@@ -66,9 +80,14 @@ where
                             tracing::info!(connection = name, "connected to the broker");
                             tx.send_replace(Some(Arc::new(session)));
                             backoff = MIN_BACKOFF;
-                            wait_for_loss(&conn, events).await;
+                            let lost = tokio::select! {
+                                _ = wait_for_loss(&conn, events) => true,
+                                _ = stopped.wait_for(|s| *s) => false,
+                            };
                             tx.send_replace(None);
-                            tracing::warn!(connection = name, "lost the broker connection, reconnecting");
+                            if lost {
+                                tracing::warn!(connection = name, "lost the broker connection, reconnecting");
+                            }
                         }
                         Err(error) => {
                             tracing::warn!(connection = name, %error, "broker setup failed");
@@ -80,11 +99,18 @@ where
                     tracing::warn!(connection = name, %error, "cannot connect to the broker");
                 }
             }
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stopped.wait_for(|s| *s) => {}
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     });
-    Supervised { current: rx, task }
+    Supervised {
+        current: rx,
+        stop,
+        task: Some(task),
+    }
 }
 
 /// Returns once the connection is unusable: an error event, or (as a backstop for failures

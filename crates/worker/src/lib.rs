@@ -55,6 +55,11 @@ impl Worker {
         self.broker.wait_connected(timeout).await.is_some()
     }
 
+    /// Stops consuming and closes the broker connection; unacked jobs return to the queue.
+    pub async fn shutdown(self) {
+        self.broker.shutdown().await;
+    }
+
     pub fn context(&self) -> &JobContext {
         &self.ctx
     }

@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(queue_prefix = %settings.amqp.queue_prefix, "hepdb-worker started");
     shutdown_signal().await;
     tracing::info!("shutting down; unacknowledged jobs return to the queue");
-    drop(worker);
+    worker.shutdown().await;
     Ok(())
 }
 

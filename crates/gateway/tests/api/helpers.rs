@@ -1,0 +1,223 @@
+//! Test harness: each test gets its own metadata database and queue prefix, a worker and a
+//! gateway (port 0) in-process, and an account with a key.
+
+use std::time::Duration;
+
+use hepdb_core::{AccountId, settings::Settings};
+use hepdb_gateway::Application;
+use hepdb_store::{Store, migrate};
+use hepdb_worker::{Worker, engines::MariaDb};
+use mysql_async::{Opts, OptsBuilder, prelude::Queryable};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    pub store: Store,
+    pub worker: Option<Worker>,
+    pub account: AccountId,
+    pub key: String,
+}
+
+/// How a test wants its stack.
+#[derive(Default)]
+pub struct Options {
+    /// Start without a worker (jobs stay queued).
+    pub no_worker: bool,
+    /// Do not wait for the broker (for tests that point it somewhere dead).
+    pub no_broker_wait: bool,
+    pub slots: Option<i32>,
+}
+
+pub fn root_url() -> String {
+    std::env::var("HEPDB_TEST_MARIADB_ROOT_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default(), |_| {}).await
+}
+
+pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings::load().expect("settings");
+    let tag = ulid::Ulid::new().to_string().to_lowercase();
+    let base = settings.metadata.url.expose().rsplit_once('/').unwrap().0.to_owned();
+    settings.metadata.url = hepdb_core::settings::Secret::new(format!("{base}/hepdb_test_{tag}"));
+    settings.metadata.pool_size = 8;
+    settings.amqp.queue_prefix = format!("test_{tag}");
+    settings.amqp.queue_expires_secs = 600;
+    settings.gateway.listen = "127.0.0.1:0".into();
+    settings.gateway.workers = 2;
+    MariaDb::bootstrap(&root_url(), settings.engines.mariadb.admin_url.expose())
+        .await
+        .expect("bootstrap the MariaDB provisioner");
+    configure(&mut settings);
+    settings.validate().expect("valid test settings");
+    migrate::migrate(settings.metadata.url.expose()).await.expect("migrate");
+
+    let worker = (!options.no_worker).then(|| Worker::start(&settings).expect("worker"));
+    if let (Some(w), false) = (&worker, options.no_broker_wait) {
+        assert!(w.wait_consuming(Duration::from_secs(15)).await, "worker never connected");
+    }
+    let app = Application::build(&settings).expect("gateway");
+    let port = app.port();
+    if !options.no_broker_wait {
+        assert!(app.wait_broker(Duration::from_secs(15)).await, "gateway never connected");
+    }
+    tokio::spawn(app.run_until_stopped());
+
+    let store = Store::connect(settings.metadata.url.expose(), 4).unwrap();
+    let account = store
+        .create_account("test", options.slots.unwrap_or(3), 1024)
+        .await
+        .unwrap();
+    let account: AccountId = account.id.parse().unwrap();
+    let (_, key) = store.mint_key(account).await.unwrap().unwrap();
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        settings,
+        store,
+        worker,
+        account,
+        key: key.expose().to_owned(),
+    }
+}
+
+impl TestApp {
+    /// Sends a request with `Authorization: <auth>` (none when `None`) and returns the status
+    /// and the JSON body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.address));
+        if let Some(auth) = auth {
+            req = req.header("Authorization", auth);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+        (status, json)
+    }
+
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.key)
+    }
+
+    pub async fn create(&self, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, "/api/v1/db/databases", Some(&self.bearer()), Some(body)).await
+    }
+
+    pub async fn list(&self) -> (StatusCode, Value) {
+        self.send(Method::GET, "/api/v1/db/databases", Some(&self.bearer()), None).await
+    }
+
+    pub async fn reveal(&self, id: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, &format!("/api/v1/db/databases/{id}"), Some(&self.bearer()), None).await
+    }
+
+    pub async fn rotate(&self, id: &str) -> (StatusCode, Value) {
+        self.send(Method::POST, &format!("/api/v1/db/databases/{id}/rotate"), Some(&self.bearer()), None)
+            .await
+    }
+
+    /// A second account with its own key, on the same stack.
+    pub async fn other_tenant(&self) -> (AccountId, String) {
+        let a = self.store.create_account("other", 3, 1024).await.unwrap();
+        let id: AccountId = a.id.parse().unwrap();
+        let (_, key) = self.store.mint_key(id).await.unwrap().unwrap();
+        (id, key.expose().to_owned())
+    }
+
+    /// The account's 10-hex name tag.
+    pub async fn tag(&self) -> String {
+        self.store.account(self.account).await.unwrap().unwrap().db_tag
+    }
+
+    /// Starts the worker (again).
+    pub async fn start_worker(&mut self) {
+        let w = Worker::start(&self.settings).expect("worker");
+        assert!(w.wait_consuming(Duration::from_secs(15)).await);
+        self.worker = Some(w);
+    }
+}
+
+/// Connects with a connection string as a user would, and writes a table.
+pub async fn use_database(connection_string: &str) -> Result<(), mysql_async::Error> {
+    let opts = Opts::from_url(connection_string).expect("valid mysql:// URL");
+    let mut conn = mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await?;
+    conn.query_drop("CREATE TABLE IF NOT EXISTS t (id INT PRIMARY KEY, v TEXT)").await?;
+    conn.query_drop("REPLACE INTO t VALUES (1, 'hello')").await?;
+    let v: Option<String> = conn.query_first("SELECT v FROM t WHERE id = 1").await?;
+    assert_eq!(v.as_deref(), Some("hello"));
+    conn.disconnect().await
+}
+
+/// Whether the server accepts this user/password right now.
+pub async fn can_login(connection_string: &str) -> bool {
+    let opts = Opts::from_url(connection_string).expect("valid mysql:// URL");
+    match mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await {
+        Ok(c) => {
+            let _ = c.disconnect().await;
+            true
+        }
+        Err(mysql_async::Error::Server(e)) if e.code == 1045 || e.code == 1044 => false,
+        Err(e) => panic!("unexpected login error: {e}"),
+    }
+}
+
+/// A root connection, for checking the engine from outside hepdb.
+pub async fn root() -> mysql_async::Conn {
+    let opts = Opts::from_url(&root_url()).unwrap();
+    mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await.unwrap()
+}
+
+/// Databases on the engine whose names carry this account tag.
+pub async fn engine_databases(tag: &str) -> Vec<String> {
+    let mut c = root().await;
+    let pattern = format!("um\\_{tag}\\_%");
+    c.exec("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ? ORDER BY 1", (pattern,))
+        .await
+        .unwrap()
+}
+
+/// Users on the engine whose names carry this account tag.
+pub async fn engine_users(tag: &str) -> Vec<String> {
+    let mut c = root().await;
+    let pattern = format!("dum\\_{tag}\\_%");
+    c.exec("SELECT User FROM mysql.user WHERE User LIKE ? ORDER BY 1", (pattern,))
+        .await
+        .unwrap()
+}
+
+pub fn data(body: &Value) -> &Value {
+    assert_eq!(body["ok"], true, "expected success: {body}");
+    &body["data"]
+}
+
+/// Asserts the error envelope: ok false, a message, and exactly this code (or none).
+pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: Option<&str>) {
+    assert_eq!(status.as_u16(), want_status, "{body}");
+    assert_eq!(body["ok"], false, "{body}");
+    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    match want_code {
+        Some(code) => assert_eq!(body["code"], code, "{body}"),
+        None => assert!(body.get("code").is_none(), "no code expected: {body}"),
+    }
+}
+
+/// The keys of a JSON object, sorted.
+pub fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<_> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    k.sort_unstable();
+    k
+}
