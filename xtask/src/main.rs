@@ -1,1 +1,174 @@
-fn main() {}
+//! `cargo xtask`: the project's own automation, in Rust so it runs wherever cargo does.
+//!
+//! - `dev`: start the local services, migrate, set up the provisioner, mint a key, and run the
+//!   gateway and worker until Ctrl-C.
+//! - `test`: start the local services and run the whole test suite.
+//! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test` (what CI runs).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run the whole stack locally and print a working key and a curl to try.
+    Dev {
+        /// An engine account that may create users and grant, used once to set up the provisioner.
+        #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
+        mariadb_root_url: String,
+    },
+    /// Start local services and run every test.
+    Test,
+    /// fmt --check, clippy -D warnings, and the tests: the CI gate.
+    Ci,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Dev { mariadb_root_url } => dev(&mariadb_root_url),
+        Task::Test => test(),
+        Task::Ci => {
+            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            test()
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn services() -> anyhow::Result<()> {
+    run(Command::new("bash").arg(root().join(".ci/services.sh")))
+}
+
+fn test() -> anyhow::Result<()> {
+    services()?;
+    run(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]))
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Pulls `"field": "value"` out of hepdb-admin's one-line JSON.
+fn field(json: &str, name: &str) -> anyhow::Result<String> {
+    let pat = format!("\"{name}\":\"");
+    let start = json.find(&pat).context("field missing")? + pat.len();
+    let end = json[start..].find('"').context("unterminated")? + start;
+    Ok(json[start..end].to_owned())
+}
+
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn dev(mariadb_root_url: &str) -> anyhow::Result<()> {
+    services()?;
+    run(cargo().args([
+        "build",
+        "--bin",
+        "hepdb-gateway",
+        "--bin",
+        "hepdb-worker",
+        "--bin",
+        "hepdb-admin",
+    ]))?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    let bin = |name: &str| target.join("debug").join(name);
+    let admin = |args: &[&str]| output(Command::new(bin("hepdb-admin")).args(args));
+
+    admin(&["migrate"])?;
+    admin(&[
+        "engine",
+        "bootstrap",
+        "mariadb",
+        "--root-url",
+        mariadb_root_url,
+    ])?;
+    let account = field(
+        &admin(&["account", "create", "--name", "dev", "--slots", "5"])?,
+        "id",
+    )?;
+    let key = field(&admin(&["key", "mint", "--account", &account])?, "key")?;
+
+    let children = Children(vec![
+        Command::new(bin("hepdb-worker"))
+            .spawn()
+            .context("starting hepdb-worker")?,
+        Command::new(bin("hepdb-gateway"))
+            .spawn()
+            .context("starting hepdb-gateway")?,
+    ]);
+    let listen =
+        std::env::var("HEPDB__GATEWAY__LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    eprintln!(
+        "\nhepdb is running on http://{listen} (Ctrl-C stops it)\n\n  \
+         account: {account}\n  key:     {key}\n\nTry:\n  \
+         curl -s -X POST http://{listen}/api/v1/db/databases \\\n    \
+         -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" \\\n    \
+         -d '{{\"name\":\"my-app\"}}'\n  \
+         curl -s http://{listen}/api/v1/db/databases -H \"Authorization: Bearer {key}\"\n"
+    );
+    let mut children = children;
+    // Runs until either process exits or the user presses Ctrl-C (which reaches all of us).
+    loop {
+        for c in &mut children.0 {
+            if let Some(status) = c.try_wait()? {
+                bail!("a hepdb process exited: {status}");
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -3,9 +3,7 @@
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
-use hepdb_core::{
-    AccountId, DatabaseId, Engine, KeyId, secret::MasterKey, settings::Settings,
-};
+use hepdb_core::{AccountId, DatabaseId, Engine, KeyId, secret::MasterKey, settings::Settings};
 use hepdb_store::{Store, accounts::AccountUpdate, migrate};
 use hepdb_worker::engines::{EngineDriver, MariaDb, Target};
 use serde_json::{Value, json};
@@ -70,8 +68,12 @@ enum KeyCmd {
         #[arg(long)]
         account: String,
     },
-    Disable { key_id: String },
-    Enable { key_id: String },
+    Disable {
+        key_id: String,
+    },
+    Enable {
+        key_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,7 +94,8 @@ enum EngineCmd {
 }
 
 fn parse<T: std::str::FromStr>(what: &str, s: &str) -> anyhow::Result<T> {
-    s.parse().map_err(|_| anyhow!("`{s}` is not a valid {what} id"))
+    s.parse()
+        .map_err(|_| anyhow!("`{s}` is not a valid {what} id"))
 }
 
 #[tokio::main]
@@ -143,18 +146,31 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
 
 async fn account(store: &Store, cmd: AccountCmd) -> anyhow::Result<Value> {
     Ok(match cmd {
-        AccountCmd::Create { name, slots, storage_mb } => {
+        AccountCmd::Create {
+            name,
+            slots,
+            storage_mb,
+        } => {
             if slots < 0 || storage_mb < 0 {
                 bail!("--slots and --storage-mb must not be negative");
             }
             let a = store.create_account(&name, slots, storage_mb).await?;
             json!({ "id": a.id, "name": a.name, "slots": a.slots, "storage_mb": a.storage_mb })
         }
-        AccountCmd::Update { id, slots, storage_mb, db_access } => {
+        AccountCmd::Update {
+            id,
+            slots,
+            storage_mb,
+            db_access,
+        } => {
             if slots.is_some_and(|s| s < 0) || storage_mb.is_some_and(|s| s < 0) {
                 bail!("--slots and --storage-mb must not be negative");
             }
-            let update = AccountUpdate { slots, storage_mb, db_access };
+            let update = AccountUpdate {
+                slots,
+                storage_mb,
+                db_access,
+            };
             let a = store
                 .update_account(parse::<AccountId>("account", &id)?, &update)
                 .await?
@@ -193,7 +209,10 @@ async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
 }
 
 async fn set_key(store: &Store, id: &str, enabled: bool) -> anyhow::Result<Value> {
-    if !store.set_key_enabled(parse::<KeyId>("key", id)?, enabled).await? {
+    if !store
+        .set_key_enabled(parse::<KeyId>("key", id)?, enabled)
+        .await?
+    {
         bail!("no such key");
     }
     Ok(json!({ "id": id, "enabled": enabled }))
@@ -201,9 +220,15 @@ async fn set_key(store: &Store, id: &str, enabled: bool) -> anyhow::Result<Value
 
 /// Crash-safe: the row is marked `deleting` first, the engine objects are dropped only if they
 /// carry hepdb's mark (idempotently), and the row goes last. Running it again finishes the job.
-async fn delete_database(store: &Store, settings: &Settings, id: DatabaseId) -> anyhow::Result<Value> {
+async fn delete_database(
+    store: &Store,
+    settings: &Settings,
+    id: DatabaseId,
+) -> anyhow::Result<Value> {
     let db = store.mark_deleting(id).await?.context("no such database")?;
-    let names = db.names().context("stored names are malformed; refusing to run DDL")?;
+    let names = db
+        .names()
+        .context("stored names are malformed; refusing to run DDL")?;
     let engine = db.engine();
     let driver = EngineDriver::from_settings(engine, settings.engines.get(engine))?;
     driver.drop_owned(&Target { id, names }).await?;

@@ -127,7 +127,11 @@ mod tests {
     fn spec_table_rows() {
         let rows: [(ApiError, u16, Option<&str>); 9] = [
             (ApiError::InvalidName("x".into()), 400, None),
-            (ApiError::EngineDisabled("x".into()), 400, Some("ENGINE_DISABLED")),
+            (
+                ApiError::EngineDisabled("x".into()),
+                400,
+                Some("ENGINE_DISABLED"),
+            ),
             (ApiError::NoKey, 401, Some("NO_KEY")),
             (ApiError::BadKey, 401, Some("BAD_KEY")),
             (ApiError::KeyDisabled, 401, Some("KEY_DISABLED")),

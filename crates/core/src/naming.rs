@@ -43,8 +43,10 @@ impl DbTag {
 
     /// Accepts exactly 10 lowercase hex digits.
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| Self(s.to_owned()))
+        (s.len() == 10
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| Self(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -72,7 +74,10 @@ impl EngineNames {
     pub fn parse(db_name: &str, db_user: &str) -> Option<Self> {
         let (tag, seq) = db_name.strip_prefix("um_")?.split_once('_')?;
         let tag = DbTag::parse(tag)?;
-        let seq: u32 = seq.parse().ok().filter(|_| seq.bytes().all(|b| b.is_ascii_digit()))?;
+        let seq: u32 = seq
+            .parse()
+            .ok()
+            .filter(|_| seq.bytes().all(|b| b.is_ascii_digit()))?;
         let names = Self::new(&tag, seq);
         (names.db_user == db_user && names.db_name == db_name).then_some(names)
     }
@@ -105,7 +110,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        for bad in ["", "-x", "_x", "has space", "dot.ted", "é", "a;drop", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "-x",
+            "_x",
+            "has space",
+            "dot.ted",
+            "é",
+            "a;drop",
+            &"x".repeat(64),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -120,10 +134,22 @@ mod tests {
             EngineNames::parse("um_0a1b2c3d4e_1", "dum_0a1b2c3d4e_1"),
             Some(names)
         );
-        assert_eq!(EngineNames::parse("um_0a1b2c3d4e_1", "dum_0a1b2c3d4e_2"), None);
-        assert_eq!(EngineNames::parse("um_0A1B2C3D4E_1", "dum_0A1B2C3D4E_1"), None);
-        assert_eq!(EngineNames::parse("um_0a1b2c3d4e_1`", "dum_0a1b2c3d4e_1`"), None);
-        assert_eq!(EngineNames::parse("um_0a1b2c3d4e_+1", "dum_0a1b2c3d4e_+1"), None);
+        assert_eq!(
+            EngineNames::parse("um_0a1b2c3d4e_1", "dum_0a1b2c3d4e_2"),
+            None
+        );
+        assert_eq!(
+            EngineNames::parse("um_0A1B2C3D4E_1", "dum_0A1B2C3D4E_1"),
+            None
+        );
+        assert_eq!(
+            EngineNames::parse("um_0a1b2c3d4e_1`", "dum_0a1b2c3d4e_1`"),
+            None
+        );
+        assert_eq!(
+            EngineNames::parse("um_0a1b2c3d4e_+1", "dum_0a1b2c3d4e_+1"),
+            None
+        );
         let fresh = DbTag::generate();
         assert!(DbTag::parse(fresh.as_str()).is_some());
     }

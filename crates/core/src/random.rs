@@ -48,6 +48,9 @@ mod tests {
     fn hex_is_lowercase_hex() {
         let h = hex(5);
         assert_eq!(h.len(), 10);
-        assert!(h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        assert!(
+            h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
     }
 }

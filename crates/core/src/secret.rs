@@ -59,7 +59,10 @@ pub struct ApiKey(String);
 
 impl ApiKey {
     pub fn generate() -> Self {
-        Self(format!("{KEY_PREFIX}{}", random::alphanumeric(KEY_SECRET_LEN)))
+        Self(format!(
+            "{KEY_PREFIX}{}",
+            random::alphanumeric(KEY_SECRET_LEN)
+        ))
     }
 
     /// Accepts only strings of the key's exact shape; anything else cannot match a key.
@@ -204,9 +207,16 @@ mod tests {
         let (k, db) = (key(), DatabaseId::new());
         let pw = Password::generate();
         let sealed = k.seal(db, &pw);
-        assert!(!sealed.windows(8).any(|w| pw.expose().as_bytes().starts_with(w)));
+        assert!(
+            !sealed
+                .windows(8)
+                .any(|w| pw.expose().as_bytes().starts_with(w))
+        );
         assert_eq!(k.open(db, &sealed).unwrap(), pw);
-        assert!(k.open(DatabaseId::new(), &sealed).is_err(), "AAD binds the id");
+        assert!(
+            k.open(DatabaseId::new(), &sealed).is_err(),
+            "AAD binds the id"
+        );
         assert!(key().open(db, &sealed).is_err(), "another key");
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;

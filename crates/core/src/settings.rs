@@ -151,8 +151,7 @@ impl Settings {
         file: Option<String>,
         env: Option<config::Map<String, String>>,
     ) -> Result<Self, SettingsError> {
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         if let Some(path) = file {
             builder = builder.add_source(File::new(&path, FileFormat::Toml).required(true));
         }
@@ -180,9 +179,16 @@ impl Settings {
             return Err(invalid("gateway.job_timeout_ms", "must be positive"));
         }
         if self.worker.prefetch == 0 || self.worker.max_attempts == 0 {
-            return Err(invalid("worker.prefetch", "and worker.max_attempts must be positive"));
+            return Err(invalid(
+                "worker.prefetch",
+                "and worker.max_attempts must be positive",
+            ));
         }
-        check_scheme("metadata.url", &self.metadata.url, &["postgres", "postgresql"])?;
+        check_scheme(
+            "metadata.url",
+            &self.metadata.url,
+            &["postgres", "postgresql"],
+        )?;
         check_scheme("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
         let prefix = &self.amqp.queue_prefix;
         if prefix.is_empty()
@@ -195,7 +201,9 @@ impl Settings {
                 "must be non-empty letters, digits, `_`, `.` or `-`",
             ));
         }
-        self.crypto.master_key().map_err(|e| invalid("crypto.master_key", e))?;
+        self.crypto
+            .master_key()
+            .map_err(|e| invalid("crypto.master_key", e))?;
         for engine in Engine::ALL {
             let e = self.engines.get(engine);
             let key = |k: &str| format!("engines.{engine}.{k}");
@@ -213,7 +221,10 @@ impl Settings {
             }
         }
         if self.engines.enabled().next().is_none() {
-            return Err(invalid("engines.mariadb.enabled", "(or another engine) must be true"));
+            return Err(invalid(
+                "engines.mariadb.enabled",
+                "(or another engine) must be true",
+            ));
         }
         Ok(())
     }
@@ -247,7 +258,12 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Option<config::Map<String, String>> {
-        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -280,14 +296,28 @@ mod tests {
     #[test]
     fn invalid_settings_name_the_variable() {
         let cases = [
-            ("HEPDB__CRYPTO__MASTER_KEY", "c2hvcnQ=", "HEPDB__CRYPTO__MASTER_KEY"),
+            (
+                "HEPDB__CRYPTO__MASTER_KEY",
+                "c2hvcnQ=",
+                "HEPDB__CRYPTO__MASTER_KEY",
+            ),
             ("HEPDB__GATEWAY__LISTEN", "nope", "HEPDB__GATEWAY__LISTEN"),
             ("HEPDB__AMQP__URL", "http://x", "HEPDB__AMQP__URL"),
-            ("HEPDB__ENGINES__MARIADB__ADMIN_URL", "pg://x", "HEPDB__ENGINES__MARIADB__ADMIN_URL"),
-            ("HEPDB__ENGINES__MARIADB__PUBLIC_PORT", "not-a-port", "public_port"),
+            (
+                "HEPDB__ENGINES__MARIADB__ADMIN_URL",
+                "pg://x",
+                "HEPDB__ENGINES__MARIADB__ADMIN_URL",
+            ),
+            (
+                "HEPDB__ENGINES__MARIADB__PUBLIC_PORT",
+                "not-a-port",
+                "public_port",
+            ),
         ];
         for (var, value, named) in cases {
-            let err = Settings::load_from(None, env(&[(var, value)])).unwrap_err().to_string();
+            let err = Settings::load_from(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(named), "{var}={value}: {err}");
         }
     }

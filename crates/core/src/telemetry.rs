@@ -8,7 +8,8 @@ use crate::settings::{LogFormat, TelemetrySettings};
 /// `telemetry.log_filter` (an `EnvFilter` directive such as `info,hepdb_worker=debug`).
 /// Idempotent, so tests that build several apps in one process can call it freely.
 pub fn init(settings: &TelemetrySettings) {
-    let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match settings.log_format {
         LogFormat::Json => registry

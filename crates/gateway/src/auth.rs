@@ -18,9 +18,7 @@ pub struct Caller {
 /// the header is missing or the token is empty.
 pub fn token(header_value: Option<&str>) -> Option<&str> {
     let value = header_value?.trim();
-    let (scheme, rest) = value
-        .split_once(char::is_whitespace)
-        .unwrap_or((value, ""));
+    let (scheme, rest) = value.split_once(char::is_whitespace).unwrap_or((value, ""));
     let token = if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
         rest.trim()
     } else {

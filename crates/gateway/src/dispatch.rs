@@ -77,7 +77,12 @@ impl Dispatcher {
 
     /// Runs a job whose intent is already in metadata, and returns once it is done, failed,
     /// or known to be still running. Never waits longer than the configured timeout.
-    pub async fn run(&self, job: JobId, database: DatabaseId, kind: JobKind) -> Result<(), ApiError> {
+    pub async fn run(
+        &self,
+        job: JobId,
+        database: DatabaseId,
+        kind: JobKind,
+    ) -> Result<(), ApiError> {
         let Some(session) = self.broker.current() else {
             return self.settle(job, ApiError::BrokerUnavailable).await;
         };
@@ -98,7 +103,13 @@ impl Dispatcher {
             .with_reply_to(session.reply_queue.as_str().into());
         let published = tokio::time::timeout(
             self.timeout,
-            publish_confirmed(&session.publisher, &self.topology.jobs_queue(), &payload, properties, true),
+            publish_confirmed(
+                &session.publisher,
+                &self.topology.jobs_queue(),
+                &payload,
+                properties,
+                true,
+            ),
         )
         .await;
         if !matches!(published, Ok(Ok(()))) {
@@ -134,10 +145,16 @@ impl Dispatcher {
     }
 }
 
-async fn setup(conn: Arc<Connection>, topology: Topology, waiters: Waiters) -> lapin::Result<Session> {
+async fn setup(
+    conn: Arc<Connection>,
+    topology: Topology,
+    waiters: Waiters,
+) -> lapin::Result<Session> {
     let publisher = conn.create_channel().await?;
     topology.declare(&publisher).await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
 
     let replies = conn.create_channel().await?;
     let queue = replies

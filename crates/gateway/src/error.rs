@@ -2,9 +2,7 @@
 //! bad JSON), leaves as `{"ok": false, "error", "code"}`.
 
 use actix_web::{
-    HttpRequest, HttpResponse, ResponseError,
-    error::JsonPayloadError,
-    http::StatusCode,
+    HttpRequest, HttpResponse, ResponseError, error::JsonPayloadError, http::StatusCode,
 };
 use hepdb_core::ApiError;
 use hepdb_store::StoreError;

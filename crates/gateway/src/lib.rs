@@ -28,7 +28,9 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("port", &self.port).finish()
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish()
     }
 }
 
@@ -36,7 +38,10 @@ impl Application {
     pub fn build(settings: &Settings) -> anyhow::Result<Self> {
         let store = Store::connect(settings.metadata.url.expose(), settings.metadata.pool_size)
             .context("metadata pool")?;
-        let topology = Topology::new(&settings.amqp.queue_prefix, settings.amqp.queue_expires_secs);
+        let topology = Topology::new(
+            &settings.amqp.queue_prefix,
+            settings.amqp.queue_expires_secs,
+        );
         let dispatcher = Dispatcher::start(
             settings.amqp.url.expose(),
             topology,

@@ -86,7 +86,10 @@ where
                             };
                             tx.send_replace(None);
                             if lost {
-                                tracing::warn!(connection = name, "lost the broker connection, reconnecting");
+                                tracing::warn!(
+                                    connection = name,
+                                    "lost the broker connection, reconnecting"
+                                );
                             }
                         }
                         Err(error) => {
@@ -115,10 +118,7 @@ where
 
 /// Returns once the connection is unusable: an error event, or (as a backstop for failures
 /// that raise no event) a status that is no longer connected.
-async fn wait_for_loss(
-    conn: &Connection,
-    events: impl futures_util::Stream<Item = Event> + Send,
-) {
+async fn wait_for_loss(conn: &Connection, events: impl futures_util::Stream<Item = Event> + Send) {
     let mut events = std::pin::pin!(events);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {

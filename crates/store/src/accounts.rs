@@ -19,12 +19,7 @@ pub struct AccountUpdate {
 }
 
 impl Store {
-    pub async fn create_account(
-        &self,
-        name: &str,
-        slots: i32,
-        storage_mb: i64,
-    ) -> Result<Account> {
+    pub async fn create_account(&self, name: &str, slots: i32, storage_mb: i64) -> Result<Account> {
         let mut conn = self.conn().await?;
         Ok(diesel::insert_into(accounts::table)
             .values((
@@ -115,7 +110,10 @@ impl Store {
                         .filter(api_keys::account_id.eq(&id))
                         .filter(api_keys::enabled.eq(true)),
                 )
-                .set((api_keys::enabled.eq(false), api_keys::disabled_by_suspension.eq(true)))
+                .set((
+                    api_keys::enabled.eq(false),
+                    api_keys::disabled_by_suspension.eq(true),
+                ))
                 .execute(c)
                 .await?
             } else {
@@ -124,7 +122,10 @@ impl Store {
                         .filter(api_keys::account_id.eq(&id))
                         .filter(api_keys::disabled_by_suspension.eq(true)),
                 )
-                .set((api_keys::enabled.eq(true), api_keys::disabled_by_suspension.eq(false)))
+                .set((
+                    api_keys::enabled.eq(true),
+                    api_keys::disabled_by_suspension.eq(false),
+                ))
                 .execute(c)
                 .await?
             };

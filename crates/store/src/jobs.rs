@@ -9,9 +9,7 @@
 
 use std::future::Future;
 
-use diesel::{
-    OptionalExtension, prelude::*, result::Error as DieselError, sql_types::Text,
-};
+use diesel::{OptionalExtension, prelude::*, result::Error as DieselError, sql_types::Text};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use hepdb_core::{DatabaseId, DatabaseState, JobId, JobState, job::JobFailure, state::JobKind};
 
@@ -132,9 +130,9 @@ impl Store {
     pub async fn claim_job(&self, id: JobId) -> Result<Option<Job>> {
         let mut conn = self.conn().await?;
         Ok(diesel::update(
-            jobs::table
-                .find(id.to_text())
-                .filter(jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()])),
+            jobs::table.find(id.to_text()).filter(
+                jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]),
+            ),
         )
         .set((
             jobs::state.eq(JobState::Running.as_str()),
@@ -201,9 +199,9 @@ impl Store {
                     .await?
                 }
                 JobKind::Rotate => {
-                    let sealed = row.password_sealed.ok_or_else(|| {
-                        StoreError::Guard("rotate job without a password".into())
-                    })?;
+                    let sealed = row
+                        .password_sealed
+                        .ok_or_else(|| StoreError::Guard("rotate job without a password".into()))?;
                     diesel::update(databases::table.find(&db).filter(databases::state.eq_any([
                         DatabaseState::Active.as_str(),
                         DatabaseState::OverQuota.as_str(),

@@ -35,7 +35,10 @@ impl Store {
     pub async fn set_key_enabled(&self, id: KeyId, enabled: bool) -> Result<bool> {
         let mut conn = self.conn().await?;
         let n = diesel::update(api_keys::table.find(id.to_text()))
-            .set((api_keys::enabled.eq(enabled), api_keys::disabled_by_suspension.eq(false)))
+            .set((
+                api_keys::enabled.eq(enabled),
+                api_keys::disabled_by_suspension.eq(false),
+            ))
             .execute(&mut conn)
             .await?;
         Ok(n == 1)

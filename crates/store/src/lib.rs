@@ -29,7 +29,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("status", &self.pool.status()).finish()
+        f.debug_struct("Store")
+            .field("status", &self.pool.status())
+            .finish()
     }
 }
 
@@ -82,6 +84,8 @@ pub(crate) fn exactly_one(rows: usize, what: &str) -> Result<()> {
     if rows == 1 {
         Ok(())
     } else {
-        Err(StoreError::Guard(format!("{what}: expected 1 row, touched {rows}")))
+        Err(StoreError::Guard(format!(
+            "{what}: expected 1 row, touched {rows}"
+        )))
     }
 }

@@ -21,7 +21,9 @@ pub enum MigrateError {
 
 /// Splits `postgres://.../name?opts` into (server URL with database `postgres`, `name`).
 fn split_database(url: &str) -> Result<(String, String), MigrateError> {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let (server, name) = base
         .rsplit_once('/')
         .filter(|(s, n)| s.contains("://") && !s.ends_with('/') && !n.is_empty())
@@ -52,7 +54,9 @@ pub async fn ensure_database(url: &str) -> Result<bool, MigrateError> {
     if exists {
         return Ok(false);
     }
-    let quoted: String = diesel::select(quote_ident(&name)).get_result(&mut conn).await?;
+    let quoted: String = diesel::select(quote_ident(&name))
+        .get_result(&mut conn)
+        .await?;
     match diesel::sql_query(format!("CREATE DATABASE {quoted}"))
         .execute(&mut conn)
         .await
@@ -93,7 +97,9 @@ pub async fn drop_database(url: &str) -> Result<(), MigrateError> {
     let mut conn = AsyncPgConnection::establish(&admin_url)
         .await
         .map_err(|e| MigrateError::Connect(e.to_string()))?;
-    let quoted: String = diesel::select(quote_ident(&name)).get_result(&mut conn).await?;
+    let quoted: String = diesel::select(quote_ident(&name))
+        .get_result(&mut conn)
+        .await?;
     diesel::sql_query(format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
         .execute(&mut conn)
         .await?;

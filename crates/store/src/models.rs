@@ -68,11 +68,15 @@ impl Database {
     }
 
     pub fn engine(&self) -> Engine {
-        self.engine.parse().expect("metadata holds valid engines (CHECK constraint)")
+        self.engine
+            .parse()
+            .expect("metadata holds valid engines (CHECK constraint)")
     }
 
     pub fn state(&self) -> DatabaseState {
-        self.state.parse().expect("metadata holds valid states (CHECK constraint)")
+        self.state
+            .parse()
+            .expect("metadata holds valid states (CHECK constraint)")
     }
 
     /// The engine names, re-validated: `None` means the row was tampered with, and such names

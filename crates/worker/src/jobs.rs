@@ -59,17 +59,42 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
         }
     };
     let kind = claimed.kind();
-    if JobKindWire::from(kind) != msg.kind || claimed.database_id.as_deref() != Some(&msg.database_id.to_text()) {
+    if JobKindWire::from(kind) != msg.kind
+        || claimed.database_id.as_deref() != Some(&msg.database_id.to_text())
+    {
         tracing::error!(job = %msg.job_id, "message does not match the job's metadata");
-        return fail(ctx, msg, kind, JobFailure::Internal, Some("message disagrees with metadata")).await;
+        return fail(
+            ctx,
+            msg,
+            kind,
+            JobFailure::Internal,
+            Some("message disagrees with metadata"),
+        )
+        .await;
     }
     if u32::try_from(claimed.attempts).unwrap_or(u32::MAX) > ctx.max_attempts {
         tracing::error!(job = %msg.job_id, attempts = claimed.attempts, "job keeps failing, dead-lettering it");
-        return fail(ctx, msg, kind, JobFailure::Poisoned, Some("too many attempts")).await;
+        return fail(
+            ctx,
+            msg,
+            kind,
+            JobFailure::Poisoned,
+            Some("too many attempts"),
+        )
+        .await;
     }
     let db = match ctx.store.database(msg.database_id).await {
         Ok(Some(db)) => db,
-        Ok(None) => return fail(ctx, msg, kind, JobFailure::Internal, Some("database row missing")).await,
+        Ok(None) => {
+            return fail(
+                ctx,
+                msg,
+                kind,
+                JobFailure::Internal,
+                Some("database row missing"),
+            )
+            .await;
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot read database row, will retry");
             return Disposition::Retry;
@@ -84,7 +109,14 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     };
     let Some(password) = secret.and_then(|s| ctx.key.open(msg.database_id, &s).ok()) else {
         tracing::error!(job = %msg.job_id, "sealed password does not open (wrong master key?)");
-        return fail(ctx, msg, kind, JobFailure::Internal, Some("sealed password does not open")).await;
+        return fail(
+            ctx,
+            msg,
+            kind,
+            JobFailure::Internal,
+            Some("sealed password does not open"),
+        )
+        .await;
     };
 
     let key = ctx.key.clone();
@@ -97,10 +129,10 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
                     let outcome = driver.set_password(&target, &password).await;
                     if outcome.is_err() {
                         // Put back the password metadata still holds, so the two never disagree.
-                        if let Ok(old) = key.open(current.database_id(), &current.password_sealed) {
-                            if let Err(error) = driver.restore_password(&target, &old).await {
-                                tracing::error!(%error, database = %current.id, "could not restore the previous password after a failed rotate");
-                            }
+                        if let Ok(old) = key.open(current.database_id(), &current.password_sealed)
+                            && let Err(error) = driver.restore_password(&target, &old).await
+                        {
+                            tracing::error!(%error, database = %current.id, "could not restore the previous password after a failed rotate");
                         }
                     }
                     outcome

@@ -36,12 +36,17 @@ impl Worker {
             key,
             max_attempts: settings.worker.max_attempts,
         };
-        let topology = Topology::new(&settings.amqp.queue_prefix, settings.amqp.queue_expires_secs);
+        let topology = Topology::new(
+            &settings.amqp.queue_prefix,
+            settings.amqp.queue_expires_secs,
+        );
         let prefetch = settings.worker.prefetch;
         let setup_ctx = ctx.clone();
-        let broker = supervise(settings.amqp.url.expose().to_owned(), "hepdb-worker", move |conn| {
-            consumer::setup(conn, topology.clone(), prefetch, setup_ctx.clone())
-        });
+        let broker = supervise(
+            settings.amqp.url.expose().to_owned(),
+            "hepdb-worker",
+            move |conn| consumer::setup(conn, topology.clone(), prefetch, setup_ctx.clone()),
+        );
         Ok(Self { broker, ctx })
     }
 

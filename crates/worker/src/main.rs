@@ -9,7 +9,9 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load()?;
     telemetry::init(&settings.telemetry);
     if settings.crypto.is_dev_key() {
-        tracing::warn!("using the built-in development master key; set HEPDB__CRYPTO__MASTER_KEY in production");
+        tracing::warn!(
+            "using the built-in development master key; set HEPDB__CRYPTO__MASTER_KEY in production"
+        );
     }
     let worker = Worker::start(&settings).context("starting the worker")?;
     tracing::info!(queue_prefix = %settings.amqp.queue_prefix, "hepdb-worker started");

@@ -89,7 +89,13 @@ fn credentials<'a>(
         db_name: &db.db_name,
         db_user: &db.db_user,
         password: password.expose(),
-        connection_string: connection_string(engine, &e.public_host, e.public_port, &names, password),
+        connection_string: connection_string(
+            engine,
+            &e.public_host,
+            e.public_port,
+            &names,
+            password,
+        ),
     })
 }
 
@@ -140,7 +146,9 @@ pub async fn create(
     validate_name(&name).map_err(ApiError::InvalidName)?;
     let engine: Engine = match body.engine.as_deref() {
         None => Engine::Mariadb,
-        Some(s) => s.parse().map_err(|e: hepdb_core::engine::UnknownEngine| ApiError::EngineDisabled(e.to_string()))?,
+        Some(s) => s.parse().map_err(|e: hepdb_core::engine::UnknownEngine| {
+            ApiError::EngineDisabled(e.to_string())
+        })?,
     };
     if state.public_endpoint(engine).is_none() {
         return Err(ApiError::EngineDisabled(format!(
@@ -202,9 +210,15 @@ pub async fn rotate(
     let password = Password::generate();
     let job = state
         .store
-        .insert_rotate_job(db.database_id(), state.key.seal(db.database_id(), &password))
+        .insert_rotate_job(
+            db.database_id(),
+            state.key.seal(db.database_id(), &password),
+        )
         .await?;
-    state.dispatcher.run(job, db.database_id(), JobKind::Rotate).await?;
+    state
+        .dispatcher
+        .run(job, db.database_id(), JobKind::Rotate)
+        .await?;
     Ok(ok(
         actix_web::http::StatusCode::OK,
         credentials(&state, &db, &password)?,

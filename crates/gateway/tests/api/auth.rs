@@ -31,7 +31,11 @@ async fn unknown_or_malformed_key_is_bad_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bearer_token_and_raw_forms_are_accepted() {
     let app = spawn_app().await;
-    for auth in [format!("Bearer {}", app.key), format!("Token {}", app.key), app.key.clone()] {
+    for auth in [
+        format!("Bearer {}", app.key),
+        format!("Token {}", app.key),
+        app.key.clone(),
+    ] {
         let (s, b) = app.send(Method::GET, LIST, Some(&auth), None).await;
         assert_eq!(s, 200, "{auth:.10}: {b}");
         assert_eq!(data(&b)["databases"], serde_json::json!([]));
@@ -49,7 +53,12 @@ async fn disabling_a_key_takes_effect_on_the_next_request() {
     let (s, b) = app.send(Method::GET, LIST, Some(&auth), None).await;
     assert_error(s, &b, 401, Some("KEY_DISABLED"));
     // The account's other key is unaffected.
-    assert_eq!(app.send(Method::GET, LIST, Some(&app.bearer()), None).await.0, 200);
+    assert_eq!(
+        app.send(Method::GET, LIST, Some(&app.bearer()), None)
+            .await
+            .0,
+        200
+    );
 
     assert!(app.store.set_key_enabled(key_id, true).await.unwrap());
     assert_eq!(app.send(Method::GET, LIST, Some(&auth), None).await.0, 200);
@@ -59,16 +68,30 @@ async fn disabling_a_key_takes_effect_on_the_next_request() {
 async fn suspension_disables_keys_and_unsuspension_restores_only_those() {
     let app = spawn_app().await;
     let (owner_disabled, k2) = app.store.mint_key(app.account).await.unwrap().unwrap();
-    app.store.set_key_enabled(owner_disabled, false).await.unwrap();
+    app.store
+        .set_key_enabled(owner_disabled, false)
+        .await
+        .unwrap();
 
-    assert_eq!(app.store.suspend_account(app.account).await.unwrap(), Some(1));
+    assert_eq!(
+        app.store.suspend_account(app.account).await.unwrap(),
+        Some(1)
+    );
     let (s, b) = app.list().await;
     assert_error(s, &b, 401, Some("KEY_DISABLED"));
 
-    assert_eq!(app.store.unsuspend_account(app.account).await.unwrap(), Some(1));
+    assert_eq!(
+        app.store.unsuspend_account(app.account).await.unwrap(),
+        Some(1)
+    );
     assert_eq!(app.list().await.0, 200);
     let (s, b) = app
-        .send(Method::GET, LIST, Some(&format!("Bearer {}", k2.expose())), None)
+        .send(
+            Method::GET,
+            LIST,
+            Some(&format!("Bearer {}", k2.expose())),
+            None,
+        )
         .await;
     assert_error(s, &b, 401, Some("KEY_DISABLED"));
 }
@@ -76,8 +99,14 @@ async fn suspension_disables_keys_and_unsuspension_restores_only_those() {
 #[tokio::test(flavor = "multi_thread")]
 async fn account_without_database_access_is_forbidden_without_code() {
     let app = spawn_app().await;
-    let update = hepdb_store::accounts::AccountUpdate { db_access: Some(false), ..Default::default() };
-    app.store.update_account(app.account, &update).await.unwrap();
+    let update = hepdb_store::accounts::AccountUpdate {
+        db_access: Some(false),
+        ..Default::default()
+    };
+    app.store
+        .update_account(app.account, &update)
+        .await
+        .unwrap();
     let (s, b) = app.list().await;
     assert_error(s, &b, 403, None);
     let (s, b) = app.create(serde_json::json!({"name": "x"})).await;

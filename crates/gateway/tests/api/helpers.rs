@@ -32,7 +32,8 @@ pub struct Options {
 }
 
 pub fn root_url() -> String {
-    std::env::var("HEPDB_TEST_MARIADB_ROOT_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+    std::env::var("HEPDB_TEST_MARIADB_ROOT_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -42,7 +43,14 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::load().expect("settings");
     let tag = ulid::Ulid::new().to_string().to_lowercase();
-    let base = settings.metadata.url.expose().rsplit_once('/').unwrap().0.to_owned();
+    let base = settings
+        .metadata
+        .url
+        .expose()
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_owned();
     settings.metadata.url = hepdb_core::settings::Secret::new(format!("{base}/hepdb_test_{tag}"));
     settings.metadata.pool_size = 8;
     settings.amqp.queue_prefix = format!("test_{tag}");
@@ -54,16 +62,24 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
         .expect("bootstrap the MariaDB provisioner");
     configure(&mut settings);
     settings.validate().expect("valid test settings");
-    migrate::migrate(settings.metadata.url.expose()).await.expect("migrate");
+    migrate::migrate(settings.metadata.url.expose())
+        .await
+        .expect("migrate");
 
     let worker = (!options.no_worker).then(|| Worker::start(&settings).expect("worker"));
     if let (Some(w), false) = (&worker, options.no_broker_wait) {
-        assert!(w.wait_consuming(Duration::from_secs(15)).await, "worker never connected");
+        assert!(
+            w.wait_consuming(Duration::from_secs(15)).await,
+            "worker never connected"
+        );
     }
     let app = Application::build(&settings).expect("gateway");
     let port = app.port();
     if !options.no_broker_wait {
-        assert!(app.wait_broker(Duration::from_secs(15)).await, "gateway never connected");
+        assert!(
+            app.wait_broker(Duration::from_secs(15)).await,
+            "gateway never connected"
+        );
     }
     tokio::spawn(app.run_until_stopped());
 
@@ -95,7 +111,9 @@ impl TestApp {
         auth: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, format!("{}{path}", self.address));
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.address));
         if let Some(auth) = auth {
             req = req.header("Authorization", auth);
         }
@@ -114,20 +132,43 @@ impl TestApp {
     }
 
     pub async fn create(&self, body: Value) -> (StatusCode, Value) {
-        self.send(Method::POST, "/api/v1/db/databases", Some(&self.bearer()), Some(body)).await
+        self.send(
+            Method::POST,
+            "/api/v1/db/databases",
+            Some(&self.bearer()),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn list(&self) -> (StatusCode, Value) {
-        self.send(Method::GET, "/api/v1/db/databases", Some(&self.bearer()), None).await
+        self.send(
+            Method::GET,
+            "/api/v1/db/databases",
+            Some(&self.bearer()),
+            None,
+        )
+        .await
     }
 
     pub async fn reveal(&self, id: &str) -> (StatusCode, Value) {
-        self.send(Method::GET, &format!("/api/v1/db/databases/{id}"), Some(&self.bearer()), None).await
+        self.send(
+            Method::GET,
+            &format!("/api/v1/db/databases/{id}"),
+            Some(&self.bearer()),
+            None,
+        )
+        .await
     }
 
     pub async fn rotate(&self, id: &str) -> (StatusCode, Value) {
-        self.send(Method::POST, &format!("/api/v1/db/databases/{id}/rotate"), Some(&self.bearer()), None)
-            .await
+        self.send(
+            Method::POST,
+            &format!("/api/v1/db/databases/{id}/rotate"),
+            Some(&self.bearer()),
+            None,
+        )
+        .await
     }
 
     /// A second account with its own key, on the same stack.
@@ -140,7 +181,12 @@ impl TestApp {
 
     /// The account's 10-hex name tag.
     pub async fn tag(&self) -> String {
-        self.store.account(self.account).await.unwrap().unwrap().db_tag
+        self.store
+            .account(self.account)
+            .await
+            .unwrap()
+            .unwrap()
+            .db_tag
     }
 
     /// Starts the worker (again).
@@ -154,9 +200,12 @@ impl TestApp {
 /// Connects with a connection string as a user would, and writes a table.
 pub async fn use_database(connection_string: &str) -> Result<(), mysql_async::Error> {
     let opts = Opts::from_url(connection_string).expect("valid mysql:// URL");
-    let mut conn = mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await?;
-    conn.query_drop("CREATE TABLE IF NOT EXISTS t (id INT PRIMARY KEY, v TEXT)").await?;
-    conn.query_drop("REPLACE INTO t VALUES (1, 'hello')").await?;
+    let mut conn =
+        mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await?;
+    conn.query_drop("CREATE TABLE IF NOT EXISTS t (id INT PRIMARY KEY, v TEXT)")
+        .await?;
+    conn.query_drop("REPLACE INTO t VALUES (1, 'hello')")
+        .await?;
     let v: Option<String> = conn.query_first("SELECT v FROM t WHERE id = 1").await?;
     assert_eq!(v.as_deref(), Some("hello"));
     conn.disconnect().await
@@ -178,25 +227,33 @@ pub async fn can_login(connection_string: &str) -> bool {
 /// A root connection, for checking the engine from outside hepdb.
 pub async fn root() -> mysql_async::Conn {
     let opts = Opts::from_url(&root_url()).unwrap();
-    mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await.unwrap()
+    mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false))
+        .await
+        .unwrap()
 }
 
 /// Databases on the engine whose names carry this account tag.
 pub async fn engine_databases(tag: &str) -> Vec<String> {
     let mut c = root().await;
     let pattern = format!("um\\_{tag}\\_%");
-    c.exec("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ? ORDER BY 1", (pattern,))
-        .await
-        .unwrap()
+    c.exec(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ? ORDER BY 1",
+        (pattern,),
+    )
+    .await
+    .unwrap()
 }
 
 /// Users on the engine whose names carry this account tag.
 pub async fn engine_users(tag: &str) -> Vec<String> {
     let mut c = root().await;
     let pattern = format!("dum\\_{tag}\\_%");
-    c.exec("SELECT User FROM mysql.user WHERE User LIKE ? ORDER BY 1", (pattern,))
-        .await
-        .unwrap()
+    c.exec(
+        "SELECT User FROM mysql.user WHERE User LIKE ? ORDER BY 1",
+        (pattern,),
+    )
+    .await
+    .unwrap()
 }
 
 pub fn data(body: &Value) -> &Value {
@@ -208,7 +265,10 @@ pub fn data(body: &Value) -> &Value {
 pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: Option<&str>) {
     assert_eq!(status.as_u16(), want_status, "{body}");
     assert_eq!(body["ok"], false, "{body}");
-    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     match want_code {
         Some(code) => assert_eq!(body["code"], code, "{body}"),
         None => assert!(body.get("code").is_none(), "no code expected: {body}"),
@@ -217,7 +277,12 @@ pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_cod
 
 /// The keys of a JSON object, sorted.
 pub fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<_> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    let mut k: Vec<_> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     k.sort_unstable();
     k
 }

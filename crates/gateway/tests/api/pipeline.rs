@@ -23,7 +23,11 @@ fn dead(url: &str) -> Secret {
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_down_is_503_fast_and_leaves_nothing() {
     let app = spawn_app_with(
-        Options { no_worker: true, no_broker_wait: true, slots: Some(1) },
+        Options {
+            no_worker: true,
+            no_broker_wait: true,
+            slots: Some(1),
+        },
         |s| {
             s.amqp.url = dead("amqp://guest:guest@127.0.0.1:1/%2f");
             s.gateway.job_timeout_ms = 3000;
@@ -37,24 +41,43 @@ async fn broker_down_is_503_fast_and_leaves_nothing() {
         assert_error(s, &b, 503, Some("BROKER_UNAVAILABLE"));
         assert!(started.elapsed() < Duration::from_secs(3));
     }
-    assert!(data(&app.list().await.1)["databases"].as_array().unwrap().is_empty());
+    assert!(
+        data(&app.list().await.1)["databases"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     assert!(engine_databases(&app.tag().await).await.is_empty());
     let (s, b) = app.send(Method::GET, "/readyz", None, None).await;
     assert_eq!(s, 503);
-    assert_eq!((&b["code"], &b["checks"]["broker"]), (&json!("NOT_READY"), &json!("down")));
+    assert_eq!(
+        (&b["code"], &b["checks"]["broker"]),
+        (&json!("NOT_READY"), &json!("down"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_worker_is_503_within_the_timeout_and_a_late_worker_does_nothing() {
-    let mut app = spawn_app_with(Options { no_worker: true, ..Default::default() }, |s| {
-        s.gateway.job_timeout_ms = 1500;
-    })
+    let mut app = spawn_app_with(
+        Options {
+            no_worker: true,
+            ..Default::default()
+        },
+        |s| {
+            s.gateway.job_timeout_ms = 1500;
+        },
+    )
     .await;
     let started = Instant::now();
     let (s, b) = app.create(json!({"name": "x"})).await;
     assert_error(s, &b, 503, Some("WORKER_UNAVAILABLE"));
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(data(&app.list().await.1)["databases"].as_array().unwrap().is_empty());
+    assert!(
+        data(&app.list().await.1)["databases"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     // The queued job is consumed by a worker that starts later, and does nothing.
     app.start_worker().await;
@@ -84,15 +107,26 @@ async fn rotate_without_worker_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn engine_down_is_503_and_releases_the_slot() {
-    let app = spawn_app_with(Options { slots: Some(1), ..Default::default() }, |s| {
-        s.engines.mariadb.admin_url = dead("mysql://hepdb_provisioner:x@127.0.0.1:1");
-    })
+    let app = spawn_app_with(
+        Options {
+            slots: Some(1),
+            ..Default::default()
+        },
+        |s| {
+            s.engines.mariadb.admin_url = dead("mysql://hepdb_provisioner:x@127.0.0.1:1");
+        },
+    )
     .await;
     for _ in 0..2 {
         let (s, b) = app.create(json!({"name": "x"})).await;
         assert_error(s, &b, 503, Some("ENGINE_UNAVAILABLE"));
     }
-    assert!(data(&app.list().await.1)["databases"].as_array().unwrap().is_empty());
+    assert!(
+        data(&app.list().await.1)["databases"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Records a create intent the way the gateway does, and returns its job message.
@@ -111,7 +145,12 @@ async fn intent(app: &TestApp, name: &str) -> (JobMessage, Password, String, Str
         })
         .await
         .unwrap();
-    let msg = JobMessage { v: MESSAGE_VERSION, job_id: job, database_id: id, kind: JobKindWire::Create };
+    let msg = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: job,
+        database_id: id,
+        kind: JobKindWire::Create,
+    };
     (msg, password, db.db_name, db.db_user)
 }
 
@@ -119,11 +158,21 @@ fn url(user: &str, pw: &Password, db: &str) -> String {
     format!("mysql://{user}:{}@127.0.0.1:3306/{db}", pw.expose())
 }
 
-const DONE: Disposition = Disposition::Finished { outcome: JobOutcome::Done, dead_letter: None };
+const DONE: Disposition = Disposition::Finished {
+    outcome: JobOutcome::Done,
+    dead_letter: None,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redelivered_create_converges_from_every_partial_state() {
-    let app = spawn_app_with(Options { slots: Some(10), ..Default::default() }, |_| {}).await;
+    let app = spawn_app_with(
+        Options {
+            slots: Some(10),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
     let ctx = app.worker.as_ref().unwrap().context();
     let tag = app.tag().await;
     let mut root = root().await;
@@ -136,14 +185,26 @@ async fn redelivered_create_converges_from_every_partial_state() {
 
     // Crashed after CREATE DATABASE.
     let (msg, pw, db, user) = intent(&app, "after-db").await;
-    root.query_drop(format!("CREATE DATABASE `{db}` COMMENT 'hepdb:{}'", msg.database_id)).await.unwrap();
+    root.query_drop(format!(
+        "CREATE DATABASE `{db}` COMMENT 'hepdb:{}'",
+        msg.database_id
+    ))
+    .await
+    .unwrap();
     assert_eq!(handle(ctx, &msg).await, DONE);
     use_database(&url(&user, &pw, &db)).await.unwrap();
 
     // Crashed after CREATE USER, with the user's password drifted: converges to metadata's.
     let (msg, pw, db, user) = intent(&app, "after-user").await;
-    root.query_drop(format!("CREATE DATABASE `{db}` COMMENT 'hepdb:{}'", msg.database_id)).await.unwrap();
-    root.query_drop(format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'drifted'")).await.unwrap();
+    root.query_drop(format!(
+        "CREATE DATABASE `{db}` COMMENT 'hepdb:{}'",
+        msg.database_id
+    ))
+    .await
+    .unwrap();
+    root.query_drop(format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'drifted'"))
+        .await
+        .unwrap();
     assert_eq!(handle(ctx, &msg).await, DONE);
     use_database(&url(&user, &pw, &db)).await.unwrap();
 
@@ -159,13 +220,20 @@ async fn a_colliding_database_is_left_untouched() {
     let tag = app.tag().await;
     let mut root = root().await;
     let taken = format!("um_{tag}_1");
-    root.query_drop(format!("CREATE DATABASE `{taken}`")).await.unwrap();
-    root.query_drop(format!("CREATE TABLE `{taken}`.keep (id INT)")).await.unwrap();
+    root.query_drop(format!("CREATE DATABASE `{taken}`"))
+        .await
+        .unwrap();
+    root.query_drop(format!("CREATE TABLE `{taken}`.keep (id INT)"))
+        .await
+        .unwrap();
 
     let (s, b) = app.create(json!({"name": "x"})).await;
     assert_error(s, &b, 500, Some("ENGINE_CONFLICT"));
     let tables: Vec<String> = root
-        .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", (&taken,))
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            (&taken,),
+        )
         .await
         .unwrap();
     assert_eq!(tables, ["keep"], "the foreign database is intact");
@@ -175,7 +243,9 @@ async fn a_colliding_database_is_left_untouched() {
     let (s, b) = app.create(json!({"name": "x"})).await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(data(&b)["dbName"], format!("um_{tag}_2"));
-    root.query_drop(format!("DROP DATABASE `{taken}`")).await.unwrap();
+    root.query_drop(format!("DROP DATABASE `{taken}`"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,18 +254,35 @@ async fn a_colliding_user_is_left_untouched() {
     let tag = app.tag().await;
     let mut root = root().await;
     let taken = format!("dum_{tag}_1");
-    root.query_drop(format!("CREATE USER '{taken}'@'%' IDENTIFIED BY 'theirs'")).await.unwrap();
+    root.query_drop(format!("CREATE USER '{taken}'@'%' IDENTIFIED BY 'theirs'"))
+        .await
+        .unwrap();
 
     let (s, b) = app.create(json!({"name": "x"})).await;
     assert_error(s, &b, 500, Some("ENGINE_CONFLICT"));
-    assert!(engine_databases(&tag).await.is_empty(), "our half-made database was undone");
-    assert!(can_login(&format!("mysql://{taken}:theirs@127.0.0.1:3306")).await, "their user still works");
-    root.query_drop(format!("DROP USER '{taken}'@'%'")).await.unwrap();
+    assert!(
+        engine_databases(&tag).await.is_empty(),
+        "our half-made database was undone"
+    );
+    assert!(
+        can_login(&format!("mysql://{taken}:theirs@127.0.0.1:3306")).await,
+        "their user still works"
+    );
+    root.query_drop(format!("DROP USER '{taken}'@'%'"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_that_keeps_failing_is_dead_lettered_and_cleaned_up() {
-    let app = spawn_app_with(Options { slots: Some(1), ..Default::default() }, |s| s.worker.max_attempts = 2).await;
+    let app = spawn_app_with(
+        Options {
+            slots: Some(1),
+            ..Default::default()
+        },
+        |s| s.worker.max_attempts = 2,
+    )
+    .await;
     let ctx = app.worker.as_ref().unwrap().context();
     let (msg, _, _, _) = intent(&app, "poison").await;
     // Two earlier deliveries that died mid-job.

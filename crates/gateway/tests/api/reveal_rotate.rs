@@ -14,11 +14,28 @@ async fn reveal_returns_the_current_password_and_status() {
     assert_eq!(
         keys(d),
         [
-            "connectionString", "createdAt", "dbName", "dbUser", "engine", "id", "name",
-            "password", "sizeBytes", "sizeRefreshedAt", "status"
+            "connectionString",
+            "createdAt",
+            "dbName",
+            "dbUser",
+            "engine",
+            "id",
+            "name",
+            "password",
+            "sizeBytes",
+            "sizeRefreshedAt",
+            "status"
         ]
     );
-    for field in ["id", "name", "engine", "dbName", "dbUser", "password", "connectionString"] {
+    for field in [
+        "id",
+        "name",
+        "engine",
+        "dbName",
+        "dbUser",
+        "password",
+        "connectionString",
+    ] {
         assert_eq!(d[field], created[field], "{field}");
     }
     assert_eq!(d["status"], "active");
@@ -30,7 +47,12 @@ async fn reveal_and_rotate_of_anything_not_owned_are_404() {
     let app = spawn_app().await;
     let (_, key) = app.other_tenant().await;
     let (_, theirs) = app
-        .send(Method::POST, "/api/v1/db/databases", Some(&key), Some(json!({"name": "theirs"})))
+        .send(
+            Method::POST,
+            "/api/v1/db/databases",
+            Some(&key),
+            Some(json!({"name": "theirs"})),
+        )
         .await;
     let theirs = data(&theirs)["id"].as_str().unwrap().to_owned();
     let missing = hepdb_core::DatabaseId::new().to_text();
@@ -54,13 +76,29 @@ async fn rotate_refuses_the_old_password_and_reveal_returns_the_new() {
     let (s, b) = app.rotate(id).await;
     assert_eq!(s, 200, "{b}");
     let rotated = data(&b);
-    assert_eq!(keys(rotated), ["connectionString", "dbName", "dbUser", "engine", "id", "name", "password"]);
+    assert_eq!(
+        keys(rotated),
+        [
+            "connectionString",
+            "dbName",
+            "dbUser",
+            "engine",
+            "id",
+            "name",
+            "password"
+        ]
+    );
     assert_ne!(rotated["password"], created["password"]);
     assert_eq!(rotated["dbUser"], created["dbUser"]);
     let new = rotated["connectionString"].as_str().unwrap();
 
-    assert!(!can_login(old).await, "old password must be refused right after the 200");
-    use_database(new).await.expect("new password works, and the data survived");
+    assert!(
+        !can_login(old).await,
+        "old password must be refused right after the 200"
+    );
+    use_database(new)
+        .await
+        .expect("new password works, and the data survived");
     let (_, revealed) = app.reveal(id).await;
     assert_eq!(data(&revealed)["password"], rotated["password"]);
 }
@@ -77,10 +115,23 @@ async fn concurrent_rotates_leave_reveal_consistent_with_the_engine() {
         strings.push(data(b)["connectionString"].as_str().unwrap().to_owned());
     }
     let (_, revealed) = app.reveal(&id).await;
-    let current = data(&revealed)["connectionString"].as_str().unwrap().to_owned();
+    let current = data(&revealed)["connectionString"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(strings.contains(&current));
-    for cs in strings.iter().chain([data(&created)["connectionString"].as_str().unwrap().to_owned()].iter()) {
-        assert_eq!(can_login(cs).await, *cs == current, "only reveal's password may log in");
+    for cs in strings.iter().chain(
+        [data(&created)["connectionString"]
+            .as_str()
+            .unwrap()
+            .to_owned()]
+        .iter(),
+    ) {
+        assert_eq!(
+            can_login(cs).await,
+            *cs == current,
+            "only reveal's password may log in"
+        );
     }
 }
 
@@ -89,9 +140,11 @@ async fn secrets_are_stored_sealed_and_hashed() {
     let app = spawn_app().await;
     let (_, created) = app.create(json!({"name": "sealed"})).await;
     let pw = data(&created)["password"].as_str().unwrap().to_owned();
-    let mut conn = <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(app.settings.metadata.url.expose())
-        .await
-        .unwrap();
+    let mut conn = <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(
+        app.settings.metadata.url.expose(),
+    )
+    .await
+    .unwrap();
     use diesel_async::RunQueryDsl;
     #[derive(diesel::QueryableByName)]
     struct Dump {
@@ -109,7 +162,9 @@ async fn secrets_are_stored_sealed_and_hashed() {
     for row in dump {
         let text = row.dump.to_lowercase();
         assert!(!text.contains(&pw.to_lowercase()) && !text.contains(&hex(pw.as_bytes())));
-        assert!(!text.contains(&app.key.to_lowercase()) && !text.contains(&hex(app.key.as_bytes())));
+        assert!(
+            !text.contains(&app.key.to_lowercase()) && !text.contains(&hex(app.key.as_bytes()))
+        );
     }
 }
 

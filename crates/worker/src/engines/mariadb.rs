@@ -36,8 +36,8 @@ impl std::fmt::Debug for MariaDb {
 }
 
 fn opts(url: &str) -> Result<Opts, EngineError> {
-    let opts = Opts::from_url(url)
-        .map_err(|_| EngineError::Failed("invalid MariaDB admin URL".into()))?;
+    let opts =
+        Opts::from_url(url).map_err(|_| EngineError::Failed("invalid MariaDB admin URL".into()))?;
     // TCP, as tenants connect; never silently switch to the local socket.
     Ok(OptsBuilder::from_opts(opts).prefer_socket(false).into())
 }
@@ -78,7 +78,9 @@ fn literal(password: &Password) -> Result<String, EngineError> {
     if password.is_alphanumeric() {
         Ok(format!("'{}'", password.expose()))
     } else {
-        Err(EngineError::Failed("refusing a password with unexpected characters".into()))
+        Err(EngineError::Failed(
+            "refusing a password with unexpected characters".into(),
+        ))
     }
 }
 
@@ -101,7 +103,9 @@ impl MariaDb {
 
     pub async fn ping(&self) -> Result<(), EngineError> {
         let mut c = self.conn().await?;
-        c.query_drop("SELECT 1").await.map_err(|e| classify(e, "ping", false))
+        c.query_drop("SELECT 1")
+            .await
+            .map_err(|e| classify(e, "ping", false))
     }
 
     /// The database's ownership mark: `None` if it does not exist, `Some("")` if it has no
@@ -122,8 +126,14 @@ impl MariaDb {
         let created_db = match Self::schema_mark(&mut c, target).await? {
             Some(m) if m == mark => false,
             Some(_) => {
-                tracing::error!(alert = true, database = db, "name collision: an unmarked database already exists; leaving it untouched");
-                return Err(EngineError::Conflict(format!("database {db} exists and is not ours")));
+                tracing::error!(
+                    alert = true,
+                    database = db,
+                    "name collision: an unmarked database already exists; leaving it untouched"
+                );
+                return Err(EngineError::Conflict(format!(
+                    "database {db} exists and is not ours"
+                )));
             }
             None => {
                 let sql = format!("CREATE DATABASE `{db}` COMMENT '{mark}'");
@@ -132,7 +142,9 @@ impl MariaDb {
                     // Created concurrently (a duplicate delivery): ours only if it carries our mark.
                     Err(e) if server_code(&e) == Some(DB_EXISTS) => {
                         if Self::schema_mark(&mut c, target).await?.as_deref() != Some(&mark) {
-                            return Err(EngineError::Conflict(format!("database {db} exists and is not ours")));
+                            return Err(EngineError::Conflict(format!(
+                                "database {db} exists and is not ours"
+                            )));
                         }
                         false
                     }
@@ -147,7 +159,11 @@ impl MariaDb {
             Err(e) if server_code(&e) == Some(CANNOT_USER) => {
                 if created_db {
                     // The user predates our database, so it is not ours: undo our part only.
-                    tracing::error!(alert = true, user = target.names.db_user(), "name collision: user already exists; leaving it untouched");
+                    tracing::error!(
+                        alert = true,
+                        user = target.names.db_user(),
+                        "name collision: user already exists; leaving it untouched"
+                    );
                     c.query_drop(format!("DROP DATABASE `{db}`"))
                         .await
                         .map_err(|e| classify(e, "undo create database", false))?;
@@ -165,19 +181,30 @@ impl MariaDb {
         }
         // In GRANT, `_` is a wildcard: escape it so the grant names exactly this database.
         let exact = db.replace('_', "\\_");
-        c.query_drop(format!("GRANT ALL PRIVILEGES ON `{exact}`.* TO {}", user(target)))
-            .await
-            .map_err(|e| classify(e, "grant", false))?;
+        c.query_drop(format!(
+            "GRANT ALL PRIVILEGES ON `{exact}`.* TO {}",
+            user(target)
+        ))
+        .await
+        .map_err(|e| classify(e, "grant", false))?;
         drop(c);
         self.verify(target, password).await
     }
 
-    pub async fn set_password(&self, target: &Target, password: &Password) -> Result<(), EngineError> {
+    pub async fn set_password(
+        &self,
+        target: &Target,
+        password: &Password,
+    ) -> Result<(), EngineError> {
         self.alter_password(target, password).await?;
         self.verify(target, password).await
     }
 
-    pub async fn alter_password(&self, target: &Target, password: &Password) -> Result<(), EngineError> {
+    pub async fn alter_password(
+        &self,
+        target: &Target,
+        password: &Password,
+    ) -> Result<(), EngineError> {
         let mut c = self.conn().await?;
         let pw = literal(password)?;
         c.query_drop(format!("ALTER USER {} IDENTIFIED BY {pw}", user(target)))
@@ -189,11 +216,17 @@ impl MariaDb {
         if self.can_login(target, password).await? {
             Ok(())
         } else {
-            Err(EngineError::Failed("the new password does not log in".into()))
+            Err(EngineError::Failed(
+                "the new password does not log in".into(),
+            ))
         }
     }
 
-    pub async fn can_login(&self, target: &Target, password: &Password) -> Result<bool, EngineError> {
+    pub async fn can_login(
+        &self,
+        target: &Target,
+        password: &Password,
+    ) -> Result<bool, EngineError> {
         let opts = OptsBuilder::from_opts(self.opts.clone())
             .user(Some(target.names.db_user()))
             .pass(Some(password.expose()))
@@ -227,7 +260,11 @@ impl MariaDb {
                     .map_err(|e| classify(e, "drop database", false))
             }
             Some(_) => {
-                tracing::error!(alert = true, database = db, "refusing to drop a database hepdb does not own");
+                tracing::error!(
+                    alert = true,
+                    database = db,
+                    "refusing to drop a database hepdb does not own"
+                );
                 Err(EngineError::Conflict(format!("database {db} is not ours")))
             }
             None => Ok(()),
@@ -239,7 +276,9 @@ impl MariaDb {
     pub async fn bootstrap(root_url: &str, admin_url: &str) -> Result<String, EngineError> {
         let admin = opts(admin_url)?;
         let (Some(name), Some(pass)) = (admin.user(), admin.pass()) else {
-            return Err(EngineError::Failed("admin URL must carry a user and a password".into()));
+            return Err(EngineError::Failed(
+                "admin URL must carry a user and a password".into(),
+            ));
         };
         if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             || pass.contains(['\'', '\\'])
@@ -251,14 +290,24 @@ impl MariaDb {
         let mut c = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts(root_url)?)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Err(classify(e, "connect as root", false)),
-            Err(_) => return Err(EngineError::Unavailable("connect as root: timed out".into())),
+            Err(_) => {
+                return Err(EngineError::Unavailable(
+                    "connect as root: timed out".into(),
+                ));
+            }
         };
         let who = format!("'{name}'@'%'");
         for (sql, secret) in [
-            (format!("CREATE USER IF NOT EXISTS {who} IDENTIFIED BY '{pass}'"), true),
+            (
+                format!("CREATE USER IF NOT EXISTS {who} IDENTIFIED BY '{pass}'"),
+                true,
+            ),
             (format!("ALTER USER {who} IDENTIFIED BY '{pass}'"), true),
             (format!("GRANT CREATE USER ON *.* TO {who}"), false),
-            (format!("GRANT ALL PRIVILEGES ON `um\\_%`.* TO {who} WITH GRANT OPTION"), false),
+            (
+                format!("GRANT ALL PRIVILEGES ON `um\\_%`.* TO {who} WITH GRANT OPTION"),
+                false,
+            ),
         ] {
             c.query_drop(sql)
                 .await

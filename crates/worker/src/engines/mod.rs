@@ -68,14 +68,22 @@ impl EngineDriver {
     }
 
     /// Sets the user's password in place (never drop and recreate) and proves it logs in.
-    pub async fn set_password(&self, target: &Target, password: &Password) -> Result<(), EngineError> {
+    pub async fn set_password(
+        &self,
+        target: &Target,
+        password: &Password,
+    ) -> Result<(), EngineError> {
         match self {
             Self::Mariadb(d) => d.set_password(target, password).await,
         }
     }
 
     /// Logs in as the tenant user; `Ok(false)` when the server refuses the password.
-    pub async fn can_login(&self, target: &Target, password: &Password) -> Result<bool, EngineError> {
+    pub async fn can_login(
+        &self,
+        target: &Target,
+        password: &Password,
+    ) -> Result<bool, EngineError> {
         match self {
             Self::Mariadb(d) => d.can_login(target, password).await,
         }
@@ -91,7 +99,11 @@ impl EngineDriver {
 
     /// Sets the password without the login check: used to put back the previous password when
     /// a rotate fails half-way.
-    pub async fn restore_password(&self, target: &Target, password: &Password) -> Result<(), EngineError> {
+    pub async fn restore_password(
+        &self,
+        target: &Target,
+        password: &Password,
+    ) -> Result<(), EngineError> {
         match self {
             Self::Mariadb(d) => d.alter_password(target, password).await,
         }
@@ -121,7 +133,10 @@ impl Engines {
     }
 
     pub fn get(&self, engine: Engine) -> Option<&EngineDriver> {
-        self.drivers.iter().find(|(e, _)| *e == engine).map(|(_, d)| d)
+        self.drivers
+            .iter()
+            .find(|(e, _)| *e == engine)
+            .map(|(_, d)| d)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Engine, &EngineDriver)> {
