@@ -40,17 +40,17 @@ enum AccountCmd {
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..))]
         slots: i32,
-        #[arg(long = "storage-mb", default_value_t = 1024)]
+        #[arg(long = "storage-mb", default_value_t = 1024, value_parser = clap::value_parser!(i64).range(0..))]
         storage_mb: i64,
     },
     /// Top up slots or storage, or switch database access.
     Update {
         id: String,
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
         slots: Option<i32>,
-        #[arg(long = "storage-mb")]
+        #[arg(long = "storage-mb", value_parser = clap::value_parser!(i64).range(0..))]
         storage_mb: Option<i64>,
         #[arg(long = "db-access")]
         db_access: Option<bool>,
@@ -151,9 +151,6 @@ async fn account(store: &Store, cmd: AccountCmd) -> anyhow::Result<Value> {
             slots,
             storage_mb,
         } => {
-            if slots < 0 || storage_mb < 0 {
-                bail!("--slots and --storage-mb must not be negative");
-            }
             let a = store.create_account(&name, slots, storage_mb).await?;
             json!({ "id": a.id, "name": a.name, "slots": a.slots, "storage_mb": a.storage_mb })
         }
@@ -163,9 +160,6 @@ async fn account(store: &Store, cmd: AccountCmd) -> anyhow::Result<Value> {
             storage_mb,
             db_access,
         } => {
-            if slots.is_some_and(|s| s < 0) || storage_mb.is_some_and(|s| s < 0) {
-                bail!("--slots and --storage-mb must not be negative");
-            }
             let update = AccountUpdate {
                 slots,
                 storage_mb,

@@ -1,0 +1,204 @@
+//! Drives the real `hepdb-admin` binary against real PostgreSQL and MariaDB, as an operator would.
+
+use std::process::Command;
+
+use hepdb_core::{
+    DatabaseId, Engine,
+    job::{JobKindWire, JobMessage, JobOutcome, MESSAGE_VERSION},
+    secret::{ApiKey, Password},
+    settings::Settings,
+};
+use hepdb_store::{Store, databases::NewDatabase};
+use hepdb_worker::{
+    engines::Engines,
+    jobs::{Disposition, JobContext, handle},
+};
+use serde_json::Value;
+
+struct Admin {
+    metadata_url: String,
+}
+
+impl Admin {
+    fn new() -> Self {
+        let settings = Settings::load().unwrap();
+        let base = settings
+            .metadata
+            .url
+            .expose()
+            .rsplit_once('/')
+            .unwrap()
+            .0
+            .to_owned();
+        let tag = ulid::Ulid::new().to_string().to_lowercase();
+        Self {
+            metadata_url: format!("{base}/hepdb_test_cli_{tag}"),
+        }
+    }
+
+    /// Runs the binary; returns (success, stdout JSON or Null, stderr).
+    fn run(&self, args: &[&str]) -> (bool, Value, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_hepdb-admin"))
+            .args(args)
+            .env("HEPDB__METADATA__URL", &self.metadata_url)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let json = if out.status.success() {
+            assert_eq!(
+                stdout.lines().count(),
+                1,
+                "exactly one JSON object: {stdout}"
+            );
+            serde_json::from_str(&stdout).unwrap()
+        } else {
+            assert!(stdout.is_empty(), "nothing on stdout on failure: {stdout}");
+            Value::Null
+        };
+        (out.status.success(), json, stderr)
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let (ok, json, err) = self.run(args);
+        assert!(ok, "{args:?} failed: {err}");
+        json
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_commands_print_json_and_fail_clearly() {
+    let admin = Admin::new();
+    let migrated = admin.ok(&["migrate"]);
+    assert_eq!(migrated["database_created"], true);
+    assert_eq!(
+        admin.ok(&["migrate"])["applied"],
+        serde_json::json!([]),
+        "idempotent"
+    );
+    admin.ok(&[
+        "engine",
+        "bootstrap",
+        "mariadb",
+        "--root-url",
+        "mysql://root@127.0.0.1:3306",
+    ]);
+
+    let account = admin.ok(&[
+        "account",
+        "create",
+        "--name",
+        "acme",
+        "--slots",
+        "2",
+        "--storage-mb",
+        "500",
+    ]);
+    let id = account["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (account["slots"].as_i64(), account["storage_mb"].as_i64()),
+        (Some(2), Some(500))
+    );
+    let updated = admin.ok(&["account", "update", &id, "--slots", "5"]);
+    assert_eq!(
+        (updated["slots"].as_i64(), updated["storage_mb"].as_i64()),
+        (Some(5), Some(500))
+    );
+
+    let minted = admin.ok(&["key", "mint", "--account", &id]);
+    let key = ApiKey::parse(minted["key"].as_str().unwrap()).expect("hepgg_db_ + 32 alphanumerics");
+    let key_id = minted["id"].as_str().unwrap().to_owned();
+    let store = Store::connect(&admin.metadata_url, 2).unwrap();
+    let enabled = || async {
+        store
+            .find_key(&key.hash())
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .enabled
+    };
+    assert!(enabled().await);
+    admin.ok(&["key", "disable", &key_id]);
+    assert!(!enabled().await);
+    admin.ok(&["key", "enable", &key_id]);
+    assert!(enabled().await);
+    assert_eq!(admin.ok(&["account", "suspend", &id])["keys_disabled"], 1);
+    assert!(!enabled().await);
+    assert_eq!(admin.ok(&["account", "unsuspend", &id])["keys_enabled"], 1);
+    assert!(enabled().await);
+
+    for bad in [
+        vec!["account", "update", "not-an-id", "--slots", "1"],
+        vec!["account", "suspend", "01HV000000000000000000000A"],
+        vec!["key", "mint", "--account", "01HV000000000000000000000A"],
+        vec!["key", "disable", "nope"],
+        vec!["database", "delete", "01HV000000000000000000000A"],
+    ] {
+        let (ok, _, err) = admin.run(&bad);
+        assert!(!ok && err.starts_with("hepdb-admin: "), "{bad:?}: {err}");
+    }
+    let (ok, _, err) = admin.run(&["account", "create", "--name", "x", "--slots=-1"]);
+    assert!(!ok && err.contains("--slots"), "{err}");
+
+    // Deletion drops the engine objects and the row, and frees the slot.
+    let settings = Settings::load().unwrap();
+    let ctx = JobContext {
+        store: store.clone(),
+        engines: Engines::from_settings(&settings.engines).unwrap(),
+        key: settings.crypto.master_key().unwrap(),
+        max_attempts: 5,
+    };
+    let db_id = DatabaseId::new();
+    let (db, job) = store
+        .reserve_create(NewDatabase {
+            id: db_id,
+            account: id.parse().unwrap(),
+            name: "doomed",
+            engine: Engine::Mariadb,
+            password_sealed: ctx.key.seal(db_id, &Password::generate()),
+        })
+        .await
+        .unwrap();
+    let msg = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: job,
+        database_id: db_id,
+        kind: JobKindWire::Create,
+    };
+    assert_eq!(
+        handle(&ctx, &msg).await,
+        Disposition::Finished {
+            outcome: JobOutcome::Done,
+            dead_letter: None
+        }
+    );
+    let deleted = admin.ok(&["database", "delete", &db_id.to_text()]);
+    assert_eq!(
+        (deleted["deleted"].as_bool(), deleted["db_name"].as_str()),
+        (Some(true), Some(db.db_name.as_str()))
+    );
+    assert!(store.database(db_id).await.unwrap().is_none());
+    let out = Command::new("mysql")
+        .args(["-uroot", "-h127.0.0.1", "-N", "-e"])
+        .arg(format!(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME='{}'; \
+             SELECT COUNT(*) FROM mysql.user WHERE User='{}'",
+            db.db_name, db.db_user
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "0"]
+    );
+
+    assert!(
+        admin.ok(&["keygen"])["master_key"]
+            .as_str()
+            .is_some_and(|k| k.len() == 44)
+    );
+}
