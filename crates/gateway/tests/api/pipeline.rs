@@ -300,3 +300,23 @@ async fn a_job_that_keeps_failing_is_dead_lettered_and_cleaned_up() {
     // The slot is free again.
     assert_eq!(app.create(json!({"name": "poison"})).await.0, 201);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_provisioner_is_not_root() {
+    let app = spawn_app().await;
+    let url = app.settings.engines.mariadb.admin_url.expose().to_owned();
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url).unwrap())
+        .prefer_socket(false);
+    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    for sql in [
+        "CREATE DATABASE not_a_tenant_db",
+        "SELECT * FROM mysql.user",
+        "DROP DATABASE mysql",
+        "GRANT ALL PRIVILEGES ON *.* TO 'x'@'%'",
+    ] {
+        assert!(
+            c.query_drop(sql).await.is_err(),
+            "provisioner must not be able to: {sql}"
+        );
+    }
+}
