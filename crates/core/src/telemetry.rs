@@ -20,3 +20,16 @@ pub fn init(settings: &TelemetrySettings) {
             .try_init(),
     };
 }
+
+/// What every long-running binary does first: load the settings, install logging, and warn
+/// loudly if the development master key is in use.
+pub fn boot() -> Result<crate::settings::Settings, crate::settings::SettingsError> {
+    let settings = crate::settings::Settings::load()?;
+    init(&settings.telemetry);
+    if settings.crypto.is_dev_key() {
+        tracing::warn!(
+            "using the built-in development master key; set HEPDB__CRYPTO__MASTER_KEY in production"
+        );
+    }
+    Ok(settings)
+}

@@ -1,18 +1,12 @@
 //! `hepdb-worker`: runs jobs until SIGTERM or Ctrl-C.
 
 use anyhow::Context;
-use hepdb_core::{settings::Settings, telemetry};
+use hepdb_core::telemetry;
 use hepdb_worker::Worker;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load()?;
-    telemetry::init(&settings.telemetry);
-    if settings.crypto.is_dev_key() {
-        tracing::warn!(
-            "using the built-in development master key; set HEPDB__CRYPTO__MASTER_KEY in production"
-        );
-    }
+    let settings = telemetry::boot()?;
     let worker = Worker::start(&settings).context("starting the worker")?;
     tracing::info!(queue_prefix = %settings.amqp.queue_prefix, "hepdb-worker started");
     shutdown_signal().await;
