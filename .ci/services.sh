@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# Starts each local service the tests need (PostgreSQL, MariaDB, RabbitMQ) unless it is already
-# answering, then waits until all answer. Safe to run any number of times.
+# Starts each local service the tests need unless it is already answering, then waits until all
+# answer. Safe to run any number of times.
+# - the machine's PostgreSQL (metadata, 5432), MariaDB (engine, 3306) and RabbitMQ (5672);
+# - a tenant PostgreSQL engine of its own (5433): initdb into $ENGINES/postgres, scram-sha-256
+#   for every TCP login, superuser postgres / hepdb-dev-root; never the metadata server;
+# - a MongoDB engine (27017): the smongo stand-in (no mongod can be installed here), root /
+#   hepdb-dev-root, installed from PyPI on first use.
 set -euo pipefail
+
+ENGINES="${HEPDB_ENGINES_DIR:-/var/tmp/hepdb-engines}"
+ROOT_PW=hepdb-dev-root
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -24,9 +33,34 @@ if ! up 5672; then
   rabbitmq-server -detached
 fi
 
+if ! up 5433; then
+  echo "services: starting the tenant PostgreSQL engine on 5433"
+  bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -n | tail -1)/bin"
+  data="$ENGINES/postgres"
+  mkdir -p "$ENGINES"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    rm -rf "$data"; install -d -o postgres -g postgres -m 700 "$data"
+    pwfile="$(mktemp)"; echo "$ROOT_PW" > "$pwfile"; chown postgres "$pwfile"
+    runuser -u postgres -- "$bin/initdb" -D "$data" -U postgres --pwfile="$pwfile" \
+      --auth-host=scram-sha-256 --auth-local=peer -E UTF8 >/dev/null
+    rm -f "$pwfile"
+  fi
+  runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w start \
+    -o "-p 5433 -c listen_addresses=127.0.0.1 -k $data -c max_connections=200" >/dev/null
+fi
+if ! up 27017; then
+  echo "services: starting the MongoDB engine (smongo) on 27017"
+  python3 -c 'import smongo' 2>/dev/null || pip install --quiet smongo==1.2.8
+  mkdir -p "$ENGINES"
+  setsid nohup python3 "$HERE/xtask/scripts/smongo_engine.py" --port 27017 \
+    --dir "$ENGINES/mongo" --root-password "$ROOT_PW" >"$ENGINES/mongo.log" 2>&1 < /dev/null &
+fi
+
 wait_for PostgreSQL 5432 60
+wait_for "tenant PostgreSQL" 5433 60
+wait_for MongoDB 27017 60
 wait_for MariaDB 3306 60
 wait_for RabbitMQ 5672 120
 # RabbitMQ accepts TCP before it accepts AMQP sessions; ping until the node is fully up.
 for _ in $(seq 1 60); do rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break; sleep 1; done
-echo "services: PostgreSQL, MariaDB and RabbitMQ are up"
+echo "services: PostgreSQL, MariaDB, RabbitMQ and the PostgreSQL and MongoDB engines are up"

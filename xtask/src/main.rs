@@ -81,7 +81,35 @@ fn services() -> anyhow::Result<()> {
 
 fn test() -> anyhow::Result<()> {
     services()?;
+    drop_stale_test_databases();
     run(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]))
+}
+
+/// Each test makes its own `hepdb_test_*` metadata database; drop those earlier runs left.
+/// Best effort: a failure here only leaves clutter, so it is reported and ignored.
+fn drop_stale_test_databases() {
+    let psql = || {
+        let mut c = Command::new("psql");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-Atq",
+            "-c",
+        ]);
+        c
+    };
+    let list = "SELECT datname FROM pg_database WHERE datname LIKE 'hepdb\\_test\\_%'";
+    let names = match output(psql().arg(list)) {
+        Ok(names) => names,
+        Err(e) => return eprintln!("xtask: not cleaning old test databases: {e:#}"),
+    };
+    for name in names.lines().filter(|n| !n.is_empty()) {
+        let _ = output(psql().arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")));
+    }
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {

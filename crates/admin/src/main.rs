@@ -5,7 +5,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 use hepdb_core::{AccountId, DatabaseId, Engine, KeyId, secret::MasterKey, settings::Settings};
 use hepdb_store::{Store, accounts::AccountUpdate, migrate};
-use hepdb_worker::engines::{EngineDriver, MariaDb, Target};
+use hepdb_worker::engines::{EngineDriver, MariaDb, Mongo, Postgres, Target};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -28,9 +28,12 @@ enum Command {
     /// Databases (deletion is operator-only).
     #[command(subcommand)]
     Database(DatabaseCmd),
-    /// Engine servers.
+    /// Engine provisioner accounts.
     #[command(subcommand)]
     Engine(EngineCmd),
+    /// Engine hosts: placement state and what each holds.
+    #[command(subcommand)]
+    Host(HostCmd),
     /// Print a fresh master key for HEPDB__CRYPTO__MASTER_KEY.
     Keygen,
 }
@@ -90,7 +93,20 @@ enum EngineCmd {
         /// An engine account allowed to create users and grant (kept out of hepdb's settings).
         #[arg(long = "root-url", env = "HEPDB_ENGINE_ROOT_URL")]
         root_url: String,
+        /// Which configured host of the engine (needed when it has several).
+        #[arg(long)]
+        host: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum HostCmd {
+    /// Every host with its engine, state, capacity, databases and total size.
+    List,
+    /// Stop placing new databases on a host (existing ones keep working).
+    Drain { name: String },
+    /// Place new databases on a drained host again.
+    Undrain { name: String },
 }
 
 fn parse<T: std::str::FromStr>(what: &str, s: &str) -> anyhow::Result<T> {
@@ -120,28 +136,89 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
     }
     let settings = Settings::load()?;
     let url = settings.metadata.url.expose();
-    if let Command::Migrate = cli.command {
-        let (created, applied) = migrate::migrate(url).await?;
-        return Ok(json!({ "database_created": created, "applied": applied }));
-    }
-    if let Command::Engine(EngineCmd::Bootstrap { engine, root_url }) = &cli.command {
-        let engine: Engine = engine.parse()?;
-        let admin_url = settings.engines.get(engine).admin_url.expose();
-        let user = match engine {
-            Engine::Mariadb => MariaDb::bootstrap(root_url, admin_url).await?,
-            other => bail!("bootstrap of {other} is not implemented yet"),
-        };
-        return Ok(json!({ "engine": engine, "provisioner": user }));
+    if let Command::Engine(EngineCmd::Bootstrap {
+        engine,
+        root_url,
+        host,
+    }) = &cli.command
+    {
+        return bootstrap(&settings, engine, root_url, host.as_deref()).await;
     }
     let store = Store::connect(url, 2)?;
+    if let Command::Migrate = cli.command {
+        let (created, applied) = migrate::migrate(url).await?;
+        store.register_configured_hosts(&settings.engines).await?;
+        let hosts: Vec<_> = settings.engines.enabled_hosts().iter().map(|h| h.name).collect();
+        return Ok(json!({ "database_created": created, "applied": applied, "hosts": hosts }));
+    }
     Ok(match cli.command {
         Command::Account(cmd) => account(&store, cmd).await?,
         Command::Key(cmd) => key(&store, cmd).await?,
+        Command::Host(cmd) => host(&store, cmd).await?,
         Command::Database(DatabaseCmd::Delete { id }) => {
             delete_database(&store, &settings, parse("database", &id)?).await?
         }
         Command::Migrate | Command::Keygen | Command::Engine(_) => unreachable!("handled above"),
     })
+}
+
+async fn bootstrap(
+    settings: &Settings,
+    engine: &str,
+    root_url: &str,
+    host: Option<&str>,
+) -> anyhow::Result<Value> {
+    let engine: Engine = engine.parse()?;
+    let hosts = settings.engines.get(engine).hosts(engine);
+    let host = match host {
+        Some(name) => hosts
+            .iter()
+            .find(|h| h.name == name)
+            .with_context(|| format!("no {engine} host named `{name}` in the configuration"))?,
+        None if hosts.len() == 1 => &hosts[0],
+        None => bail!("the {engine} engine has several hosts: name one with --host"),
+    };
+    let admin_url = host.settings.admin_url.expose();
+    let user = match engine {
+        Engine::Mariadb => MariaDb::bootstrap(root_url, admin_url).await?,
+        Engine::Postgres => Postgres::bootstrap(root_url, admin_url).await?,
+        Engine::Mongo => Mongo::bootstrap(root_url, admin_url).await?,
+    };
+    Ok(json!({ "engine": engine, "host": host.name, "provisioner": user }))
+}
+
+async fn host(store: &Store, cmd: HostCmd) -> anyhow::Result<Value> {
+    Ok(match cmd {
+        HostCmd::List => {
+            let hosts: Vec<Value> = store
+                .host_summaries()
+                .await?
+                .into_iter()
+                .map(|s| {
+                    let h = s.host;
+                    json!({
+                        "name": h.name,
+                        "engine": h.engine,
+                        "state": if h.drained { "drained" } else { "open" },
+                        "capacity": h.capacity,
+                        "databases": s.databases,
+                        "size_bytes": s.size_bytes,
+                        "public_endpoint": format!("{}:{}", h.public_host, h.public_port),
+                    })
+                })
+                .collect();
+            json!({ "hosts": hosts })
+        }
+        HostCmd::Drain { name } => set_drained(store, &name, true).await?,
+        HostCmd::Undrain { name } => set_drained(store, &name, false).await?,
+    })
+}
+
+async fn set_drained(store: &Store, name: &str, drained: bool) -> anyhow::Result<Value> {
+    if !store.set_drained(name, drained).await? {
+        bail!("no host named `{name}` (hosts are registered by `hepdb-admin migrate` and the gateway)");
+    }
+    Ok(json!({ "name": name, "state": if drained { "drained" } else { "open" } }))
 }
 
 async fn account(store: &Store, cmd: AccountCmd) -> anyhow::Result<Value> {
@@ -224,8 +301,12 @@ async fn delete_database(
         .names()
         .context("stored names are malformed; refusing to run DDL")?;
     let engine = db.engine();
-    let driver = EngineDriver::from_settings(engine, settings.engines.get(engine))?;
+    let host = settings
+        .engines
+        .host(&db.host)
+        .with_context(|| format!("host `{}` of this database is not configured here", db.host))?;
+    let driver = EngineDriver::new(engine, host.settings.admin_url.expose())?;
     driver.drop_owned(&Target { id, names }).await?;
     store.remove_deleted(id).await?;
-    Ok(json!({ "id": id, "deleted": true, "engine": engine, "db_name": db.db_name }))
+    Ok(json!({ "id": id, "deleted": true, "engine": engine, "host": db.host, "db_name": db.db_name }))
 }

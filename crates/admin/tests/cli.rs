@@ -76,6 +76,23 @@ async fn operator_commands_print_json_and_fail_clearly() {
         serde_json::json!([]),
         "idempotent"
     );
+    assert_eq!(migrated["hosts"], serde_json::json!(["mariadb"]));
+    // Hosts: listed with their state, drained and reopened; unknown names fail clearly.
+    let listed = admin.ok(&["host", "list"]);
+    assert_eq!(
+        listed["hosts"],
+        serde_json::json!([{"name": "mariadb", "engine": "mariadb", "state": "open",
+            "capacity": 1000, "databases": 0, "size_bytes": 0,
+            "public_endpoint": "127.0.0.1:3306"}])
+    );
+    assert_eq!(admin.ok(&["host", "drain", "mariadb"])["state"], "drained");
+    assert_eq!(
+        admin.ok(&["host", "list"])["hosts"][0]["state"],
+        "drained"
+    );
+    assert_eq!(admin.ok(&["host", "undrain", "mariadb"])["state"], "open");
+    let (ok, _, err) = admin.run(&["host", "drain", "nope"]);
+    assert!(!ok && err.contains("no host named `nope`"), "{err}");
     admin.ok(&[
         "engine",
         "bootstrap",
@@ -150,16 +167,18 @@ async fn operator_commands_print_json_and_fail_clearly() {
         max_attempts: 5,
     };
     let db_id = DatabaseId::new();
-    let (db, job) = store
+    let reserved = store
         .reserve_create(NewDatabase {
             id: db_id,
             account: id.parse().unwrap(),
             name: "doomed",
             engine: Engine::Mariadb,
             password_sealed: ctx.key.seal(db_id, &Password::generate()),
+            hosts: &["mariadb"],
         })
         .await
         .unwrap();
+    let (db, job) = (reserved.database, reserved.job);
     let msg = JobMessage {
         v: MESSAGE_VERSION,
         job_id: job,

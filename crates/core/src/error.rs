@@ -55,6 +55,9 @@ pub enum ApiError {
     JobTimeout,
     #[error("the database server is unavailable, nothing was changed; try again shortly")]
     EngineUnavailable,
+    /// Every server of the engine is full or drained: an operator must add capacity.
+    #[error("no database server has room for a new database right now; an operator has been alerted")]
+    NoCapacity,
     #[error("the database could not be provisioned; an operator has been alerted")]
     EngineConflict,
     #[error("internal error")]
@@ -77,7 +80,7 @@ impl ApiError {
             UnsupportedMediaType => 415,
             Internal | EngineConflict => 500,
             MetadataUnavailable | BrokerUnavailable | WorkerUnavailable | JobTimeout
-            | EngineUnavailable => 503,
+            | EngineUnavailable | NoCapacity => 503,
         }
     }
 
@@ -103,6 +106,7 @@ impl ApiError {
             WorkerUnavailable => "WORKER_UNAVAILABLE",
             JobTimeout => "JOB_TIMEOUT",
             EngineUnavailable => "ENGINE_UNAVAILABLE",
+            NoCapacity => "NO_CAPACITY",
             EngineConflict => "ENGINE_CONFLICT",
             Internal => "INTERNAL",
         })

@@ -2,7 +2,7 @@
 //! TOML file named by `HEPDB_CONFIG`, then `HEPDB__<SECTION>__<KEY>` environment variables.
 //! Everything is checked at start, and an error names the setting and its variable.
 
-use std::{fmt, net::SocketAddr};
+use std::{collections::BTreeMap, fmt, net::SocketAddr};
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -86,14 +86,112 @@ impl EnginesSettings {
     }
 }
 
+/// One engine: whether it is offered, and its servers. The single-host keys (`admin_url`,
+/// `public_host`, `public_port`, `capacity`) describe one server named after the engine; a
+/// `hosts` table, when present, replaces them with named servers.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(from = "RawEngineSettings")]
 pub struct EngineSettings {
     pub enabled: bool,
+    pub single: HostSettings,
+    pub hosts: BTreeMap<String, HostSettings>,
+}
+
+/// The file/env shape of [`EngineSettings`]: the single-host keys sit beside `enabled`. (Not
+/// `#[serde(flatten)]`, which would lose the key path in error messages.)
+#[derive(Deserialize)]
+struct RawEngineSettings {
+    enabled: bool,
+    admin_url: Secret,
+    public_host: String,
+    public_port: u16,
+    capacity: u32,
+    #[serde(default)]
+    hosts: BTreeMap<String, HostSettings>,
+}
+
+impl From<RawEngineSettings> for EngineSettings {
+    fn from(r: RawEngineSettings) -> Self {
+        Self {
+            enabled: r.enabled,
+            single: HostSettings {
+                admin_url: r.admin_url,
+                public_host: r.public_host,
+                public_port: r.public_port,
+                capacity: r.capacity,
+            },
+            hosts: r.hosts,
+        }
+    }
+}
+
+/// One engine server.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HostSettings {
     /// The provisioner account's URL (carries its password).
     pub admin_url: Secret,
     /// Host and port written into users' connection strings.
     pub public_host: String,
     pub public_port: u16,
+    /// How many databases this server may hold; placement fills the emptiest first.
+    pub capacity: u32,
+}
+
+/// A configured engine server with its name.
+#[derive(Debug, Clone, Copy)]
+pub struct Host<'a> {
+    pub name: &'a str,
+    pub engine: Engine,
+    pub settings: &'a HostSettings,
+}
+
+impl EngineSettings {
+    /// This engine's servers: the `hosts` table, or the single host named after the engine.
+    pub fn hosts(&self, engine: Engine) -> Vec<Host<'_>> {
+        if self.hosts.is_empty() {
+            vec![Host {
+                name: engine.as_str(),
+                engine,
+                settings: &self.single,
+            }]
+        } else {
+            self.hosts
+                .iter()
+                .map(|(name, settings)| Host {
+                    name,
+                    engine,
+                    settings,
+                })
+                .collect()
+        }
+    }
+}
+
+impl EnginesSettings {
+    /// Every server of every enabled engine.
+    pub fn enabled_hosts(&self) -> Vec<Host<'_>> {
+        self.enabled()
+            .flat_map(|e| self.get(e).hosts(e))
+            .collect()
+    }
+
+    /// Every configured server, enabled engine or not, by name.
+    pub fn host(&self, name: &str) -> Option<Host<'_>> {
+        Engine::ALL
+            .into_iter()
+            .flat_map(|e| self.get(e).hosts(e))
+            .find(|h| h.name == name)
+    }
+}
+
+/// Whether `name` can name an engine host: 1-63 of `[a-z0-9_-]`, starting with a letter or
+/// digit (it appears in metadata, logs and the operator CLI).
+pub fn valid_host_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -204,20 +302,38 @@ impl Settings {
         self.crypto
             .master_key()
             .map_err(|e| invalid("crypto.master_key", e))?;
+        let mut seen = std::collections::HashSet::new();
         for engine in Engine::ALL {
             let e = self.engines.get(engine);
-            let key = |k: &str| format!("engines.{engine}.{k}");
             let schemes: &[&str] = match engine {
                 Engine::Mariadb => &["mysql", "mariadb"],
                 Engine::Postgres => &["postgres", "postgresql"],
                 Engine::Mongo => &["mongodb"],
             };
-            check_scheme(&key("admin_url"), &e.admin_url, schemes)?;
-            if e.public_host.trim().is_empty() {
-                return Err(invalid(&key("public_host"), "must not be empty"));
-            }
-            if e.public_port == 0 {
-                return Err(invalid(&key("public_port"), "must be a port number"));
+            for host in e.hosts(engine) {
+                let prefix = if e.hosts.is_empty() {
+                    format!("engines.{engine}")
+                } else {
+                    format!("engines.{engine}.hosts.{}", host.name)
+                };
+                let key = |k: &str| format!("{prefix}.{k}");
+                if !valid_host_name(host.name) {
+                    return Err(invalid(
+                        &prefix,
+                        "names a host: use 1-63 of a-z, 0-9, `_` and `-`",
+                    ));
+                }
+                if !seen.insert(host.name) {
+                    return Err(invalid(&prefix, "repeats a host name used by another engine"));
+                }
+                let h = host.settings;
+                check_scheme(&key("admin_url"), &h.admin_url, schemes)?;
+                if h.public_host.trim().is_empty() {
+                    return Err(invalid(&key("public_host"), "must not be empty"));
+                }
+                if h.public_port == 0 {
+                    return Err(invalid(&key("public_port"), "must be a port number"));
+                }
             }
         }
         if self.engines.enabled().next().is_none() {
@@ -288,7 +404,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.gateway.listen, "0.0.0.0:9000");
-        assert_eq!(s.engines.mariadb.public_port, 3307);
+        assert_eq!(s.engines.mariadb.single.public_port, 3307);
         assert!(s.engines.postgres.enabled);
         assert_eq!(s.amqp.queue_prefix, "stack2");
     }
@@ -320,6 +436,53 @@ mod tests {
                 .to_string();
             assert!(err.contains(named), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_hosts_table_replaces_the_single_host() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let names: Vec<_> = s.engines.enabled_hosts().iter().map(|h| h.name).collect();
+        assert_eq!(names, ["mariadb"]);
+
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__ADMIN_URL",
+                    "mysql://p:x@10.0.0.1:3306",
+                ),
+                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__PUBLIC_HOST", "a.db"),
+                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__PUBLIC_PORT", "3306"),
+                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__CAPACITY", "10"),
+                (
+                    "HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__ADMIN_URL",
+                    "mysql://p:x@10.0.0.2:3306",
+                ),
+                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__PUBLIC_HOST", "b.db"),
+                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__PUBLIC_PORT", "3307"),
+                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__CAPACITY", "20"),
+            ]),
+        )
+        .unwrap();
+        let hosts = s.engines.enabled_hosts();
+        let got: Vec<_> = hosts
+            .iter()
+            .map(|h| (h.name, h.settings.public_port, h.settings.capacity))
+            .collect();
+        assert_eq!(got, [("maria-a", 3306, 10), ("maria-b", 3307, 20)]);
+        assert_eq!(s.engines.host("maria-b").unwrap().engine, Engine::Mariadb);
+        assert!(s.engines.host("mariadb").is_none());
+
+        let err = Settings::load_from(
+            None,
+            env(&[(
+                "HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__ADMIN_URL",
+                "mysql://p:x@10.0.0.1:3306",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("public_host"), "{err}");
     }
 
     #[test]

@@ -35,9 +35,28 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    pub fn build(settings: &Settings) -> anyhow::Result<Self> {
+    /// Binds the listener and registers the configured engine hosts in metadata (so placement
+    /// and connection strings follow configuration). If metadata is down, registration is
+    /// retried in the background and the gateway starts anyway: it answers 503 until then.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let store = Store::connect(settings.metadata.url.expose(), settings.metadata.pool_size)
             .context("metadata pool")?;
+        if let Err(error) = store.register_configured_hosts(&settings.engines).await {
+            if matches!(error, hepdb_store::StoreError::Guard(_)) {
+                return Err(error).context("registering engine hosts");
+            }
+            tracing::warn!(%error, "cannot register engine hosts yet; retrying in the background");
+            let (store, engines) = (store.clone(), settings.engines.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    match store.register_configured_hosts(&engines).await {
+                        Ok(()) => break tracing::info!("engine hosts registered"),
+                        Err(error) => tracing::warn!(%error, "still cannot register engine hosts"),
+                    }
+                }
+            });
+        }
         let topology = Topology::new(
             &settings.amqp.queue_prefix,
             settings.amqp.queue_expires_secs,

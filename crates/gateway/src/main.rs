@@ -7,7 +7,9 @@ use hepdb_gateway::Application;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = telemetry::boot()?;
-    let app = Application::build(&settings).context("starting the gateway")?;
+    let app = Application::build(&settings)
+        .await
+        .context("starting the gateway")?;
     tracing::info!(listen = %settings.gateway.listen, port = app.port(), "hepdb-gateway listening");
     app.run_until_stopped().await?;
     Ok(())

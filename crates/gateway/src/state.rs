@@ -14,9 +14,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Public host and port for connection strings, if the engine is enabled.
-    pub fn public_endpoint(&self, engine: Engine) -> Option<(&str, u16)> {
+    /// The hosts a new database of `engine` may be placed on; `None` if the engine is not
+    /// offered by this deployment.
+    pub fn placeable_hosts(&self, engine: Engine) -> Option<Vec<&str>> {
         let e = self.engines.get(engine);
-        e.enabled.then_some((e.public_host.as_str(), e.public_port))
+        e.enabled
+            .then(|| e.hosts(engine).into_iter().map(|h| h.name).collect())
     }
 }

@@ -15,8 +15,8 @@ use hepdb_core::{
 
 use crate::{
     Result, Store, StoreError, exactly_one,
-    models::{Account, Database},
-    schema::{accounts, databases, jobs},
+    models::{Account, Database, EngineHost},
+    schema::{accounts, databases, engine_hosts, jobs},
 };
 
 /// What the gateway asks for when a user creates a database.
@@ -27,6 +27,17 @@ pub struct NewDatabase<'a> {
     pub name: &'a str,
     pub engine: Engine,
     pub password_sealed: Vec<u8>,
+    /// The hosts of `engine` this gateway may place on (its configured ones); metadata's
+    /// drain flag and the free capacity pick among them.
+    pub hosts: &'a [&'a str],
+}
+
+/// A reserved create: the row, the host it was placed on, and its job.
+#[derive(Debug)]
+pub struct Reserved {
+    pub database: Database,
+    pub host: EngineHost,
+    pub job: JobId,
 }
 
 /// Why a create intent was refused.
@@ -38,6 +49,9 @@ pub enum ReserveError {
     DuplicateName,
     #[error("account not found")]
     NoAccount,
+    /// Every host of the engine is full or drained.
+    #[error("no engine host has room")]
+    NoCapacity,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -55,8 +69,8 @@ impl From<DieselError> for ReserveError {
     }
 }
 
-/// The states that hold a slot: everything but a failed create.
-const SLOT_HOLDING: [&str; 5] = ["creating", "active", "over_quota", "disabled", "deleting"];
+/// The states that hold a slot, and room on a host: everything but a failed create.
+pub(crate) const SLOT_HOLDING: [&str; 5] = ["creating", "active", "over_quota", "disabled", "deleting"];
 /// The states visible through the API.
 const VISIBLE: [&str; 3] = ["active", "over_quota", "disabled"];
 
@@ -64,10 +78,11 @@ impl Store {
     /// Records the intent to create a database and its create job, in one transaction that
     /// holds the account row lock: concurrent creates of one account serialize here, so N
     /// parallel requests against k free slots reserve exactly k.
-    pub async fn reserve_create(
-        &self,
-        new: NewDatabase<'_>,
-    ) -> Result<(Database, JobId), ReserveError> {
+    ///
+    /// The database goes to the non-drained host with the most free capacity. Host rows are
+    /// locked after the account row (always in that order, so no deadlock), which keeps
+    /// concurrent creates of different accounts from overfilling one host.
+    pub async fn reserve_create(&self, new: NewDatabase<'_>) -> Result<Reserved, ReserveError> {
         let mut conn = self.conn().await?;
         let account_id = new.account.to_text();
         conn.transaction(async |c| {
@@ -98,6 +113,7 @@ impl Store {
             if taken > 0 {
                 return Err(ReserveError::DuplicateName);
             }
+            let host = place(c, new.engine, new.hosts).await?;
             let seq = account.next_db_seq;
             diesel::update(accounts::table.find(&account_id))
                 .set(accounts::next_db_seq.eq(seq + 1))
@@ -117,6 +133,7 @@ impl Store {
                     databases::db_user.eq(names.db_user()),
                     databases::password_sealed.eq(&new.password_sealed),
                     databases::state.eq(DatabaseState::Creating.as_str()),
+                    databases::host.eq(&host.name),
                 ))
                 .returning(Database::as_returning())
                 .get_result(c)
@@ -131,7 +148,11 @@ impl Store {
                 ))
                 .execute(c)
                 .await?;
-            Ok((db, job))
+            Ok(Reserved {
+                database: db,
+                host,
+                job,
+            })
         })
         .await
     }
@@ -148,18 +169,19 @@ impl Store {
             .await?)
     }
 
-    /// One visible database, only if `account` owns it.
+    /// One visible database with its host, only if `account` owns it.
     pub async fn owned_database(
         &self,
         account: AccountId,
         id: DatabaseId,
-    ) -> Result<Option<Database>> {
+    ) -> Result<Option<(Database, EngineHost)>> {
         let mut conn = self.conn().await?;
         Ok(databases::table
-            .find(id.to_text())
+            .inner_join(engine_hosts::table)
+            .filter(databases::id.eq(id.to_text()))
             .filter(databases::account_id.eq(account.to_text()))
             .filter(databases::state.eq_any(VISIBLE))
-            .select(Database::as_select())
+            .select((Database::as_select(), EngineHost::as_select()))
             .first(&mut conn)
             .await
             .optional()?)
@@ -219,4 +241,41 @@ impl Store {
         .await?;
         exactly_one(n, "remove deleted database")
     }
+}
+
+/// Picks the host for a new database: among `allowed` hosts of `engine` that are not drained,
+/// the one with the most free capacity (ties by name). Locks the candidate host rows.
+async fn place(
+    c: &mut diesel_async::AsyncPgConnection,
+    engine: Engine,
+    allowed: &[&str],
+) -> Result<EngineHost, ReserveError> {
+    let candidates: Vec<EngineHost> = engine_hosts::table
+        .filter(engine_hosts::engine.eq(engine.as_str()))
+        .filter(engine_hosts::name.eq_any(allowed))
+        .filter(engine_hosts::drained.eq(false))
+        .order(engine_hosts::name)
+        .for_update()
+        .select(EngineHost::as_select())
+        .load(c)
+        .await?;
+    let names: Vec<&str> = candidates.iter().map(|h| h.name.as_str()).collect();
+    let used: Vec<(String, i64)> = databases::table
+        .filter(databases::host.eq_any(&names))
+        .filter(databases::state.eq_any(SLOT_HOLDING))
+        .group_by(databases::host)
+        .select((databases::host, diesel::dsl::count_star()))
+        .load(c)
+        .await?;
+    let free = |h: &EngineHost| {
+        let n = used.iter().find(|(name, _)| *name == h.name).map_or(0, |u| u.1);
+        i64::from(h.capacity) - n
+    };
+    candidates
+        .into_iter()
+        .filter(|h| free(h) > 0)
+        // max_by_key keeps the last of equals; reverse the name order so ties go to the first.
+        .rev()
+        .max_by_key(free)
+        .ok_or(ReserveError::NoCapacity)
 }

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod databases;
+pub mod hosts;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;

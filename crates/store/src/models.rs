@@ -6,7 +6,7 @@ use hepdb_core::{
     DatabaseId, DatabaseState, Engine, JobState, naming::EngineNames, state::JobKind,
 };
 
-use crate::schema::{accounts, api_keys, databases, jobs};
+use crate::schema::{accounts, api_keys, databases, engine_hosts, jobs};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = accounts)]
@@ -49,6 +49,8 @@ pub struct Database {
     pub size_bytes: i64,
     pub size_refreshed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The engine server holding it (`engine_hosts.name`); every job for it goes there.
+    pub host: String,
 }
 
 impl std::fmt::Debug for Database {
@@ -57,8 +59,32 @@ impl std::fmt::Debug for Database {
             .field("id", &self.id)
             .field("engine", &self.engine)
             .field("db_name", &self.db_name)
+            .field("host", &self.host)
             .field("state", &self.state)
             .finish_non_exhaustive()
+    }
+}
+
+/// An engine server as metadata knows it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = engine_hosts)]
+pub struct EngineHost {
+    pub name: String,
+    pub engine: String,
+    pub public_host: String,
+    pub public_port: i32,
+    pub capacity: i32,
+    pub drained: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl EngineHost {
+    /// Host and port for connection strings.
+    pub fn endpoint(&self) -> (&str, u16) {
+        (
+            &self.public_host,
+            u16::try_from(self.public_port).unwrap_or_default(),
+        )
     }
 }
 

@@ -39,6 +39,19 @@ diesel::table! {
         size_bytes -> Int8,
         size_refreshed_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        host -> Text,
+    }
+}
+
+diesel::table! {
+    engine_hosts (name) {
+        name -> Text,
+        engine -> Text,
+        public_host -> Text,
+        public_port -> Int4,
+        capacity -> Int4,
+        drained -> Bool,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -59,4 +72,5 @@ diesel::table! {
 diesel::joinable!(api_keys -> accounts (account_id));
 diesel::joinable!(databases -> accounts (account_id));
 diesel::joinable!(jobs -> databases (database_id));
-diesel::allow_tables_to_appear_in_same_query!(accounts, api_keys, databases, jobs);
+diesel::joinable!(databases -> engine_hosts (host));
+diesel::allow_tables_to_appear_in_same_query!(accounts, api_keys, databases, engine_hosts, jobs);

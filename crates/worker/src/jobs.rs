@@ -162,7 +162,10 @@ fn resolve<'a>(ctx: &'a JobContext, db: &Database) -> Option<(Target, &'a Engine
         tracing::error!(database = %db.id, "stored names are malformed; refusing to run DDL");
         return None;
     };
-    let driver = ctx.engines.get(db.engine())?;
+    let Some(driver) = ctx.engines.get(&db.host) else {
+        tracing::error!(database = %db.id, host = %db.host, "this worker has no driver for the database's host");
+        return None;
+    };
     Some((
         Target {
             id: db.database_id(),

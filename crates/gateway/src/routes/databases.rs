@@ -6,8 +6,8 @@ use hepdb_core::{
     naming::validate_name, secret::Password, state::JobKind, time::iso8601,
 };
 use hepdb_store::{
-    databases::{NewDatabase, ReserveError},
-    models::Database,
+    databases::{NewDatabase, ReserveError, Reserved},
+    models::{Database, EngineHost},
 };
 use serde::{Deserialize, Serialize};
 
@@ -73,15 +73,15 @@ fn ok(status: actix_web::http::StatusCode, data: impl Serialize) -> HttpResponse
     HttpResponse::build(status).json(serde_json::json!({ "ok": true, "data": data }))
 }
 
+/// The credentials of `db`, with the connection string of the host it lives on.
 fn credentials<'a>(
-    state: &AppState,
     db: &'a Database,
+    host: &EngineHost,
     password: &'a Password,
 ) -> Result<Credentials<'a>, HttpError> {
     let engine = db.engine();
     let names = db.names().ok_or(HttpError(ApiError::Internal))?;
-    // An engine switched off after the database was made still gets its configured endpoint.
-    let e = state.engines.get(engine);
+    let (public_host, public_port) = host.endpoint();
     Ok(Credentials {
         id: &db.id,
         name: &db.name,
@@ -89,18 +89,16 @@ fn credentials<'a>(
         db_name: &db.db_name,
         db_user: &db.db_user,
         password: password.expose(),
-        connection_string: connection_string(
-            engine,
-            &e.public_host,
-            e.public_port,
-            &names,
-            password,
-        ),
+        connection_string: connection_string(engine, public_host, public_port, &names, password),
     })
 }
 
 /// A path id that is malformed, unknown or someone else's: all the same 404.
-async fn owned(state: &AppState, caller: Caller, id: &str) -> Result<Database, HttpError> {
+async fn owned(
+    state: &AppState,
+    caller: Caller,
+    id: &str,
+) -> Result<(Database, EngineHost), HttpError> {
     let id: DatabaseId = id.parse().map_err(|_| HttpError(ApiError::NotFound))?;
     state
         .store
@@ -150,12 +148,12 @@ pub async fn create(
             ApiError::EngineDisabled(e.to_string())
         })?,
     };
-    if state.public_endpoint(engine).is_none() {
+    let Some(hosts) = state.placeable_hosts(engine) else {
         return Err(ApiError::EngineDisabled(format!(
             "the {engine} engine is not available on this deployment"
         ))
         .into());
-    }
+    };
     let id = DatabaseId::new();
     let password = Password::generate();
     let new = NewDatabase {
@@ -164,17 +162,26 @@ pub async fn create(
         name: &name,
         engine,
         password_sealed: state.key.seal(id, &password),
+        hosts: &hosts,
     };
-    let (db, job) = state.store.reserve_create(new).await.map_err(|e| match e {
+    let Reserved {
+        database,
+        host,
+        job,
+    } = state.store.reserve_create(new).await.map_err(|e| match e {
         ReserveError::OutOfSlots => HttpError(ApiError::OutOfSlots),
         ReserveError::DuplicateName => HttpError(ApiError::DuplicateName(name.clone())),
         ReserveError::NoAccount => HttpError(ApiError::AccountForbidden),
+        ReserveError::NoCapacity => {
+            tracing::error!(alert = true, %engine, "every host of the engine is full or drained");
+            HttpError(ApiError::NoCapacity)
+        }
         ReserveError::Store(e) => e.into(),
     })?;
     state.dispatcher.run(job, id, JobKind::Create).await?;
     Ok(ok(
         actix_web::http::StatusCode::CREATED,
-        credentials(&state, &db, &password)?,
+        credentials(&database, &host, &password)?,
     ))
 }
 
@@ -183,13 +190,13 @@ pub async fn reveal(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    let db = owned(&state, caller, &id).await?;
+    let (db, host) = owned(&state, caller, &id).await?;
     let password = open_password(&state, &db)?;
     let summary = Summary::of(&db);
     Ok(ok(
         actix_web::http::StatusCode::OK,
         Revealed {
-            credentials: credentials(&state, &db, &password)?,
+            credentials: credentials(&db, &host, &password)?,
             size_bytes: summary.size_bytes,
             size_refreshed_at: summary.size_refreshed_at,
             status: summary.status,
@@ -203,7 +210,7 @@ pub async fn rotate(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    let db = owned(&state, caller, &id).await?;
+    let (db, host) = owned(&state, caller, &id).await?;
     if db.state() == DatabaseState::Disabled {
         return Err(ApiError::DatabaseDisabled.into());
     }
@@ -221,6 +228,6 @@ pub async fn rotate(
         .await?;
     Ok(ok(
         actix_web::http::StatusCode::OK,
-        credentials(&state, &db, &password)?,
+        credentials(&db, &host, &password)?,
     ))
 }

@@ -119,7 +119,11 @@ async fn duplicate_name_is_409_without_code() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disabled_or_unknown_engine_is_engine_disabled() {
-    let app = spawn_app().await; // postgres and mongo are disabled by default
+    let app = spawn_app_with(Options::default(), |s| {
+        s.engines.postgres.enabled = false;
+        s.engines.mongo.enabled = false;
+    })
+    .await;
     for engine in ["postgres", "mongo", "oracle", "MariaDB"] {
         let (s, b) = app.create(json!({"name": "x", "engine": engine})).await;
         assert_error(s, &b, 400, Some("ENGINE_DISABLED"));

@@ -6,7 +6,10 @@ use std::time::Duration;
 use hepdb_core::{AccountId, settings::Settings};
 use hepdb_gateway::Application;
 use hepdb_store::{Store, migrate};
-use hepdb_worker::{Worker, engines::MariaDb};
+use hepdb_worker::{
+    Worker,
+    engines::{MariaDb, Mongo, Postgres},
+};
 use mysql_async::{Opts, OptsBuilder, prelude::Queryable};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -36,6 +39,37 @@ pub fn root_url() -> String {
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
+/// The superuser of the tenant PostgreSQL instance (`.ci/services.sh` runs it on 5433).
+pub fn postgres_root_url() -> String {
+    std::env::var("HEPDB_TEST_POSTGRES_ROOT_URL")
+        .unwrap_or_else(|_| "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres".into())
+}
+
+/// The root user of the MongoDB engine (`.ci/services.sh` runs the smongo stand-in on 27017).
+pub fn mongo_root_url() -> String {
+    std::env::var("HEPDB_TEST_MONGO_ROOT_URL")
+        .unwrap_or_else(|_| "mongodb://root:hepdb-dev-root@127.0.0.1:27017/admin".into())
+}
+
+/// Sets up each engine's provisioner once per test process (concurrent `ALTER ROLE`s of one
+/// role would trip over each other).
+async fn bootstrap_provisioners(settings: &Settings) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let e = &settings.engines;
+        MariaDb::bootstrap(&root_url(), e.mariadb.single.admin_url.expose())
+            .await
+            .expect("bootstrap the MariaDB provisioner");
+        Postgres::bootstrap(&postgres_root_url(), e.postgres.single.admin_url.expose())
+            .await
+            .expect("bootstrap the PostgreSQL provisioner (is the tenant instance on 5433 up?)");
+        Mongo::bootstrap(&mongo_root_url(), e.mongo.single.admin_url.expose())
+            .await
+            .expect("bootstrap the MongoDB provisioner (is the engine on 27017 up?)");
+    })
+    .await;
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default(), |_| {}).await
 }
@@ -57,9 +91,9 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     settings.amqp.queue_expires_secs = 600;
     settings.gateway.listen = "127.0.0.1:0".into();
     settings.gateway.workers = 2;
-    MariaDb::bootstrap(&root_url(), settings.engines.mariadb.admin_url.expose())
-        .await
-        .expect("bootstrap the MariaDB provisioner");
+    settings.engines.postgres.enabled = true;
+    settings.engines.mongo.enabled = true;
+    bootstrap_provisioners(&settings).await;
     configure(&mut settings);
     settings.validate().expect("valid test settings");
     migrate::migrate(settings.metadata.url.expose())
@@ -73,7 +107,7 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
             "worker never connected"
         );
     }
-    let app = Application::build(&settings).expect("gateway");
+    let app = Application::build(&settings).await.expect("gateway");
     let port = app.port();
     if !options.no_broker_wait {
         assert!(

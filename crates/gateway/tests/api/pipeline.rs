@@ -113,7 +113,7 @@ async fn engine_down_is_503_and_releases_the_slot() {
             ..Default::default()
         },
         |s| {
-            s.engines.mariadb.admin_url = dead("mysql://hepdb_provisioner:x@127.0.0.1:1");
+            s.engines.mariadb.single.admin_url = dead("mysql://hepdb_provisioner:x@127.0.0.1:1");
         },
     )
     .await;
@@ -134,7 +134,7 @@ async fn intent(app: &TestApp, name: &str) -> (JobMessage, Password, String, Str
     let id = DatabaseId::new();
     let password = Password::generate();
     let key = app.settings.crypto.master_key().unwrap();
-    let (db, job) = app
+    let reserved = app
         .store
         .reserve_create(NewDatabase {
             id,
@@ -142,9 +142,11 @@ async fn intent(app: &TestApp, name: &str) -> (JobMessage, Password, String, Str
             name,
             engine: Engine::Mariadb,
             password_sealed: key.seal(id, &password),
+            hosts: &["mariadb"],
         })
         .await
         .unwrap();
+    let (db, job) = (reserved.database, reserved.job);
     let msg = JobMessage {
         v: MESSAGE_VERSION,
         job_id: job,
@@ -304,7 +306,7 @@ async fn a_job_that_keeps_failing_is_dead_lettered_and_cleaned_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_provisioner_is_not_root() {
     let app = spawn_app().await;
-    let url = app.settings.engines.mariadb.admin_url.expose().to_owned();
+    let url = app.settings.engines.mariadb.single.admin_url.expose().to_owned();
     let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url).unwrap())
         .prefer_socket(false);
     let mut c = mysql_async::Conn::new(opts).await.unwrap();

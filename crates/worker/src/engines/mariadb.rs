@@ -5,14 +5,11 @@
 //! comment `hepdb:<id>`. Because the database is always created before its user, a user that
 //! already exists while our database did not is someone else's, and we refuse.
 
-use std::time::Duration;
-
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, prelude::Queryable};
 
-use super::{EngineError, Target};
+use super::{CONNECT_TIMEOUT, EngineError, Target};
 use hepdb_core::secret::Password;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// ER_DB_CREATE_EXISTS
 const DB_EXISTS: u16 = 1007;
 /// ER_CANNOT_USER: CREATE USER of an existing user, DROP/ALTER of a missing one.
@@ -125,16 +122,7 @@ impl MariaDb {
         let mark = target.mark();
         let created_db = match Self::schema_mark(&mut c, target).await? {
             Some(m) if m == mark => false,
-            Some(_) => {
-                tracing::error!(
-                    alert = true,
-                    database = db,
-                    "name collision: an unmarked database already exists; leaving it untouched"
-                );
-                return Err(EngineError::Conflict(format!(
-                    "database {db} exists and is not ours"
-                )));
-            }
+            Some(_) => return Err(EngineError::collision("database", db)),
             None => {
                 let sql = format!("CREATE DATABASE `{db}` COMMENT '{mark}'");
                 match c.query_drop(sql).await {
@@ -142,9 +130,7 @@ impl MariaDb {
                     // Created concurrently (a duplicate delivery): ours only if it carries our mark.
                     Err(e) if server_code(&e) == Some(DB_EXISTS) => {
                         if Self::schema_mark(&mut c, target).await?.as_deref() != Some(&mark) {
-                            return Err(EngineError::Conflict(format!(
-                                "database {db} exists and is not ours"
-                            )));
+                            return Err(EngineError::collision("database", db));
                         }
                         false
                     }
@@ -159,18 +145,11 @@ impl MariaDb {
             Err(e) if server_code(&e) == Some(CANNOT_USER) => {
                 if created_db {
                     // The user predates our database, so it is not ours: undo our part only.
-                    tracing::error!(
-                        alert = true,
-                        user = target.names.db_user(),
-                        "name collision: user already exists; leaving it untouched"
-                    );
+                    let conflict = EngineError::collision("user", target.names.db_user());
                     c.query_drop(format!("DROP DATABASE `{db}`"))
                         .await
                         .map_err(|e| classify(e, "undo create database", false))?;
-                    return Err(EngineError::Conflict(format!(
-                        "user {} exists and is not ours",
-                        target.names.db_user()
-                    )));
+                    return Err(conflict);
                 }
                 // Ours, from an earlier attempt: converge its password.
                 c.query_drop(format!("ALTER USER {} IDENTIFIED BY {pw}", user(target)))
@@ -188,16 +167,11 @@ impl MariaDb {
         .await
         .map_err(|e| classify(e, "grant", false))?;
         drop(c);
-        self.verify(target, password).await
-    }
-
-    pub async fn set_password(
-        &self,
-        target: &Target,
-        password: &Password,
-    ) -> Result<(), EngineError> {
-        self.alter_password(target, password).await?;
-        self.verify(target, password).await
+        if self.can_login(target, password).await? {
+            Ok(())
+        } else {
+            Err(EngineError::Failed("the new user does not log in".into()))
+        }
     }
 
     pub async fn alter_password(
@@ -210,16 +184,6 @@ impl MariaDb {
         c.query_drop(format!("ALTER USER {} IDENTIFIED BY {pw}", user(target)))
             .await
             .map_err(|e| classify(e, "alter user", true))
-    }
-
-    async fn verify(&self, target: &Target, password: &Password) -> Result<(), EngineError> {
-        if self.can_login(target, password).await? {
-            Ok(())
-        } else {
-            Err(EngineError::Failed(
-                "the new password does not log in".into(),
-            ))
-        }
     }
 
     pub async fn can_login(
@@ -259,16 +223,25 @@ impl MariaDb {
                     .await
                     .map_err(|e| classify(e, "drop database", false))
             }
-            Some(_) => {
-                tracing::error!(
-                    alert = true,
-                    database = db,
-                    "refusing to drop a database hepdb does not own"
-                );
-                Err(EngineError::Conflict(format!("database {db} is not ours")))
-            }
+            Some(_) => Err(EngineError::collision("database", db)),
             None => Ok(()),
         }
+    }
+
+    /// Data plus index bytes of every `um_` schema the provisioner can see (that is, all of
+    /// hepdb's), empty ones included.
+    pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {
+        let mut c = self.conn().await?;
+        let rows: Vec<(String, i64)> = c
+            .query(
+                "SELECT s.SCHEMA_NAME, CAST(COALESCE(SUM(t.DATA_LENGTH + t.INDEX_LENGTH), 0) AS SIGNED) \
+                 FROM information_schema.SCHEMATA s \
+                 LEFT JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = s.SCHEMA_NAME \
+                 WHERE s.SCHEMA_NAME LIKE 'um\\_%' GROUP BY s.SCHEMA_NAME",
+            )
+            .await
+            .map_err(|e| classify(e, "measure sizes", false))?;
+        Ok(rows)
     }
 
     /// Creates or updates the least-privilege provisioner named in `admin_url`, connecting with

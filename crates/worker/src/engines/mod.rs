@@ -1,19 +1,29 @@
 //! Engine drivers: the only code that runs DDL on tenant database servers.
 //!
-//! One enum, one module per engine. Every operation is idempotent, so a job that is run again
-//! after a crash converges on the same end state instead of failing or duplicating, and every
-//! destructive operation first checks hepdb's ownership mark on the object.
+//! One enum, one module per engine: adding an engine means a variant of [`EngineDriver`] and a
+//! module here. Every operation is idempotent, so a job that is run again after a crash
+//! converges on the same end state instead of failing or duplicating, and every destructive
+//! operation first checks hepdb's ownership mark on the object.
 
 mod mariadb;
+mod mongo;
+mod postgres;
+
+use std::time::Duration;
 
 use hepdb_core::{
     DatabaseId, Engine,
     naming::EngineNames,
     secret::Password,
-    settings::{EngineSettings, EnginesSettings},
+    settings::{EnginesSettings, Host},
 };
 
 pub use mariadb::MariaDb;
+pub use mongo::Mongo;
+pub use postgres::Postgres;
+
+/// How long any engine connection may take before the server counts as unreachable.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An engine object hepdb manages: a database and its user, tied to a metadata row.
 #[derive(Debug, Clone)]
@@ -23,7 +33,7 @@ pub struct Target {
 }
 
 impl Target {
-    /// The ownership mark stored on the engine object (MariaDB: the database comment).
+    /// The ownership mark stored on the engine objects (a comment, or the user's custom data).
     pub fn mark(&self) -> String {
         format!("hepdb:{}", self.id)
     }
@@ -42,29 +52,55 @@ pub enum EngineError {
     Failed(String),
 }
 
-/// A driver for one engine server, built from its settings.
+impl EngineError {
+    /// Logs a name collision as an operator alert and returns the error for it.
+    pub(crate) fn collision(what: &str, name: &str) -> Self {
+        tracing::error!(
+            alert = true,
+            object = what,
+            name,
+            "name collision: an engine object hepdb did not create exists; leaving it untouched"
+        );
+        EngineError::Conflict(format!("{what} {name} exists and is not ours"))
+    }
+}
+
+/// A driver for one engine server.
 #[derive(Debug, Clone)]
 pub enum EngineDriver {
     Mariadb(MariaDb),
+    Postgres(Postgres),
+    Mongo(Mongo),
+}
+
+/// Calls the same method on whichever driver this is.
+macro_rules! each {
+    ($self:ident, $d:ident => $call:expr) => {
+        match $self {
+            EngineDriver::Mariadb($d) => $call,
+            EngineDriver::Postgres($d) => $call,
+            EngineDriver::Mongo($d) => $call,
+        }
+    };
 }
 
 impl EngineDriver {
-    pub fn from_settings(engine: Engine, settings: &EngineSettings) -> Result<Self, EngineError> {
-        match engine {
-            Engine::Mariadb => Ok(Self::Mariadb(MariaDb::new(settings.admin_url.expose())?)),
-            Engine::Postgres | Engine::Mongo => Err(EngineError::Failed(format!(
-                "the {engine} engine is not implemented by this worker"
-            ))),
-        }
+    /// Builds the driver for `engine` from its provisioner URL. Connections open lazily, so
+    /// this succeeds while the server is down.
+    pub fn new(engine: Engine, admin_url: &str) -> Result<Self, EngineError> {
+        Ok(match engine {
+            Engine::Mariadb => Self::Mariadb(MariaDb::new(admin_url)?),
+            Engine::Postgres => Self::Postgres(Postgres::new(admin_url)?),
+            Engine::Mongo => Self::Mongo(Mongo::new(admin_url)?),
+        })
     }
 
-    /// Creates the database (marked as ours) and its user with `password`, granted on that
-    /// database only, then proves the password logs in. Converges from any partial state a
-    /// crash of an earlier attempt could leave.
+    /// Creates the database and its user with `password`, with rights on that database only,
+    /// marks them as ours, then proves the password logs in. Converges from any partial state
+    /// a crash of an earlier attempt could leave; refuses (and leaves alone) a colliding object
+    /// it did not create.
     pub async fn create(&self, target: &Target, password: &Password) -> Result<(), EngineError> {
-        match self {
-            Self::Mariadb(d) => d.create(target, password).await,
-        }
+        each!(self, d => d.create(target, password).await)
     }
 
     /// Sets the user's password in place (never drop and recreate) and proves it logs in.
@@ -73,73 +109,80 @@ impl EngineDriver {
         target: &Target,
         password: &Password,
     ) -> Result<(), EngineError> {
-        match self {
-            Self::Mariadb(d) => d.set_password(target, password).await,
+        self.restore_password(target, password).await?;
+        if self.can_login(target, password).await? {
+            Ok(())
+        } else {
+            Err(EngineError::Failed(
+                "the new password does not log in".into(),
+            ))
         }
     }
 
-    /// Logs in as the tenant user; `Ok(false)` when the server refuses the password.
-    pub async fn can_login(
-        &self,
-        target: &Target,
-        password: &Password,
-    ) -> Result<bool, EngineError> {
-        match self {
-            Self::Mariadb(d) => d.can_login(target, password).await,
-        }
-    }
-
-    /// Drops the user and database if, and only if, the database carries our mark. Nothing
-    /// to drop is fine.
-    pub async fn drop_owned(&self, target: &Target) -> Result<(), EngineError> {
-        match self {
-            Self::Mariadb(d) => d.drop_owned(target).await,
-        }
-    }
-
-    /// Sets the password without the login check: used to put back the previous password when
-    /// a rotate fails half-way.
+    /// Sets the password without the login check: also used to put back the previous password
+    /// when a rotate fails half-way.
     pub async fn restore_password(
         &self,
         target: &Target,
         password: &Password,
     ) -> Result<(), EngineError> {
-        match self {
-            Self::Mariadb(d) => d.alter_password(target, password).await,
-        }
+        each!(self, d => d.alter_password(target, password).await)
+    }
+
+    /// Logs in as the tenant user to its database; `Ok(false)` when the server refuses.
+    pub async fn can_login(
+        &self,
+        target: &Target,
+        password: &Password,
+    ) -> Result<bool, EngineError> {
+        each!(self, d => d.can_login(target, password).await)
+    }
+
+    /// Drops the database and user if, and only if, they carry our mark. Nothing to drop is
+    /// fine.
+    pub async fn drop_owned(&self, target: &Target) -> Result<(), EngineError> {
+        each!(self, d => d.drop_owned(target).await)
+    }
+
+    /// The on-disk size in bytes of every hepdb database on the server, by name, in one query.
+    pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {
+        each!(self, d => d.sizes().await)
     }
 
     /// Round trip with the provisioner account, for readiness.
     pub async fn ping(&self) -> Result<(), EngineError> {
-        match self {
-            Self::Mariadb(d) => d.ping().await,
-        }
+        each!(self, d => d.ping().await)
     }
 }
 
-/// The driver of every enabled engine.
+/// One driver per configured host of every enabled engine, by host name.
 #[derive(Debug, Clone)]
 pub struct Engines {
-    drivers: Vec<(Engine, EngineDriver)>,
+    drivers: Vec<(String, EngineDriver)>,
 }
 
 impl Engines {
     pub fn from_settings(settings: &EnginesSettings) -> Result<Self, EngineError> {
         let drivers = settings
-            .enabled()
-            .map(|e| EngineDriver::from_settings(e, settings.get(e)).map(|d| (e, d)))
+            .enabled_hosts()
+            .into_iter()
+            .map(|h: Host<'_>| {
+                EngineDriver::new(h.engine, h.settings.admin_url.expose())
+                    .map(|d| (h.name.to_owned(), d))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { drivers })
     }
 
-    pub fn get(&self, engine: Engine) -> Option<&EngineDriver> {
+    /// The driver of the host named `host`, if this worker has it configured.
+    pub fn get(&self, host: &str) -> Option<&EngineDriver> {
         self.drivers
             .iter()
-            .find(|(e, _)| *e == engine)
+            .find(|(name, _)| name == host)
             .map(|(_, d)| d)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Engine, &EngineDriver)> {
-        self.drivers.iter().map(|(e, d)| (*e, d))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &EngineDriver)> {
+        self.drivers.iter().map(|(n, d)| (n.as_str(), d))
     }
 }
