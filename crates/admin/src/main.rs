@@ -148,7 +148,12 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
     if let Command::Migrate = cli.command {
         let (created, applied) = migrate::migrate(url).await?;
         store.register_configured_hosts(&settings.engines).await?;
-        let hosts: Vec<_> = settings.engines.enabled_hosts().iter().map(|h| h.name).collect();
+        let hosts: Vec<_> = settings
+            .engines
+            .enabled_hosts()
+            .iter()
+            .map(|h| h.name)
+            .collect();
         return Ok(json!({ "database_created": created, "applied": applied, "hosts": hosts }));
     }
     Ok(match cli.command {
@@ -216,7 +221,9 @@ async fn host(store: &Store, cmd: HostCmd) -> anyhow::Result<Value> {
 
 async fn set_drained(store: &Store, name: &str, drained: bool) -> anyhow::Result<Value> {
     if !store.set_drained(name, drained).await? {
-        bail!("no host named `{name}` (hosts are registered by `hepdb-admin migrate` and the gateway)");
+        bail!(
+            "no host named `{name}` (hosts are registered by `hepdb-admin migrate` and the gateway)"
+        );
     }
     Ok(json!({ "name": name, "state": if drained { "drained" } else { "open" } }))
 }
@@ -308,5 +315,7 @@ async fn delete_database(
     let driver = EngineDriver::new(engine, host.settings.admin_url.expose())?;
     driver.drop_owned(&Target { id, names }).await?;
     store.remove_deleted(id).await?;
-    Ok(json!({ "id": id, "deleted": true, "engine": engine, "host": db.host, "db_name": db.db_name }))
+    Ok(
+        json!({ "id": id, "deleted": true, "engine": engine, "host": db.host, "db_name": db.db_name }),
+    )
 }

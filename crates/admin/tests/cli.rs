@@ -86,10 +86,7 @@ async fn operator_commands_print_json_and_fail_clearly() {
             "public_endpoint": "127.0.0.1:3306"}])
     );
     assert_eq!(admin.ok(&["host", "drain", "mariadb"])["state"], "drained");
-    assert_eq!(
-        admin.ok(&["host", "list"])["hosts"][0]["state"],
-        "drained"
-    );
+    assert_eq!(admin.ok(&["host", "list"])["hosts"][0]["state"], "drained");
     assert_eq!(admin.ok(&["host", "undrain", "mariadb"])["state"], "open");
     let (ok, _, err) = admin.run(&["host", "drain", "nope"]);
     assert!(!ok && err.contains("no host named `nope`"), "{err}");

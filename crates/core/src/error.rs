@@ -56,7 +56,9 @@ pub enum ApiError {
     #[error("the database server is unavailable, nothing was changed; try again shortly")]
     EngineUnavailable,
     /// Every server of the engine is full or drained: an operator must add capacity.
-    #[error("no database server has room for a new database right now; an operator has been alerted")]
+    #[error(
+        "no database server has room for a new database right now; an operator has been alerted"
+    )]
     NoCapacity,
     #[error("the database could not be provisioned; an operator has been alerted")]
     EngineConflict,

@@ -170,9 +170,7 @@ impl EngineSettings {
 impl EnginesSettings {
     /// Every server of every enabled engine.
     pub fn enabled_hosts(&self) -> Vec<Host<'_>> {
-        self.enabled()
-            .flat_map(|e| self.get(e).hosts(e))
-            .collect()
+        self.enabled().flat_map(|e| self.get(e).hosts(e)).collect()
     }
 
     /// Every configured server, enabled engine or not, by name.
@@ -188,7 +186,10 @@ impl EnginesSettings {
 /// digit (it appears in metadata, logs and the operator CLI).
 pub fn valid_host_name(name: &str) -> bool {
     (1..=63).contains(&name.len())
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
@@ -324,7 +325,10 @@ impl Settings {
                     ));
                 }
                 if !seen.insert(host.name) {
-                    return Err(invalid(&prefix, "repeats a host name used by another engine"));
+                    return Err(invalid(
+                        &prefix,
+                        "repeats a host name used by another engine",
+                    ));
                 }
                 let h = host.settings;
                 check_scheme(&key("admin_url"), &h.admin_url, schemes)?;
@@ -451,15 +455,27 @@ mod tests {
                     "HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__ADMIN_URL",
                     "mysql://p:x@10.0.0.1:3306",
                 ),
-                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__PUBLIC_HOST", "a.db"),
-                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__PUBLIC_PORT", "3306"),
+                (
+                    "HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__PUBLIC_HOST",
+                    "a.db",
+                ),
+                (
+                    "HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__PUBLIC_PORT",
+                    "3306",
+                ),
                 ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-A__CAPACITY", "10"),
                 (
                     "HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__ADMIN_URL",
                     "mysql://p:x@10.0.0.2:3306",
                 ),
-                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__PUBLIC_HOST", "b.db"),
-                ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__PUBLIC_PORT", "3307"),
+                (
+                    "HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__PUBLIC_HOST",
+                    "b.db",
+                ),
+                (
+                    "HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__PUBLIC_PORT",
+                    "3307",
+                ),
                 ("HEPDB__ENGINES__MARIADB__HOSTS__MARIA-B__CAPACITY", "20"),
             ]),
         )

@@ -70,7 +70,8 @@ impl From<DieselError> for ReserveError {
 }
 
 /// The states that hold a slot, and room on a host: everything but a failed create.
-pub(crate) const SLOT_HOLDING: [&str; 5] = ["creating", "active", "over_quota", "disabled", "deleting"];
+pub(crate) const SLOT_HOLDING: [&str; 5] =
+    ["creating", "active", "over_quota", "disabled", "deleting"];
 /// The states visible through the API.
 const VISIBLE: [&str; 3] = ["active", "over_quota", "disabled"];
 
@@ -268,7 +269,10 @@ async fn place(
         .load(c)
         .await?;
     let free = |h: &EngineHost| {
-        let n = used.iter().find(|(name, _)| *name == h.name).map_or(0, |u| u.1);
+        let n = used
+            .iter()
+            .find(|(name, _)| *name == h.name)
+            .map_or(0, |u| u.1);
         i64::from(h.capacity) - n
     };
     candidates

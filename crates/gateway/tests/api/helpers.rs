@@ -231,8 +231,25 @@ impl TestApp {
     }
 }
 
-/// Connects with a connection string as a user would, and writes a table.
-pub async fn use_database(connection_string: &str) -> Result<(), mysql_async::Error> {
+/// Connects with a connection string as a user would, with the engine's own client library,
+/// and writes and reads back a table (MongoDB: a collection).
+pub async fn use_database(connection_string: &str) -> Result<(), String> {
+    let scheme = connection_string.split("://").next().unwrap();
+    match scheme {
+        "mysql" => use_mariadb(connection_string)
+            .await
+            .map_err(|e| e.to_string()),
+        "postgresql" => use_postgres(connection_string)
+            .await
+            .map_err(|e| e.to_string()),
+        "mongodb" => use_mongo(connection_string)
+            .await
+            .map_err(|e| e.to_string()),
+        other => panic!("unexpected scheme {other}"),
+    }
+}
+
+async fn use_mariadb(connection_string: &str) -> Result<(), mysql_async::Error> {
     let opts = Opts::from_url(connection_string).expect("valid mysql:// URL");
     let mut conn =
         mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await?;
@@ -245,16 +262,83 @@ pub async fn use_database(connection_string: &str) -> Result<(), mysql_async::Er
     conn.disconnect().await
 }
 
-/// Whether the server accepts this user/password right now.
+async fn use_postgres(connection_string: &str) -> Result<(), tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(connection_string, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS t (id INT PRIMARY KEY, v TEXT); \
+             INSERT INTO t VALUES (1, 'hello') ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v",
+        )
+        .await?;
+    let row = client
+        .query_one("SELECT v FROM t WHERE id = 1", &[])
+        .await?;
+    assert_eq!(row.get::<_, String>(0), "hello");
+    Ok(())
+}
+
+/// The smongo stand-in keeps all databases in one namespace, so the collection is named after
+/// the database to keep tenants' test writes apart.
+async fn use_mongo(connection_string: &str) -> Result<(), mongodb::error::Error> {
+    use mongodb::bson::{Document, doc};
+    let client = mongodb::Client::with_uri_str(connection_string).await?;
+    let db = client.default_database().expect("database in the URL");
+    let coll = db.collection::<Document>(&format!("t_{}", db.name()));
+    coll.insert_one(doc! { "v": "hello" }).await?;
+    let found = coll.find_one(doc! { "v": "hello" }).await?;
+    assert!(found.is_some());
+    client.shutdown().await;
+    Ok(())
+}
+
+/// Whether the server lets this user log in and open the database the string names, right now.
 pub async fn can_login(connection_string: &str) -> bool {
-    let opts = Opts::from_url(connection_string).expect("valid mysql:// URL");
-    match mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await {
-        Ok(c) => {
-            let _ = c.disconnect().await;
-            true
+    let scheme = connection_string.split("://").next().unwrap();
+    match scheme {
+        "mysql" => {
+            let opts = Opts::from_url(connection_string).expect("valid mysql:// URL");
+            match mysql_async::Conn::new(OptsBuilder::from_opts(opts).prefer_socket(false)).await {
+                Ok(c) => {
+                    let _ = c.disconnect().await;
+                    true
+                }
+                Err(mysql_async::Error::Server(e)) if e.code == 1045 || e.code == 1044 => false,
+                Err(e) => panic!("unexpected login error: {e}"),
+            }
         }
-        Err(mysql_async::Error::Server(e)) if e.code == 1045 || e.code == 1044 => false,
-        Err(e) => panic!("unexpected login error: {e}"),
+        "postgresql" => {
+            match tokio_postgres::connect(connection_string, tokio_postgres::NoTls).await {
+                Ok(_) => true,
+                Err(e) => {
+                    let code = e.code().map(|c| c.code().to_owned());
+                    // 28P01 wrong password, 42501 no CONNECT on the database.
+                    assert!(
+                        matches!(code.as_deref(), Some("28P01" | "42501" | "28000")),
+                        "unexpected login error: {e}"
+                    );
+                    false
+                }
+            }
+        }
+        "mongodb" => {
+            let client = mongodb::Client::with_uri_str(connection_string)
+                .await
+                .unwrap();
+            let db = client.default_database().expect("database in the URL");
+            let r = db.list_collection_names().await;
+            client.shutdown().await;
+            match r {
+                Ok(_) => true,
+                Err(e) => match &*e.kind {
+                    mongodb::error::ErrorKind::Authentication { .. } => false,
+                    // 13: Unauthorized, 18: AuthenticationFailed.
+                    mongodb::error::ErrorKind::Command(c) if c.code == 13 || c.code == 18 => false,
+                    _ => panic!("unexpected login error: {e}"),
+                },
+            }
+        }
+        other => panic!("unexpected scheme {other}"),
     }
 }
 

@@ -1,7 +1,8 @@
-//! End-to-end tests of the management API against real PostgreSQL, RabbitMQ and MariaDB.
+//! End-to-end tests of the management API against real PostgreSQL, RabbitMQ and the engines.
 
 mod auth;
 mod create;
+mod engines;
 mod envelope;
 mod helpers;
 mod pipeline;

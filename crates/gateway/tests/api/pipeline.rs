@@ -306,7 +306,14 @@ async fn a_job_that_keeps_failing_is_dead_lettered_and_cleaned_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_worker_provisioner_is_not_root() {
     let app = spawn_app().await;
-    let url = app.settings.engines.mariadb.single.admin_url.expose().to_owned();
+    let url = app
+        .settings
+        .engines
+        .mariadb
+        .single
+        .admin_url
+        .expose()
+        .to_owned();
     let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url).unwrap())
         .prefer_socket(false);
     let mut c = mysql_async::Conn::new(opts).await.unwrap();

@@ -180,6 +180,17 @@ impl MariaDb {
         password: &Password,
     ) -> Result<(), EngineError> {
         let mut c = self.conn().await?;
+        // The user is ours only if our marked database exists (it is always made first).
+        match Self::schema_mark(&mut c, target).await? {
+            Some(m) if m == target.mark() => {}
+            Some(_) => return Err(EngineError::collision("database", target.names.db_name())),
+            None => {
+                return Err(EngineError::Failed(format!(
+                    "database {} does not exist",
+                    target.names.db_name()
+                )));
+            }
+        }
         let pw = literal(password)?;
         c.query_drop(format!("ALTER USER {} IDENTIFIED BY {pw}", user(target)))
             .await

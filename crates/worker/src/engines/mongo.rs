@@ -8,11 +8,13 @@
 //! or a claim the next attempt recognises as its own. A user or a non-empty database with our
 //! generated name but no claim of ours is someone else's and is never touched.
 //!
-//! The provisioner holds `userAdmin` on `admin` (user management), `clusterMonitor` and
-//! `readWrite` on `hepdb` ([`Mongo::bootstrap`]); it grants itself `dbAdmin` on each database it
-//! creates (to measure and drop it) and gives it back when it drops it. Every operation uses a
-//! fresh session, so privileges granted a moment ago apply on servers that fix them per
-//! connection.
+//! The provisioner holds `userAdmin` on `admin` (user management), `clusterMonitor` (to list
+//! databases), `read` on `admin` (the same, on servers that authorize `listDatabases` per
+//! database) and `readWrite` on `hepdb` ([`Mongo::bootstrap`]). It grants itself `dbAdmin` on
+//! each database it creates (to measure and drop it) and gives it back when it drops it. Every
+//! operation uses a fresh session, so privileges granted a moment ago apply on servers that fix
+//! them per connection. MongoDB cannot limit user administration to a name pattern: `userAdmin`
+//! on `admin` could grant itself anything, so this account must be guarded like root.
 
 use mongodb::{
     Client,
@@ -71,7 +73,9 @@ fn classify(e: &Error, what: &str) -> EngineError {
         ErrorKind::Write(WriteFailure::WriteError(w)) => {
             EngineError::Failed(format!("{what}: write error {}", w.code))
         }
-        ErrorKind::ServerSelection { .. } | ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. } => {
             EngineError::Unavailable(format!("{what}: server unreachable"))
         }
         _ => EngineError::Failed(format!("{what}: {e}")),
@@ -119,13 +123,12 @@ impl Session {
 
 /// Who a registry document says owns a user: `None` when there is no claim.
 async fn claim(s: &Session, user: &str) -> Result<Option<String>, EngineError> {
-    let found = s
-        .0
-        .database(REGISTRY_DB)
-        .collection::<Document>(REGISTRY)
-        .find_one(doc! { "_id": user })
-        .await
-        .map_err(|e| classify(&e, "read ownership registry"))?;
+    let found =
+        s.0.database(REGISTRY_DB)
+            .collection::<Document>(REGISTRY)
+            .find_one(doc! { "_id": user })
+            .await
+            .map_err(|e| classify(&e, "read ownership registry"))?;
     Ok(found.and_then(|d| d.get_str("mark").ok().map(str::to_owned)))
 }
 
@@ -167,8 +170,8 @@ impl Mongo {
     }
 
     async fn session(&self) -> Result<Session, EngineError> {
-        let client = Client::with_options(self.options().await?)
-            .map_err(|e| classify(&e, "connect"))?;
+        let client =
+            Client::with_options(self.options().await?).map_err(|e| classify(&e, "connect"))?;
         Ok(Session(client))
     }
 
@@ -181,7 +184,11 @@ impl Mongo {
 
     /// Grants (or revokes) the provisioner `dbAdmin` on one tenant database.
     async fn self_grant(&self, s: &Session, db: &str, grant: bool) -> Result<(), EngineError> {
-        let verb = if grant { "grantRolesToUser" } else { "revokeRolesFromUser" };
+        let verb = if grant {
+            "grantRolesToUser"
+        } else {
+            "revokeRolesFromUser"
+        };
         s.command(
             "admin",
             doc! { verb: &self.provisioner, "roles": [{ "role": "dbAdmin", "db": db }] },
@@ -191,18 +198,26 @@ impl Mongo {
         .map(drop)
     }
 
-    /// Whether the database holds any collection (checked through a fresh session, after
-    /// granting ourselves the right to look).
-    async fn database_in_use(&self, db: &str) -> Result<bool, EngineError> {
-        let s = self.session().await?;
-        let names = s.0.database(db).list_collection_names().await;
-        s.close().await;
-        Ok(!names.map_err(|e| classify(&e, "list collections"))?.is_empty())
+    /// Whether a database of that name exists with data (`listDatabases`, which MongoDB lets
+    /// `clusterMonitor` run).
+    async fn database_in_use(s: &Session, db: &str) -> Result<bool, EngineError> {
+        let list = s
+            .command("admin", doc! { "listDatabases": 1 }, "list databases")
+            .await?;
+        Ok(list.get_array("databases").is_ok_and(|dbs| {
+            dbs.iter()
+                .filter_map(|d| d.as_document())
+                .any(|d| d.get_str("name") == Ok(db) && !d.get_bool("empty").unwrap_or(false))
+        }))
     }
 
     pub async fn create(&self, target: &Target, password: &Password) -> Result<(), EngineError> {
         let pw = checked(password)?;
-        let (db, user, mark) = (target.names.db_name(), target.names.db_user(), target.mark());
+        let (db, user, mark) = (
+            target.names.db_name(),
+            target.names.db_user(),
+            target.mark(),
+        );
         let s = self.session().await?;
         let result = self.create_in(&s, db, user, &mark, pw).await;
         s.close().await;
@@ -229,11 +244,8 @@ impl Mongo {
                 if user_exists(s, user).await? {
                     return Err(EngineError::collision("user", user));
                 }
-                self.self_grant(s, db, true).await?;
-                if self.database_in_use(db).await? {
-                    let conflict = EngineError::collision("database", db);
-                    self.self_grant(s, db, false).await?;
-                    return Err(conflict);
+                if Self::database_in_use(s, db).await? {
+                    return Err(EngineError::collision("database", db));
                 }
                 let registry = s.0.database(REGISTRY_DB).collection::<Document>(REGISTRY);
                 match registry
@@ -288,11 +300,19 @@ impl Mongo {
             match claim(&s, user).await? {
                 Some(m) if m == target.mark() => {}
                 Some(_) => return Err(EngineError::collision("user", user)),
-                None => return Err(EngineError::Failed(format!("user {user} is not registered"))),
+                None => {
+                    return Err(EngineError::Failed(format!(
+                        "user {user} is not registered"
+                    )));
+                }
             }
-            s.command("admin", doc! { "updateUser": user, "pwd": pw }, "update user")
-                .await
-                .map(drop)
+            s.command(
+                "admin",
+                doc! { "updateUser": user, "pwd": pw },
+                "update user",
+            )
+            .await
+            .map(drop)
         }
         .await;
         s.close().await;
@@ -381,16 +401,15 @@ impl Mongo {
         use futures_util::TryStreamExt;
         let s = self.session().await?;
         let result = async {
-            let claims: Vec<Document> = s
-                .0
-                .database(REGISTRY_DB)
-                .collection::<Document>(REGISTRY)
-                .find(doc! {})
-                .await
-                .map_err(|e| classify(&e, "read ownership registry"))?
-                .try_collect()
-                .await
-                .map_err(|e| classify(&e, "read ownership registry"))?;
+            let claims: Vec<Document> =
+                s.0.database(REGISTRY_DB)
+                    .collection::<Document>(REGISTRY)
+                    .find(doc! {})
+                    .await
+                    .map_err(|e| classify(&e, "read ownership registry"))?
+                    .try_collect()
+                    .await
+                    .map_err(|e| classify(&e, "read ownership registry"))?;
             let mut sizes = Vec::with_capacity(claims.len());
             for db in claims.iter().filter_map(|c| c.get_str("db").ok()) {
                 let stats = s.command(db, doc! { "dbStats": 1 }, "dbStats").await?;
@@ -429,13 +448,18 @@ impl Mongo {
         let roles = vec![
             doc! { "role": "userAdmin", "db": "admin" },
             doc! { "role": "clusterMonitor", "db": "admin" },
+            doc! { "role": "read", "db": "admin" },
             doc! { "role": "readWrite", "db": REGISTRY_DB },
         ];
         let result = async {
             if user_exists(&s, &name).await? {
                 // Keep the per-database grants it gave itself; reset the password and base roles.
-                s.command("admin", doc! { "updateUser": &name, "pwd": &pass }, "update provisioner")
-                    .await?;
+                s.command(
+                    "admin",
+                    doc! { "updateUser": &name, "pwd": &pass },
+                    "update provisioner",
+                )
+                .await?;
                 s.command(
                     "admin",
                     doc! { "grantRolesToUser": &name, "roles": roles },
@@ -447,7 +471,7 @@ impl Mongo {
                 s.command(
                     "admin",
                     doc! { "createUser": &name, "pwd": &pass, "roles": roles,
-                           "mechanisms": ["SCRAM-SHA-256"] },
+                    "mechanisms": ["SCRAM-SHA-256"] },
                     "create provisioner",
                 )
                 .await

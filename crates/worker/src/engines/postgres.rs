@@ -312,9 +312,12 @@ impl Postgres {
         // still proves ownership and finishes.
         match Self::database_owner(&c, db).await? {
             Some(owner) if owner == role => {
-                c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db)))
-                    .await
-                    .map_err(|e| classify(&e, "drop database", false))?;
+                c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    ident(db)
+                ))
+                .await
+                .map_err(|e| classify(&e, "drop database", false))?;
             }
             Some(_) => return Err(EngineError::collision("database", db)),
             None => {}

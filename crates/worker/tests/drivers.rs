@@ -1,0 +1,492 @@
+//! Each engine driver against its real server: convergence after partial work, ownership
+//! (colliding objects are left untouched), rotation, dropping and sizes. The same checks run
+//! for every engine, so a new driver gets them by being added to `drivers()`.
+//!
+//! MongoDB runs as a private smongo instance per test: the stand-in keeps every database in
+//! one namespace, so its `dropDatabase` empties the whole server, and these tests drop.
+
+use hepdb_core::{
+    DatabaseId, Engine,
+    naming::{DbTag, EngineNames},
+    secret::Password,
+    settings::Settings,
+};
+use hepdb_worker::engines::{EngineDriver, EngineError, MariaDb, Mongo, Postgres, Target};
+use mongodb::bson::{Document, doc};
+use mysql_async::prelude::Queryable;
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.into())
+}
+
+fn mariadb_root() -> String {
+    env_or("HEPDB_TEST_MARIADB_ROOT_URL", "mysql://root@127.0.0.1:3306")
+}
+
+fn postgres_root() -> String {
+    env_or(
+        "HEPDB_TEST_POSTGRES_ROOT_URL",
+        "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres",
+    )
+}
+
+const MONGO_ROOT_PW: &str = "private-root";
+
+/// A smongo server of this test's own, stopped and deleted when dropped.
+struct PrivateMongo {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateMongo {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("hepdb-smongo-{port}"));
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../xtask/scripts/smongo_engine.py"
+        );
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--root-password",
+                MONGO_ROOT_PW,
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with smongo (see .ci/services.sh)");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "smongo did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, port, dir }
+    }
+
+    fn root_url(&self) -> String {
+        format!(
+            "mongodb://root:{MONGO_ROOT_PW}@127.0.0.1:{}/admin",
+            self.port
+        )
+    }
+
+    fn provisioner_url(&self) -> String {
+        format!(
+            "mongodb://hepdb_provisioner:hepdb-dev-provisioner@127.0.0.1:{}/admin",
+            self.port
+        )
+    }
+}
+
+impl Drop for PrivateMongo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A driver per engine with its provisioner set up (MariaDB and PostgreSQL once per process),
+/// and the private MongoDB they talk to.
+async fn drivers() -> (Vec<(Engine, EngineDriver)>, PrivateMongo) {
+    static BOOTSTRAPPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let settings = Settings::load().unwrap();
+    let e = &settings.engines;
+    BOOTSTRAPPED
+        .get_or_init(|| async {
+            MariaDb::bootstrap(&mariadb_root(), e.mariadb.single.admin_url.expose())
+                .await
+                .unwrap();
+            Postgres::bootstrap(&postgres_root(), e.postgres.single.admin_url.expose())
+                .await
+                .unwrap();
+        })
+        .await;
+    let mongo = PrivateMongo::start();
+    Mongo::bootstrap(&mongo.root_url(), &mongo.provisioner_url())
+        .await
+        .unwrap();
+    let drivers = Engine::ALL
+        .into_iter()
+        .map(|engine| {
+            let url = match engine {
+                Engine::Mongo => mongo.provisioner_url(),
+                _ => e.get(engine).single.admin_url.expose().to_owned(),
+            };
+            (engine, EngineDriver::new(engine, &url).unwrap())
+        })
+        .collect();
+    (drivers, mongo)
+}
+
+fn target() -> Target {
+    Target {
+        id: DatabaseId::new(),
+        names: EngineNames::new(&DbTag::generate(), 1),
+    }
+}
+
+async fn mysql_root() -> mysql_async::Conn {
+    let opts = mysql_async::Opts::from_url(&mariadb_root()).unwrap();
+    mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false))
+        .await
+        .unwrap()
+}
+
+async fn pg_root() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&postgres_root(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn mongo_root_client(m: &PrivateMongo) -> mongodb::Client {
+    mongodb::Client::with_uri_str(m.root_url()).await.unwrap()
+}
+
+/// Runs statements as the engine's root, to build states hepdb did not make.
+async fn sql_as_root(engine: Engine, statements: &[String]) {
+    match engine {
+        Engine::Mariadb => {
+            let mut c = mysql_root().await;
+            for s in statements {
+                c.query_drop(s).await.unwrap();
+            }
+        }
+        Engine::Postgres => {
+            let c = pg_root().await;
+            for s in statements {
+                c.batch_execute(s).await.unwrap();
+            }
+        }
+        Engine::Mongo => unreachable!("MongoDB setup uses commands"),
+    }
+}
+
+async fn mongo_as_root(m: &PrivateMongo, db: &str, command: Document) {
+    let c = mongo_root_client(m).await;
+    c.database(db).run_command(command).await.unwrap();
+    c.shutdown().await;
+}
+
+/// Makes `db` as root, with one row (or document) someone cares about.
+async fn foreign_database_with_data(engine: Engine, db: &str) {
+    match engine {
+        Engine::Mariadb => {
+            sql_as_root(
+                engine,
+                &[
+                    format!("CREATE DATABASE `{db}`"),
+                    format!("CREATE TABLE `{db}`.precious (v TEXT)"),
+                    format!("INSERT INTO `{db}`.precious VALUES ('keep me')"),
+                ],
+            )
+            .await;
+        }
+        Engine::Postgres => {
+            sql_as_root(engine, &[format!("CREATE DATABASE \"{db}\"")]).await;
+        }
+        Engine::Mongo => unreachable!("the MongoDB stand-in has no separate databases"),
+    }
+}
+
+/// Whether the foreign database is still there, with its data where the engine lets us look.
+async fn foreign_database_intact(engine: Engine, db: &str) -> bool {
+    match engine {
+        Engine::Mariadb => {
+            let v: Option<String> = mysql_root()
+                .await
+                .query_first(format!("SELECT v FROM `{db}`.precious"))
+                .await
+                .unwrap();
+            v.as_deref() == Some("keep me")
+        }
+        Engine::Postgres => pg_root()
+            .await
+            .query_opt(
+                "SELECT r.rolname::text FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba \
+                 WHERE datname = $1",
+                &[&db],
+            )
+            .await
+            .unwrap()
+            .is_some_and(|row| row.get::<_, String>(0) == "postgres"),
+        Engine::Mongo => unreachable!("the MongoDB stand-in has no separate databases"),
+    }
+}
+
+async fn cleanup_foreign(m: &PrivateMongo, engine: Engine, t: &Target) {
+    let (db, user) = (t.names.db_name(), t.names.db_user());
+    match engine {
+        Engine::Mariadb => {
+            sql_as_root(
+                engine,
+                &[
+                    format!("DROP DATABASE IF EXISTS `{db}`"),
+                    format!("DROP USER IF EXISTS '{user}'@'%'"),
+                ],
+            )
+            .await;
+        }
+        Engine::Postgres => {
+            sql_as_root(
+                engine,
+                &[
+                    format!("DROP DATABASE IF EXISTS \"{db}\""),
+                    format!("DROP ROLE IF EXISTS \"{user}\""),
+                ],
+            )
+            .await;
+        }
+        Engine::Mongo => {
+            let c = mongo_root_client(m).await;
+            c.database(db).drop().await.unwrap();
+            let _ = c
+                .database("admin")
+                .run_command(doc! { "dropUser": user })
+                .await;
+            c.shutdown().await;
+        }
+    }
+}
+
+/// Logs in as `user` with the engine's own client, outside hepdb's driver.
+async fn foreign_login(m: &PrivateMongo, engine: Engine, user: &str, password: &Password) -> bool {
+    match engine {
+        Engine::Mariadb => {
+            let opts = mysql_async::OptsBuilder::from_opts(
+                mysql_async::Opts::from_url(&mariadb_root()).unwrap(),
+            )
+            .prefer_socket(false)
+            .user(Some(user))
+            .pass(Some(password.expose()));
+            mysql_async::Conn::new(opts).await.is_ok()
+        }
+        Engine::Postgres => {
+            let mut c: tokio_postgres::Config = postgres_root().parse().unwrap();
+            c.user(user).password(password.expose()).dbname("postgres");
+            c.connect(tokio_postgres::NoTls).await.is_ok()
+        }
+        Engine::Mongo => {
+            let url = format!(
+                "mongodb://{user}:{}@127.0.0.1:{}/elsewhere?authSource=admin",
+                password.expose(),
+                m.port
+            );
+            let c = mongodb::Client::with_uri_str(url).await.unwrap();
+            let ok = c
+                .database("elsewhere")
+                .list_collection_names()
+                .await
+                .is_ok();
+            c.shutdown().await;
+            ok
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_converges_rotates_and_drops_on_every_engine() {
+    // Keeps the private MongoDB running for the test.
+    let (drivers, _mongo) = drivers().await;
+    for (engine, d) in drivers {
+        let t = target();
+        let (first, second, third) = (
+            Password::generate(),
+            Password::generate(),
+            Password::generate(),
+        );
+        d.create(&t, &first)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert!(d.can_login(&t, &first).await.unwrap(), "{engine}");
+        // A redelivered create with the same intent is a no-op...
+        d.create(&t, &first)
+            .await
+            .unwrap_or_else(|e| panic!("{engine} again: {e}"));
+        // ...and one carrying another password converges on it.
+        d.create(&t, &second).await.unwrap();
+        assert!(d.can_login(&t, &second).await.unwrap(), "{engine}");
+        assert!(!d.can_login(&t, &first).await.unwrap(), "{engine}");
+
+        d.set_password(&t, &third).await.unwrap();
+        assert!(d.can_login(&t, &third).await.unwrap(), "{engine}");
+        assert!(
+            !d.can_login(&t, &second).await.unwrap(),
+            "{engine}: old password refused"
+        );
+
+        d.drop_owned(&t).await.unwrap();
+        assert!(!d.can_login(&t, &third).await.unwrap(), "{engine}: dropped");
+        d.drop_owned(&t)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: drop is idempotent: {e}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_steps_converges() {
+    let (drivers, m) = drivers().await;
+    for (engine, d) in drivers {
+        let t = target();
+        let (db, user, mark) = (t.names.db_name(), t.names.db_user(), t.mark());
+        // The state each engine's create is in after its first step, before the second.
+        match engine {
+            // Database made and marked, user not yet.
+            Engine::Mariadb => {
+                sql_as_root(
+                    engine,
+                    &[format!("CREATE DATABASE `{db}` COMMENT '{mark}'")],
+                )
+                .await;
+            }
+            // Role made, marked and granted to the provisioner; no database yet.
+            Engine::Postgres => {
+                sql_as_root(
+                    engine,
+                    &[
+                        format!("CREATE ROLE \"{user}\" LOGIN"),
+                        format!("COMMENT ON ROLE \"{user}\" IS '{mark}'"),
+                        format!("GRANT \"{user}\" TO hepdb_provisioner"),
+                    ],
+                )
+                .await;
+            }
+            // Ownership claimed, user not yet created.
+            Engine::Mongo => {
+                mongo_as_root(
+                    &m,
+                    "hepdb",
+                    doc! { "insert": "owners",
+                    "documents": [{ "_id": user, "db": db, "mark": &mark }] },
+                )
+                .await;
+            }
+        }
+        let pw = Password::generate();
+        d.create(&t, &pw)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert!(d.can_login(&t, &pw).await.unwrap(), "{engine}");
+        d.drop_owned(&t).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_colliding_database_is_refused_and_left_untouched() {
+    let (drivers, m) = drivers().await;
+    for (engine, d) in drivers {
+        // The smongo stand-in has no separate databases (one namespace for all, and
+        // `listDatabases` answers per connection), so a foreign MongoDB database cannot even
+        // be set up here; the driver's `listDatabases` check is written for real MongoDB.
+        if engine == Engine::Mongo {
+            continue;
+        }
+        let t = target();
+        foreign_database_with_data(engine, t.names.db_name()).await;
+        let pw = Password::generate();
+        let Err(err) = d.create(&t, &pw).await else {
+            panic!("{engine}: create over a foreign database succeeded")
+        };
+        assert!(matches!(err, EngineError::Conflict(_)), "{engine}: {err}");
+        assert!(
+            !d.can_login(&t, &pw).await.unwrap(),
+            "{engine}: no user was left behind"
+        );
+        // Cleaning up after the failed create does not touch it either.
+        let _ = d.drop_owned(&t).await;
+        assert!(
+            foreign_database_intact(engine, t.names.db_name()).await,
+            "{engine}"
+        );
+        cleanup_foreign(&m, engine, &t).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_colliding_user_is_refused_and_left_untouched() {
+    let (drivers, m) = drivers().await;
+    for (engine, d) in drivers {
+        let t = target();
+        let user = t.names.db_user();
+        let theirs = Password::generate();
+        match engine {
+            Engine::Mariadb => {
+                sql_as_root(
+                    engine,
+                    &[format!(
+                        "CREATE USER '{user}'@'%' IDENTIFIED BY '{}'",
+                        theirs.expose()
+                    )],
+                )
+                .await;
+            }
+            Engine::Postgres => {
+                sql_as_root(
+                    engine,
+                    &[format!(
+                        "CREATE ROLE \"{user}\" LOGIN PASSWORD '{}'",
+                        theirs.expose()
+                    )],
+                )
+                .await;
+            }
+            Engine::Mongo => {
+                mongo_as_root(
+                    &m,
+                    "admin",
+                    doc! { "createUser": user, "pwd": theirs.expose(),
+                    "roles": [{ "role": "read", "db": "elsewhere" }] },
+                )
+                .await;
+            }
+        }
+        let err = d.create(&t, &Password::generate()).await.unwrap_err();
+        assert!(matches!(err, EngineError::Conflict(_)), "{engine}: {err}");
+        assert!(
+            d.set_password(&t, &Password::generate()).await.is_err(),
+            "{engine}: no rotate of a user we do not own"
+        );
+        let _ = d.drop_owned(&t).await;
+        assert!(
+            foreign_login(&m, engine, user, &theirs).await,
+            "{engine}: their user still logs in with their password"
+        );
+        cleanup_foreign(&m, engine, &t).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sizes_cover_every_database_in_one_call() {
+    // Keeps the private MongoDB running for the test.
+    let (drivers, _mongo) = drivers().await;
+    for (engine, d) in drivers {
+        let t = target();
+        d.create(&t, &Password::generate()).await.unwrap();
+        let sizes = d.sizes().await.unwrap_or_else(|e| panic!("{engine}: {e}"));
+        let mine = sizes.iter().find(|(name, _)| name == t.names.db_name());
+        assert!(
+            mine.is_some_and(|(_, bytes)| *bytes >= 0),
+            "{engine}: {sizes:?}"
+        );
+        d.drop_owned(&t).await.unwrap();
+        let sizes = d.sizes().await.unwrap();
+        assert!(
+            sizes.iter().all(|(name, _)| name != t.names.db_name()),
+            "{engine}: dropped databases are not measured"
+        );
+    }
+}
