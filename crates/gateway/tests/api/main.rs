@@ -5,5 +5,6 @@ mod create;
 mod engines;
 mod envelope;
 mod helpers;
+mod hosts;
 mod pipeline;
 mod reveal_rotate;

@@ -1,0 +1,210 @@
+//! A pool of engine hosts: placement by free capacity, capacity exhaustion, draining, and one
+//! host stopped while the other keeps serving. The second MariaDB server is this test's own
+//! `mariadbd` (its own port and data directory), which it stops and starts by pid.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use hepdb_core::settings::{HostSettings, Secret};
+use hepdb_worker::engines::MariaDb;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// A MariaDB server of the test's own.
+struct SecondMariadb {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl SecondMariadb {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::path::PathBuf::from(format!("/var/tmp/hepdb-engines/mariadb-test-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mariadb-install-db")
+            .arg(format!("--datadir={}", dir.display()))
+            .args([
+                "--user=mysql",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("mariadb-install-db");
+        assert!(status.success(), "mariadb-install-db failed");
+        let mut me = Self {
+            child: None,
+            port,
+            dir,
+        };
+        me.run();
+        me
+    }
+
+    /// Starts `mariadbd` on the existing data directory and waits until it accepts logins.
+    fn run(&mut self) {
+        let d = self.dir.display();
+        let child = Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={d}"),
+                &format!("--port={}", self.port),
+                &format!("--socket={d}/mysqld.sock"),
+                &format!("--pid-file={d}/mysqld.pid"),
+                &format!("--log-error={d}/error.log"),
+                "--bind-address=127.0.0.1",
+                "--user=mysql",
+                "--innodb-buffer-pool-size=16M",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "mariadbd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (SIGKILL: an outage, not a maintenance window).
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn root_url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SecondMariadb {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn host(url: &str, port: u16, capacity: u32) -> HostSettings {
+    HostSettings {
+        admin_url: Secret::new(url),
+        public_host: "127.0.0.1".into(),
+        public_port: port,
+        capacity,
+    }
+}
+
+/// Two MariaDB hosts: `maria-a` (the machine's, 3306) and `maria-b` (the second server).
+async fn two_host_app(b: &SecondMariadb, cap_a: u32, cap_b: u32) -> TestApp {
+    let provisioner =
+        |port: u16| format!("mysql://hepdb_provisioner:hepdb-dev-provisioner@127.0.0.1:{port}");
+    let (a_url, b_url) = (provisioner(3306), provisioner(b.port));
+    MariaDb::bootstrap(&b.root_url(), &b_url).await.unwrap();
+    let port_b = b.port;
+    spawn_app_with(
+        Options {
+            slots: Some(20),
+            ..Default::default()
+        },
+        move |s| {
+            let hosts = &mut s.engines.mariadb.hosts;
+            hosts.insert("maria-a".into(), host(&a_url, 3306, cap_a));
+            hosts.insert("maria-b".into(), host(&b_url, port_b, cap_b));
+            s.gateway.job_timeout_ms = 8000;
+        },
+    )
+    .await
+}
+
+fn port_of(d: &Value) -> u16 {
+    let cs = d["connectionString"].as_str().unwrap();
+    let after_at = cs.rsplit_once('@').unwrap().1;
+    after_at.split(['/', ':']).nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn placement_drain_and_a_host_outage() {
+    let mut b = SecondMariadb::start();
+
+    // Placement goes to the host with the most free room (ties by name), until all are full.
+    let app = two_host_app(&b, 1, 2).await;
+    let mut ports = vec![];
+    for i in 0..3 {
+        let (s, body) = app.create(json!({"name": format!("p{i}")})).await;
+        assert_eq!(s, 201, "{body}");
+        let d = data(&body);
+        use_database(d["connectionString"].as_str().unwrap())
+            .await
+            .unwrap();
+        ports.push(port_of(d));
+    }
+    assert_eq!(ports, [b.port, 3306, b.port]);
+    let (s, body) = app.create(json!({"name": "full"})).await;
+    assert_error(s, &body, 503, Some("NO_CAPACITY"));
+    let summary: Vec<_> = app
+        .store
+        .host_summaries()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.host.engine == "mariadb")
+        .map(|h| (h.host.name, h.databases, h.host.capacity))
+        .collect();
+    assert_eq!(
+        summary,
+        [("maria-a".into(), 1, 1), ("maria-b".into(), 2, 2)]
+    );
+
+    // Draining: no new placements on maria-b even though it has more room.
+    let app = two_host_app(&b, 10, 10).await;
+    let on_a = data(&app.create(json!({"name": "a1"})).await.1).clone();
+    let on_b = data(&app.create(json!({"name": "b1"})).await.1).clone();
+    assert_eq!((port_of(&on_a), port_of(&on_b)), (3306, b.port));
+    assert!(app.store.set_drained("maria-b", true).await.unwrap());
+    for name in ["a2", "a3"] {
+        let (s, body) = app.create(json!({"name": name})).await;
+        assert_eq!((s.as_u16(), port_of(data(&body))), (201, 3306), "{body}");
+    }
+
+    // maria-b goes down: only operations on its databases fail, with a code; nothing changes.
+    b.stop();
+    let b_id = on_b["id"].as_str().unwrap();
+    let (s, body) = app.rotate(b_id).await;
+    assert_error(s, &body, 503, Some("ENGINE_UNAVAILABLE"));
+    let (s, body) = app.reveal(b_id).await;
+    assert_eq!(s, 200, "reveal needs only metadata: {body}");
+    assert_eq!(data(&body)["password"], on_b["password"]);
+    let (s, body) = app.rotate(on_a["id"].as_str().unwrap()).await;
+    assert_eq!(s, 200, "{body}");
+    use_database(data(&body)["connectionString"].as_str().unwrap())
+        .await
+        .unwrap();
+    let (s, body) = app.create(json!({"name": "a4"})).await;
+    assert_eq!((s.as_u16(), port_of(data(&body))), (201, 3306), "{body}");
+
+    // Back up: its databases work again with the password metadata holds, and rotate works.
+    b.run();
+    assert!(can_login(on_b["connectionString"].as_str().unwrap()).await);
+    let (s, body) = app.rotate(b_id).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(!can_login(on_b["connectionString"].as_str().unwrap()).await);
+    use_database(data(&body)["connectionString"].as_str().unwrap())
+        .await
+        .unwrap();
+}
