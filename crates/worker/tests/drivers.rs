@@ -490,3 +490,216 @@ async fn sizes_cover_every_database_in_one_call() {
         );
     }
 }
+
+/// What the tenant can do with its database right now, tried with the engine's own client.
+#[derive(Debug, PartialEq, Eq)]
+struct Abilities {
+    login: bool,
+    read: bool,
+    insert: bool,
+    /// MariaDB and PostgreSQL: `DELETE`; MongoDB: dropping a collection.
+    free_space: bool,
+}
+
+const ALL: Abilities = Abilities {
+    login: true,
+    read: true,
+    insert: true,
+    free_space: true,
+};
+
+const READ_AND_FREE: Abilities = Abilities {
+    login: true,
+    read: true,
+    insert: false,
+    free_space: true,
+};
+
+const NOTHING: Abilities = Abilities {
+    login: false,
+    read: false,
+    insert: false,
+    free_space: false,
+};
+
+/// Gives the tenant a table (or collections) with a row in it, while it has full rights.
+async fn seed(m: &PrivateMongo, engine: Engine, t: &Target, pw: &Password) {
+    let (db, user) = (t.names.db_name(), t.names.db_user());
+    match engine {
+        Engine::Mariadb => {
+            let mut c = mariadb_tenant(t, pw).await.unwrap();
+            c.query_drop("CREATE TABLE t (v INT)").await.unwrap();
+            c.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
+        }
+        Engine::Postgres => {
+            let c = postgres_tenant(t, pw).await.unwrap();
+            c.batch_execute("CREATE TABLE t (v INT); INSERT INTO t VALUES (1)")
+                .await
+                .unwrap();
+        }
+        Engine::Mongo => {
+            let c = mongo_tenant(m, t, pw).await;
+            for coll in [format!("t_{db}"), format!("scratch_{db}")] {
+                c.database(db)
+                    .collection::<Document>(&coll)
+                    .insert_one(doc! { "v": 1, "by": user })
+                    .await
+                    .unwrap();
+            }
+            c.shutdown().await;
+        }
+    }
+}
+
+async fn mariadb_tenant(
+    t: &Target,
+    pw: &Password,
+) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(3306)
+        .prefer_socket(false)
+        .user(Some(t.names.db_user()))
+        .pass(Some(pw.expose()))
+        .db_name(Some(t.names.db_name()));
+    mysql_async::Conn::new(opts).await
+}
+
+async fn postgres_tenant(
+    t: &Target,
+    pw: &Password,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut c: tokio_postgres::Config = postgres_root().parse().unwrap();
+    c.user(t.names.db_user())
+        .password(pw.expose())
+        .dbname(t.names.db_name());
+    let (client, conn) = c.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+async fn mongo_tenant(m: &PrivateMongo, t: &Target, pw: &Password) -> mongodb::Client {
+    let url = format!(
+        "mongodb://{}:{}@127.0.0.1:{}/{}?authSource=admin",
+        t.names.db_user(),
+        pw.expose(),
+        m.port,
+        t.names.db_name()
+    );
+    mongodb::Client::with_uri_str(url).await.unwrap()
+}
+
+async fn abilities(m: &PrivateMongo, engine: Engine, t: &Target, pw: &Password) -> Abilities {
+    match engine {
+        Engine::Mariadb => {
+            let Ok(mut c) = mariadb_tenant(t, pw).await else {
+                return NOTHING;
+            };
+            Abilities {
+                login: true,
+                read: c.query_drop("SELECT COUNT(*) FROM t").await.is_ok(),
+                insert: c.query_drop("INSERT INTO t VALUES (2)").await.is_ok(),
+                free_space: c.query_drop("DELETE FROM t WHERE v = 2").await.is_ok(),
+            }
+        }
+        Engine::Postgres => {
+            let Ok(c) = postgres_tenant(t, pw).await else {
+                return NOTHING;
+            };
+            Abilities {
+                login: true,
+                read: c.batch_execute("SELECT count(*) FROM t").await.is_ok(),
+                insert: c.batch_execute("INSERT INTO t VALUES (2)").await.is_ok(),
+                free_space: c.batch_execute("DELETE FROM t WHERE v = 2").await.is_ok(),
+            }
+        }
+        Engine::Mongo => {
+            // A fresh client each time: the stand-in fixes a connection's rights at login.
+            let c = mongo_tenant(m, t, pw).await;
+            let db = c.database(t.names.db_name());
+            let coll = db.collection::<Document>(&format!("t_{}", t.names.db_name()));
+            let read = coll.find_one(doc! {}).await.is_ok();
+            let a = Abilities {
+                login: read,
+                read,
+                insert: coll.insert_one(doc! { "v": 2 }).await.is_ok(),
+                free_space: db
+                    .collection::<Document>(&format!("scratch_{}", t.names.db_name()))
+                    .drop()
+                    .await
+                    .is_ok(),
+            };
+            c.shutdown().await;
+            if a.free_space {
+                // Put the scratch collection back for the next look.
+                let c = mongo_root_client(m).await;
+                c.database(t.names.db_name())
+                    .collection::<Document>(&format!("scratch_{}", t.names.db_name()))
+                    .insert_one(doc! { "v": 1 })
+                    .await
+                    .unwrap();
+                c.shutdown().await;
+            }
+            a
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_restrict_and_restore_and_logins_lock_and_unlock() {
+    let (drivers, m) = drivers().await;
+    for (engine, d) in drivers {
+        let t = target();
+        let pw = Password::generate();
+        d.create(&t, &pw).await.unwrap();
+        seed(&m, engine, &t, &pw).await;
+        assert_eq!(abilities(&m, engine, &t, &pw).await, ALL, "{engine}");
+
+        for _ in 0..2 {
+            d.restrict_writes(&t)
+                .await
+                .unwrap_or_else(|e| panic!("{engine}: {e}"));
+            assert_eq!(
+                abilities(&m, engine, &t, &pw).await,
+                READ_AND_FREE,
+                "{engine}: restricted (and again: idempotent)"
+            );
+        }
+        for _ in 0..2 {
+            d.restore_writes(&t).await.unwrap();
+            assert_eq!(
+                abilities(&m, engine, &t, &pw).await,
+                ALL,
+                "{engine}: restored"
+            );
+        }
+
+        for _ in 0..2 {
+            d.lock_login(&t).await.unwrap();
+            assert!(!d.can_login(&t, &pw).await.unwrap(), "{engine}: locked");
+            assert!(!abilities(&m, engine, &t, &pw).await.read, "{engine}");
+        }
+        d.unlock_login(&t).await.unwrap();
+        assert_eq!(
+            abilities(&m, engine, &t, &pw).await,
+            ALL,
+            "{engine}: unlocked, same password"
+        );
+
+        // A restricted database still drops cleanly, holder role and all.
+        d.restrict_writes(&t).await.unwrap();
+        d.drop_owned(&t)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        assert!(!d.can_login(&t, &pw).await.unwrap(), "{engine}: dropped");
+        if engine == Engine::Postgres {
+            let holder = format!("{}_frozen", t.names.db_user());
+            let left = pg_root()
+                .await
+                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&holder])
+                .await
+                .unwrap();
+            assert!(left.is_none(), "holder role dropped");
+        }
+    }
+}

@@ -16,6 +16,14 @@ const DB_EXISTS: u16 = 1007;
 const CANNOT_USER: u16 = 1396;
 /// ER_ACCESS_DENIED_ERROR
 const ACCESS_DENIED: u16 = 1045;
+/// ER_DBACCESS_DENIED_ERROR: the user exists but has no rights on the database.
+const DB_ACCESS_DENIED: u16 = 1044;
+/// ER_ACCESS_DENIED_NO_PASSWORD_ERROR: how some servers refuse a user that no longer exists.
+const ACCESS_DENIED_NO_PASSWORD: u16 = 1698;
+/// ER_ACCOUNT_HAS_BEEN_LOCKED
+const ACCOUNT_LOCKED: u16 = 4151;
+/// What a database over its storage quota keeps: read, and the means to free space.
+const RESTRICTED_PRIVILEGES: &str = "SELECT, SHOW VIEW, DELETE, DROP";
 
 #[derive(Clone)]
 pub struct MariaDb {
@@ -68,6 +76,12 @@ fn server_code(e: &mysql_async::Error) -> Option<u16> {
 
 fn user(target: &Target) -> String {
     format!("'{}'@'%'", target.names.db_user())
+}
+
+/// The database name for GRANT and REVOKE, where `_` is a wildcard: escaped so that it names
+/// exactly this database.
+fn exact_grant_name(target: &Target) -> String {
+    target.names.db_name().replace('_', "\\_")
 }
 
 /// A password spliced into DDL: only ever one hepdb generated (alphanumeric), checked again here.
@@ -158,10 +172,9 @@ impl MariaDb {
             }
             Err(e) => return Err(classify(e, "create user", true)),
         }
-        // In GRANT, `_` is a wildcard: escape it so the grant names exactly this database.
-        let exact = db.replace('_', "\\_");
         c.query_drop(format!(
-            "GRANT ALL PRIVILEGES ON `{exact}`.* TO {}",
+            "GRANT ALL PRIVILEGES ON `{}`.* TO {}",
+            exact_grant_name(target),
             user(target)
         ))
         .await
@@ -179,18 +192,7 @@ impl MariaDb {
         target: &Target,
         password: &Password,
     ) -> Result<(), EngineError> {
-        let mut c = self.conn().await?;
-        // The user is ours only if our marked database exists (it is always made first).
-        match Self::schema_mark(&mut c, target).await? {
-            Some(m) if m == target.mark() => {}
-            Some(_) => return Err(EngineError::collision("database", target.names.db_name())),
-            None => {
-                return Err(EngineError::Failed(format!(
-                    "database {} does not exist",
-                    target.names.db_name()
-                )));
-            }
-        }
+        let mut c = self.owned_conn(target).await?;
         let pw = literal(password)?;
         c.query_drop(format!("ALTER USER {} IDENTIFIED BY {pw}", user(target)))
             .await
@@ -211,12 +213,87 @@ impl MariaDb {
                 let _ = conn.disconnect().await;
                 Ok(true)
             }
-            Ok(Err(e)) if server_code(&e) == Some(ACCESS_DENIED) => Ok(false),
-            // 1044: access denied to the database (user exists, grant missing).
-            Ok(Err(e)) if server_code(&e) == Some(1044) => Ok(false),
+            Ok(Err(e))
+                if matches!(
+                    server_code(&e),
+                    Some(
+                        ACCESS_DENIED
+                            | ACCESS_DENIED_NO_PASSWORD
+                            | DB_ACCESS_DENIED
+                            | ACCOUNT_LOCKED
+                    )
+                ) =>
+            {
+                Ok(false)
+            }
             Ok(Err(e)) => Err(classify(e, "tenant login", false)),
             Err(_) => Err(EngineError::Unavailable("tenant login: timed out".into())),
         }
+    }
+
+    /// A provisioner connection, after proving the target is ours: the user is ours only if
+    /// our marked database exists (it is always made first).
+    async fn owned_conn(&self, target: &Target) -> Result<Conn, EngineError> {
+        let mut c = self.conn().await?;
+        match Self::schema_mark(&mut c, target).await? {
+            Some(m) if m == target.mark() => Ok(c),
+            Some(_) => Err(EngineError::collision("database", target.names.db_name())),
+            None => Err(EngineError::Failed(format!(
+                "database {} does not exist",
+                target.names.db_name()
+            ))),
+        }
+    }
+
+    /// Runs statements on an owned target, then ends the user's sessions so that
+    /// database-level privilege changes (which MariaDB applies at the next `USE`) and locks
+    /// take effect now.
+    async fn alter_owned(
+        &self,
+        target: &Target,
+        what: &str,
+        sql: &[String],
+    ) -> Result<(), EngineError> {
+        let mut c = self.owned_conn(target).await?;
+        for statement in sql {
+            c.query_drop(statement)
+                .await
+                .map_err(|e| classify(e, what, false))?;
+        }
+        c.query_drop(format!("KILL CONNECTION USER {}", user(target)))
+            .await
+            .map_err(|e| classify(e, "end sessions", false))
+    }
+
+    pub async fn lock_login(&self, target: &Target) -> Result<(), EngineError> {
+        let sql = [format!("ALTER USER {} ACCOUNT LOCK", user(target))];
+        self.alter_owned(target, "lock user", &sql).await
+    }
+
+    pub async fn unlock_login(&self, target: &Target) -> Result<(), EngineError> {
+        let mut c = self.owned_conn(target).await?;
+        c.query_drop(format!("ALTER USER {} ACCOUNT UNLOCK", user(target)))
+            .await
+            .map_err(|e| classify(e, "unlock user", false))
+    }
+
+    pub async fn restrict_writes(&self, target: &Target) -> Result<(), EngineError> {
+        let (exact, who) = (exact_grant_name(target), user(target));
+        // Not atomic: a crash in between leaves no rights at all, and a retry converges.
+        let sql = [
+            format!("REVOKE ALL PRIVILEGES ON `{exact}`.* FROM {who}"),
+            format!("GRANT {RESTRICTED_PRIVILEGES} ON `{exact}`.* TO {who}"),
+        ];
+        self.alter_owned(target, "restrict writes", &sql).await
+    }
+
+    pub async fn restore_writes(&self, target: &Target) -> Result<(), EngineError> {
+        let sql = [format!(
+            "GRANT ALL PRIVILEGES ON `{}`.* TO {}",
+            exact_grant_name(target),
+            user(target)
+        )];
+        self.alter_owned(target, "restore writes", &sql).await
     }
 
     pub async fn drop_owned(&self, target: &Target) -> Result<(), EngineError> {
@@ -287,7 +364,12 @@ impl MariaDb {
                 true,
             ),
             (format!("ALTER USER {who} IDENTIFIED BY '{pass}'"), true),
-            (format!("GRANT CREATE USER ON *.* TO {who}"), false),
+            // CREATE USER also allows ALTER USER (passwords, ACCOUNT LOCK); CONNECTION ADMIN
+            // allows ending a locked or restricted user's sessions.
+            (
+                format!("GRANT CREATE USER, CONNECTION ADMIN ON *.* TO {who}"),
+                false,
+            ),
             (
                 format!("GRANT ALL PRIVILEGES ON `um\\_%`.* TO {who} WITH GRANT OPTION"),
                 false,

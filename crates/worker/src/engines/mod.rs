@@ -144,6 +144,27 @@ impl EngineDriver {
         each!(self, d => d.drop_owned(target).await)
     }
 
+    /// Stops the user from logging in and ends its open sessions; data and password are kept.
+    pub async fn lock_login(&self, target: &Target) -> Result<(), EngineError> {
+        each!(self, d => d.lock_login(target).await)
+    }
+
+    /// Lets the user log in again, with the password it had.
+    pub async fn unlock_login(&self, target: &Target) -> Result<(), EngineError> {
+        each!(self, d => d.unlock_login(target).await)
+    }
+
+    /// Takes away the right to add data while keeping read and the means to free space
+    /// (README lists exactly what each engine keeps).
+    pub async fn restrict_writes(&self, target: &Target) -> Result<(), EngineError> {
+        each!(self, d => d.restrict_writes(target).await)
+    }
+
+    /// Gives back full rights on the database.
+    pub async fn restore_writes(&self, target: &Target) -> Result<(), EngineError> {
+        each!(self, d => d.restore_writes(target).await)
+    }
+
     /// The on-disk size in bytes of every hepdb database on the server, by name, in one query.
     pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {
         each!(self, d => d.sizes().await)

@@ -319,6 +319,60 @@ impl Mongo {
         result
     }
 
+    /// Claims the target as ours, then sets its user's roles.
+    async fn set_roles(&self, target: &Target, roles: Vec<Document>) -> Result<(), EngineError> {
+        let user = target.names.db_user();
+        let s = self.session().await?;
+        let result = async {
+            match claim(&s, user).await? {
+                Some(m) if m == target.mark() => {}
+                Some(_) => return Err(EngineError::collision("user", user)),
+                None => {
+                    return Err(EngineError::Failed(format!(
+                        "user {user} is not registered"
+                    )));
+                }
+            }
+            s.command(
+                "admin",
+                doc! { "updateUser": user, "roles": roles },
+                "update roles",
+            )
+            .await
+            .map(drop)
+        }
+        .await;
+        s.close().await;
+        result
+    }
+
+    /// MongoDB has no per-user login switch: a locked user keeps authenticating but holds no
+    /// role, so it can reach nothing. Unlocking gives back full rights; a caller that had
+    /// restricted writes restricts them again.
+    pub async fn lock_login(&self, target: &Target) -> Result<(), EngineError> {
+        self.set_roles(target, vec![]).await
+    }
+
+    pub async fn unlock_login(&self, target: &Target) -> Result<(), EngineError> {
+        self.set_roles(target, tenant_roles(target.names.db_name()))
+            .await
+    }
+
+    /// `read` plus `dbAdmin` (which can drop collections to free space); no inserts.
+    pub async fn restrict_writes(&self, target: &Target) -> Result<(), EngineError> {
+        let db = target.names.db_name();
+        let roles = vec![
+            doc! { "role": "read", "db": db },
+            doc! { "role": "dbAdmin", "db": db },
+        ];
+        self.set_roles(target, roles).await
+    }
+
+    pub async fn restore_writes(&self, target: &Target) -> Result<(), EngineError> {
+        self.set_roles(target, tenant_roles(target.names.db_name()))
+            .await
+    }
+
     pub async fn can_login(
         &self,
         target: &Target,

@@ -74,6 +74,11 @@ fn ident(name: &str) -> String {
     format!("\"{name}\"")
 }
 
+/// The NOLOGIN role that holds a tenant's objects while its writes are restricted.
+fn frozen_role(target: &Target) -> String {
+    format!("{}_frozen", target.names.db_user())
+}
+
 /// The SCRAM-SHA-256 verifier of a hepdb-generated password, as a SQL literal.
 fn verifier(password: &Password) -> Result<String, EngineError> {
     if !password.is_alphanumeric() {
@@ -299,6 +304,153 @@ impl Postgres {
         }
     }
 
+    /// A provisioner connection, after proving the role is ours.
+    async fn owned_conn(&self, target: &Target) -> Result<Object, EngineError> {
+        let c = self.conn().await?;
+        let role = target.names.db_user();
+        match Self::role_mark(&c, role).await? {
+            Some(Some(m)) if m == target.mark() => Ok(c),
+            Some(_) => Err(EngineError::collision("role", role)),
+            None => Err(EngineError::Failed(format!("role {role} does not exist"))),
+        }
+    }
+
+    /// A provisioner connection to the tenant's own database (object ownership is per
+    /// database). The provisioner may connect through its membership in the tenant role.
+    async fn tenant_db_conn(
+        &self,
+        target: &Target,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), EngineError> {
+        let mut config = Config::clone(&self.config);
+        config.dbname(target.names.db_name());
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| classify(&e, "connect to tenant database", false))?;
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok((client, task))
+    }
+
+    pub async fn lock_login(&self, target: &Target) -> Result<(), EngineError> {
+        let c = self.owned_conn(target).await?;
+        let role = target.names.db_user();
+        c.batch_execute(&format!("ALTER ROLE {} WITH NOLOGIN", ident(role)))
+            .await
+            .map_err(|e| classify(&e, "lock role", false))?;
+        // Allowed: the provisioner is a member of the role whose sessions it ends.
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&role],
+        )
+        .await
+        .map_err(|e| classify(&e, "end sessions", false))
+        .map(drop)
+    }
+
+    pub async fn unlock_login(&self, target: &Target) -> Result<(), EngineError> {
+        let c = self.owned_conn(target).await?;
+        c.batch_execute(&format!(
+            "ALTER ROLE {} WITH LOGIN",
+            ident(target.names.db_user())
+        ))
+        .await
+        .map_err(|e| classify(&e, "unlock role", false))
+    }
+
+    /// The tenant role owns its database and tables, and an owner bypasses privileges; so
+    /// writes are restricted by handing everything it owns to a NOLOGIN holder role
+    /// (`<user>_frozen`, marked as ours) and granting back read, `DELETE` and `TRUNCATE`.
+    pub async fn restrict_writes(&self, target: &Target) -> Result<(), EngineError> {
+        let mut c = self.owned_conn(target).await?;
+        let (role, frozen) = (target.names.db_user(), frozen_role(target));
+        match Self::role_mark(&c, &frozen).await? {
+            Some(Some(m)) if m == target.mark() => {}
+            Some(_) => return Err(EngineError::collision("role", &frozen)),
+            None => {
+                let tx = c
+                    .transaction()
+                    .await
+                    .map_err(|e| classify(&e, "begin", false))?;
+                tx.batch_execute(&format!(
+                    "CREATE ROLE {f} WITH NOLOGIN; COMMENT ON ROLE {f} IS '{mark}'; \
+                     GRANT {f} TO CURRENT_USER",
+                    f = ident(&frozen),
+                    mark = target.mark()
+                ))
+                .await
+                .map_err(|e| classify(&e, "create holder role", false))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| classify(&e, "commit holder role", false))?;
+            }
+        }
+        drop(c);
+        let (t, task) = self.tenant_db_conn(target).await?;
+        let result = async {
+            // The owner's own CONNECT entry moves with the ownership: grant it back.
+            t.batch_execute(&format!(
+                "REASSIGN OWNED BY {r} TO {f}; GRANT CONNECT ON DATABASE {d} TO {r}",
+                r = ident(role),
+                f = ident(&frozen),
+                d = ident(target.names.db_name()),
+            ))
+            .await
+            .map_err(|e| classify(&e, "hand over ownership", false))?;
+            let schemas = t
+                .query(
+                    "SELECT nspname::text FROM pg_namespace WHERE nspname = 'public' \
+                     OR nspowner = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+                    &[&frozen],
+                )
+                .await
+                .map_err(|e| classify(&e, "list schemas", false))?;
+            for row in schemas {
+                let schema = ident(row.get::<_, &str>(0));
+                t.batch_execute(&format!(
+                    "GRANT USAGE ON SCHEMA {schema} TO {r}; \
+                     GRANT SELECT, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA {schema} TO {r}; \
+                     GRANT SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {r}",
+                    r = ident(role)
+                ))
+                .await
+                .map_err(|e| classify(&e, "grant read and delete", false))?;
+            }
+            Ok(())
+        }
+        .await;
+        drop(t);
+        let _ = task.await;
+        result
+    }
+
+    pub async fn restore_writes(&self, target: &Target) -> Result<(), EngineError> {
+        let c = self.owned_conn(target).await?;
+        let frozen = frozen_role(target);
+        match Self::role_mark(&c, &frozen).await? {
+            Some(Some(m)) if m == target.mark() => {}
+            // Never restricted, or already restored.
+            None => return Ok(()),
+            Some(_) => return Err(EngineError::collision("role", &frozen)),
+        }
+        let (t, task) = self.tenant_db_conn(target).await?;
+        let handed_back = t
+            .batch_execute(&format!(
+                "REASSIGN OWNED BY {} TO {}",
+                ident(&frozen),
+                ident(target.names.db_user())
+            ))
+            .await
+            .map_err(|e| classify(&e, "hand back ownership", false));
+        drop(t);
+        let _ = task.await;
+        handed_back?;
+        c.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(&frozen)))
+            .await
+            .map_err(|e| classify(&e, "drop holder role", false))
+    }
+
     pub async fn drop_owned(&self, target: &Target) -> Result<(), EngineError> {
         let c = self.conn().await?;
         let (db, role) = (target.names.db_name(), target.names.db_user());
@@ -310,8 +462,10 @@ impl Postgres {
         }
         // The database goes first: a crash in between leaves the marked role, and a retry
         // still proves ownership and finishes.
+        let frozen = frozen_role(target);
         match Self::database_owner(&c, db).await? {
-            Some(owner) if owner == role => {
+            // Ours, possibly handed to our holder role by `restrict_writes`.
+            Some(owner) if owner == role || owner == frozen => {
                 c.batch_execute(&format!(
                     "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                     ident(db)
@@ -321,6 +475,13 @@ impl Postgres {
             }
             Some(_) => return Err(EngineError::collision("database", db)),
             None => {}
+        }
+        if let Some(Some(m)) = Self::role_mark(&c, &frozen).await?
+            && m == target.mark()
+        {
+            c.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(&frozen)))
+                .await
+                .map_err(|e| classify(&e, "drop holder role", false))?;
         }
         c.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(role)))
             .await
