@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's own automation, in Rust so it runs wherever cargo does.
 //!
-//! - `dev`: start the local services, migrate, set up the provisioner, mint a key, and run the
-//!   gateway and worker until Ctrl-C.
+//! - `dev`: start the local services (and the PostgreSQL and MongoDB engines), set up the
+//!   provisioners, migrate, mint a key, and run the gateway and worker until Ctrl-C.
 //! - `test`: start the local services and run the whole test suite.
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test` (what CI runs).
 
@@ -24,9 +24,20 @@ struct Cli {
 enum Task {
     /// Run the whole stack locally and print a working key and a curl to try.
     Dev {
-        /// An engine account that may create users and grant, used once to set up the provisioner.
+        /// Engine accounts that may create users and grant, used once to set up the
+        /// provisioners (the defaults match what `.ci/services.sh` starts).
         #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
         mariadb_root_url: String,
+        #[arg(
+            long,
+            default_value = "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres"
+        )]
+        postgres_root_url: String,
+        #[arg(
+            long,
+            default_value = "mongodb://root:hepdb-dev-root@127.0.0.1:27017/admin"
+        )]
+        mongo_root_url: String,
     },
     /// Start local services and run every test.
     Test,
@@ -36,7 +47,15 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
-        Task::Dev { mariadb_root_url } => dev(&mariadb_root_url),
+        Task::Dev {
+            mariadb_root_url,
+            postgres_root_url,
+            mongo_root_url,
+        } => dev(&[
+            ("mariadb", &mariadb_root_url),
+            ("postgres", &postgres_root_url),
+            ("mongo", &mongo_root_url),
+        ]),
         Task::Test => test(),
         Task::Ci => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -139,8 +158,9 @@ impl Drop for Children {
     }
 }
 
-fn dev(mariadb_root_url: &str) -> anyhow::Result<()> {
+fn dev(root_urls: &[(&str, &str)]) -> anyhow::Result<()> {
     services()?;
+
     run(cargo().args([
         "build",
         "--bin",
@@ -153,17 +173,24 @@ fn dev(mariadb_root_url: &str) -> anyhow::Result<()> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target"));
-    let bin = |name: &str| target.join("debug").join(name);
-    let admin = |args: &[&str]| output(Command::new(bin("hepdb-admin")).args(args));
+    // Every hepdb process offers all three engines, on the servers `.ci/services.sh` runs
+    // (unless the caller's environment says otherwise).
+    let hepdb = |name: &str| {
+        let mut c = Command::new(target.join("debug").join(name));
+        for engine in ["POSTGRES", "MONGO"] {
+            let var = format!("HEPDB__ENGINES__{engine}__ENABLED");
+            if std::env::var_os(&var).is_none() {
+                c.env(var, "true");
+            }
+        }
+        c
+    };
+    let admin = |args: &[&str]| output(hepdb("hepdb-admin").args(args));
 
+    for (engine, root_url) in root_urls {
+        admin(&["engine", "bootstrap", engine, "--root-url", root_url])?;
+    }
     admin(&["migrate"])?;
-    admin(&[
-        "engine",
-        "bootstrap",
-        "mariadb",
-        "--root-url",
-        mariadb_root_url,
-    ])?;
     let account = field(
         &admin(&["account", "create", "--name", "dev", "--slots", "5"])?,
         "id",
@@ -171,10 +198,10 @@ fn dev(mariadb_root_url: &str) -> anyhow::Result<()> {
     let key = field(&admin(&["key", "mint", "--account", &account])?, "key")?;
 
     let children = Children(vec![
-        Command::new(bin("hepdb-worker"))
+        hepdb("hepdb-worker")
             .spawn()
             .context("starting hepdb-worker")?,
-        Command::new(bin("hepdb-gateway"))
+        hepdb("hepdb-gateway")
             .spawn()
             .context("starting hepdb-gateway")?,
     ]);
