@@ -294,33 +294,21 @@ impl Mongo {
         password: &Password,
     ) -> Result<(), EngineError> {
         let pw = checked(password)?;
-        let user = target.names.db_user();
-        let s = self.session().await?;
-        let result = async {
-            match claim(&s, user).await? {
-                Some(m) if m == target.mark() => {}
-                Some(_) => return Err(EngineError::collision("user", user)),
-                None => {
-                    return Err(EngineError::Failed(format!(
-                        "user {user} is not registered"
-                    )));
-                }
-            }
-            s.command(
-                "admin",
-                doc! { "updateUser": user, "pwd": pw },
-                "update user",
-            )
-            .await
-            .map(drop)
-        }
-        .await;
-        s.close().await;
-        result
+        self.update_owned_user(target, doc! { "pwd": pw }).await
     }
 
-    /// Claims the target as ours, then sets its user's roles.
+    /// Sets the user's roles.
     async fn set_roles(&self, target: &Target, roles: Vec<Document>) -> Result<(), EngineError> {
+        self.update_owned_user(target, doc! { "roles": roles })
+            .await
+    }
+
+    /// `updateUser` with `changes`, after proving by our claim that the user is ours.
+    async fn update_owned_user(
+        &self,
+        target: &Target,
+        changes: Document,
+    ) -> Result<(), EngineError> {
         let user = target.names.db_user();
         let s = self.session().await?;
         let result = async {
@@ -333,13 +321,9 @@ impl Mongo {
                     )));
                 }
             }
-            s.command(
-                "admin",
-                doc! { "updateUser": user, "roles": roles },
-                "update roles",
-            )
-            .await
-            .map(drop)
+            let mut command = doc! { "updateUser": user };
+            command.extend(changes);
+            s.command("admin", command, "update user").await.map(drop)
         }
         .await;
         s.close().await;
