@@ -208,3 +208,34 @@ async fn placement_drain_and_a_host_outage() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_creates_of_many_accounts_never_overfill_a_host() {
+    let app = spawn_app_with(Options::default(), |s| {
+        s.engines.mariadb.single.capacity = 3;
+    })
+    .await;
+    let mut keys = vec![app.bearer()];
+    for _ in 0..2 {
+        keys.push(format!("Bearer {}", app.other_tenant().await.1));
+    }
+    let requests = keys.iter().flat_map(|key| {
+        (0..3).map(|i| {
+            app.send(
+                reqwest::Method::POST,
+                "/api/v1/db/databases",
+                Some(key),
+                Some(json!({"name": format!("race-{i}")})),
+            )
+        })
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    for (s, b) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_error(*s, b, 503, Some("NO_CAPACITY"));
+    }
+    assert_eq!(created, 3, "capacity 3 holds exactly 3: {answers:?}");
+    let host = app.store.host_summaries().await.unwrap();
+    let mariadb = host.iter().find(|h| h.host.name == "mariadb").unwrap();
+    assert_eq!(mariadb.databases, 3);
+}

@@ -466,12 +466,7 @@ impl Postgres {
         match Self::database_owner(&c, db).await? {
             // Ours, possibly handed to our holder role by `restrict_writes`.
             Some(owner) if owner == role || owner == frozen => {
-                c.batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    ident(db)
-                ))
-                .await
-                .map_err(|e| classify(&e, "drop database", false))?;
+                Self::drop_database(&c, db, role).await?;
             }
             Some(_) => return Err(EngineError::collision("database", db)),
             None => {}
@@ -486,6 +481,32 @@ impl Postgres {
         c.batch_execute(&format!("DROP ROLE IF EXISTS {}", ident(role)))
             .await
             .map_err(|e| classify(&e, "drop role", false))
+    }
+
+    /// Ends the tenant's sessions on the database, then drops it. Not `WITH (FORCE)`: that
+    /// would also need the right to end sessions of other roles (autovacuum, a superuser),
+    /// which the provisioner does not have; a plain drop cancels autovacuum itself, and a
+    /// session still closing is waited for briefly.
+    async fn drop_database(c: &Object, db: &str, role: &str) -> Result<(), EngineError> {
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND usename = $2",
+            &[&db, &role],
+        )
+        .await
+        .map_err(|e| classify(&e, "end sessions", false))?;
+        let sql = format!("DROP DATABASE IF EXISTS {}", ident(db));
+        let mut attempts = 0;
+        loop {
+            match c.batch_execute(&sql).await {
+                Ok(()) => return Ok(()),
+                Err(e) if code(&e) == Some(&SqlState::OBJECT_IN_USE) && attempts < 20 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(classify(&e, "drop database", false)),
+            }
+        }
     }
 
     /// `pg_database_size` of every `um_` database, in one query.
