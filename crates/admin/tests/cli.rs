@@ -172,6 +172,7 @@ async fn operator_commands_print_json_and_fail_clearly() {
             engine: Engine::Mariadb,
             password_sealed: ctx.key.seal(db_id, &Password::generate()),
             hosts: &["mariadb"],
+            idempotency: None,
         })
         .await
         .unwrap();

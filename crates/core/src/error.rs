@@ -42,6 +42,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// The Idempotency-Key was used before with a different request.
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
     /// The database is disabled (suspension), so its password cannot be rotated.
     #[error("this database is disabled")]
     DatabaseDisabled,
@@ -79,6 +82,7 @@ impl ApiError {
             MethodNotAllowed => 405,
             DuplicateName(_) | DatabaseDisabled => 409,
             PayloadTooLarge => 413,
+            IdempotencyKeyReused => 422,
             UnsupportedMediaType => 415,
             Internal | EngineConflict => 500,
             MetadataUnavailable | BrokerUnavailable | WorkerUnavailable | JobTimeout
@@ -103,6 +107,7 @@ impl ApiError {
             PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             DatabaseDisabled => "DATABASE_DISABLED",
+            IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             MetadataUnavailable => "METADATA_UNAVAILABLE",
             BrokerUnavailable => "BROKER_UNAVAILABLE",
             WorkerUnavailable => "WORKER_UNAVAILABLE",

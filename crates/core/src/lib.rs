@@ -5,6 +5,7 @@
 pub mod conn_string;
 pub mod engine;
 pub mod error;
+pub mod idempotency;
 pub mod ids;
 pub mod job;
 pub mod naming;

@@ -67,6 +67,11 @@ impl Dispatcher {
         }
     }
 
+    /// How long a request waits for a job.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn broker_connected(&self) -> bool {
         self.broker.is_connected()
     }

@@ -15,6 +15,7 @@ use hepdb_core::{
 
 use crate::{
     Result, Store, StoreError, exactly_one,
+    idempotency::{KEY_TAKEN, KeyedRequest},
     models::{Account, Database, EngineHost},
     schema::{accounts, databases, engine_hosts, jobs},
 };
@@ -30,6 +31,8 @@ pub struct NewDatabase<'a> {
     /// The hosts of `engine` this gateway may place on (its configured ones); metadata's
     /// drain flag and the free capacity pick among them.
     pub hosts: &'a [&'a str],
+    /// The request's Idempotency-Key, bound to the job in the same transaction.
+    pub idempotency: Option<KeyedRequest<'a>>,
 }
 
 /// A reserved create: the row, the host it was placed on, and its job.
@@ -52,6 +55,9 @@ pub enum ReserveError {
     /// Every host of the engine is full or drained.
     #[error("no engine host has room")]
     NoCapacity,
+    /// A concurrent request with the same Idempotency-Key bound it first.
+    #[error("idempotency key taken concurrently")]
+    KeyTaken,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -63,6 +69,11 @@ impl From<DieselError> for ReserveError {
                 if info.constraint_name() == Some("databases_account_name") =>
             {
                 ReserveError::DuplicateName
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+                if info.constraint_name() == Some(KEY_TAKEN) =>
+            {
+                ReserveError::KeyTaken
             }
             _ => ReserveError::Store(e.into()),
         }
@@ -146,9 +157,13 @@ impl Store {
                     jobs::database_id.eq(Some(new.id.to_text())),
                     jobs::kind.eq(JobKind::Create.as_str()),
                     jobs::state.eq(JobState::Pending.as_str()),
+                    // The first password, kept with the job so an idempotent replay returns
+                    // it even after later rotations.
+                    jobs::password_sealed.eq(Some(&new.password_sealed)),
                 ))
                 .execute(c)
                 .await?;
+            crate::idempotency::bind(c, &account_id, new.idempotency, job).await?;
             Ok(Reserved {
                 database: db,
                 host,

@@ -9,12 +9,20 @@
 
 use std::future::Future;
 
-use diesel::{OptionalExtension, prelude::*, result::Error as DieselError, sql_types::Text};
+use diesel::{
+    OptionalExtension,
+    prelude::*,
+    result::{DatabaseErrorKind, Error as DieselError},
+    sql_types::Text,
+};
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use hepdb_core::{DatabaseId, DatabaseState, JobId, JobState, job::JobFailure, state::JobKind};
+use hepdb_core::{
+    AccountId, DatabaseId, DatabaseState, JobId, JobState, job::JobFailure, state::JobKind,
+};
 
 use crate::{
     Result, Store, StoreError, exactly_one,
+    idempotency::{KEY_TAKEN, KeyedRequest},
     models::{Database, Job},
     schema::{databases, jobs},
 };
@@ -56,20 +64,41 @@ impl<E> From<StoreError> for LockedError<E> {
 
 impl Store {
     /// Records a rotate: the new password, sealed, exists durably before any engine change.
-    pub async fn insert_rotate_job(&self, db: DatabaseId, sealed: Vec<u8>) -> Result<JobId> {
+    /// With an Idempotency-Key, the key is bound to the job in the same transaction; `Ok(None)`
+    /// means a concurrent request with the same key bound it first.
+    pub async fn insert_rotate_job(
+        &self,
+        account: AccountId,
+        db: DatabaseId,
+        sealed: Vec<u8>,
+        idempotency: Option<KeyedRequest<'_>>,
+    ) -> Result<Option<JobId>> {
         let mut conn = self.conn().await?;
         let id = JobId::new();
-        diesel::insert_into(jobs::table)
-            .values((
-                jobs::id.eq(id.to_text()),
-                jobs::database_id.eq(Some(db.to_text())),
-                jobs::kind.eq(JobKind::Rotate.as_str()),
-                jobs::state.eq(JobState::Pending.as_str()),
-                jobs::password_sealed.eq(Some(sealed)),
-            ))
-            .execute(&mut conn)
-            .await?;
-        Ok(id)
+        let inserted = conn
+            .transaction(async |c| {
+                diesel::insert_into(jobs::table)
+                    .values((
+                        jobs::id.eq(id.to_text()),
+                        jobs::database_id.eq(Some(db.to_text())),
+                        jobs::kind.eq(JobKind::Rotate.as_str()),
+                        jobs::state.eq(JobState::Pending.as_str()),
+                        jobs::password_sealed.eq(Some(&sealed)),
+                    ))
+                    .execute(c)
+                    .await?;
+                crate::idempotency::bind(c, &account.to_text(), idempotency, id).await
+            })
+            .await;
+        match inserted {
+            Ok(()) => Ok(Some(id)),
+            Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
+                if info.constraint_name() == Some(KEY_TAKEN) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn job(&self, id: JobId) -> Result<Option<Job>> {

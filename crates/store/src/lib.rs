@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod databases;
 pub mod hosts;
+pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod migrate;

@@ -69,8 +69,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (account_id, key) {
+        account_id -> Text,
+        key -> Text,
+        fingerprint -> Bytea,
+        job_id -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(api_keys -> accounts (account_id));
+diesel::joinable!(idempotency_keys -> jobs (job_id));
 diesel::joinable!(databases -> accounts (account_id));
 diesel::joinable!(jobs -> databases (database_id));
 diesel::joinable!(databases -> engine_hosts (host));
-diesel::allow_tables_to_appear_in_same_query!(accounts, api_keys, databases, engine_hosts, jobs);
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    api_keys,
+    databases,
+    engine_hosts,
+    idempotency_keys,
+    jobs
+);

@@ -1,13 +1,22 @@
 //! The four endpoints of the management API.
 
-use actix_web::{HttpResponse, web};
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use hepdb_core::{
-    ApiError, DatabaseId, DatabaseState, Engine, conn_string::connection_string,
-    naming::validate_name, secret::Password, state::JobKind, time::iso8601,
+    ApiError, DatabaseId, DatabaseState, Engine, JobId, JobState,
+    conn_string::connection_string,
+    idempotency::{self, IdempotencyKey},
+    job::JobFailure,
+    naming::validate_name,
+    secret::Password,
+    state::JobKind,
+    time::iso8601,
 };
 use hepdb_store::{
     databases::{NewDatabase, ReserveError, Reserved},
-    models::{Database, EngineHost},
+    idempotency::{KeyedRequest, Prior},
+    models::{Database, EngineHost, Job},
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +78,7 @@ struct Revealed<'a> {
     created_at: String,
 }
 
-fn ok(status: actix_web::http::StatusCode, data: impl Serialize) -> HttpResponse {
+fn ok(status: StatusCode, data: impl Serialize) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "ok": true, "data": data }))
 }
 
@@ -121,7 +130,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     let rows = state.store.list_databases(caller.account).await?;
     let databases: Vec<_> = rows.iter().map(Summary::of).collect();
     Ok(ok(
-        actix_web::http::StatusCode::OK,
+        StatusCode::OK,
         serde_json::json!({ "databases": databases }),
     ))
 }
@@ -134,9 +143,85 @@ pub struct CreateBody {
     engine: Option<String>,
 }
 
+/// The request's Idempotency-Key, if it sent one.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, HttpError> {
+    let Some(raw) = req.headers().get(idempotency::HEADER) else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("the Idempotency-Key header is not ASCII".into()))?;
+    Ok(Some(
+        IdempotencyKey::parse(raw).map_err(ApiError::BadRequest)?,
+    ))
+}
+
+/// What an earlier use of the key means: `Some(response)` to send instead of running.
+async fn earlier_use(
+    state: &AppState,
+    caller: Caller,
+    keyed: Option<KeyedRequest<'_>>,
+) -> Result<Option<HttpResponse>, HttpError> {
+    let Some(keyed) = keyed else { return Ok(None) };
+    match state.store.idempotency_prior(caller.account, keyed).await? {
+        Prior::Fresh => Ok(None),
+        Prior::Mismatch => Err(ApiError::IdempotencyKeyReused.into()),
+        Prior::Replay(job) => replay(state, caller, job).await.map(Some),
+    }
+}
+
+/// Answers a repeated request from the job the first one started: the same database and the
+/// same password, once the job has finished (waiting for it up to the job timeout).
+async fn replay(state: &AppState, caller: Caller, job: Job) -> Result<HttpResponse, HttpError> {
+    let id: JobId = job.id.parse().map_err(|_| ApiError::Internal)?;
+    let deadline = Instant::now() + state.dispatcher.timeout();
+    let mut job = job;
+    loop {
+        match job.state() {
+            JobState::Done => break,
+            JobState::Failed => {
+                let failure = job.error_code.as_deref().map(JobFailure::parse);
+                return Err(failure.map_or(ApiError::Internal, Into::into).into());
+            }
+            JobState::Cancelled => return Err(ApiError::WorkerUnavailable.into()),
+            JobState::Pending | JobState::Running if Instant::now() >= deadline => {
+                return Err(ApiError::JobTimeout.into());
+            }
+            JobState::Pending | JobState::Running => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                job = state.store.job(id).await?.ok_or(ApiError::Internal)?;
+            }
+        }
+    }
+    let database: DatabaseId = job
+        .database_id
+        .as_deref()
+        .and_then(|d| d.parse().ok())
+        .ok_or(ApiError::NotFound)?;
+    let (db, host) = state
+        .store
+        .owned_database(caller.account, database)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let sealed = job
+        .password_sealed
+        .as_deref()
+        .unwrap_or(&db.password_sealed);
+    let password = state.key.open(database, sealed).map_err(|_| {
+        tracing::error!(database = %db.id, "sealed password does not open (wrong master key?)");
+        ApiError::Internal
+    })?;
+    let status = match job.kind() {
+        JobKind::Create => StatusCode::CREATED,
+        JobKind::Rotate => StatusCode::OK,
+    };
+    Ok(ok(status, credentials(&db, &host, &password)?))
+}
+
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     body: web::Json<CreateBody>,
 ) -> Result<HttpResponse, HttpError> {
     let body = body.into_inner();
@@ -154,6 +239,14 @@ pub async fn create(
         ))
         .into());
     };
+    let key = idempotency_key(&req)?;
+    let keyed = key.as_ref().map(|k| KeyedRequest {
+        key: k.as_str(),
+        fingerprint: idempotency::fingerprint(&["create", &name, engine.as_str()]),
+    });
+    if let Some(response) = earlier_use(&state, caller, keyed).await? {
+        return Ok(response);
+    }
     let id = DatabaseId::new();
     let password = Password::generate();
     let new = NewDatabase {
@@ -163,12 +256,24 @@ pub async fn create(
         engine,
         password_sealed: state.key.seal(id, &password),
         hosts: &hosts,
+        idempotency: keyed,
+    };
+    let reserved = match state.store.reserve_create(new).await {
+        // A concurrent request with the same key got there first (it may also have taken the
+        // name or the last slot while this one waited): answer as it does.
+        Err(
+            e @ (ReserveError::KeyTaken | ReserveError::DuplicateName | ReserveError::OutOfSlots),
+        ) if keyed.is_some() => match earlier_use(&state, caller, keyed).await? {
+            Some(response) => return Ok(response),
+            None => Err(e),
+        },
+        other => other,
     };
     let Reserved {
         database,
         host,
         job,
-    } = state.store.reserve_create(new).await.map_err(|e| match e {
+    } = reserved.map_err(|e| match e {
         ReserveError::OutOfSlots => HttpError(ApiError::OutOfSlots),
         ReserveError::DuplicateName => HttpError(ApiError::DuplicateName(name.clone())),
         ReserveError::NoAccount => HttpError(ApiError::AccountForbidden),
@@ -177,10 +282,11 @@ pub async fn create(
             HttpError(ApiError::NoCapacity)
         }
         ReserveError::Store(e) => e.into(),
+        ReserveError::KeyTaken => HttpError(ApiError::Internal),
     })?;
     state.dispatcher.run(job, id, JobKind::Create).await?;
     Ok(ok(
-        actix_web::http::StatusCode::CREATED,
+        StatusCode::CREATED,
         credentials(&database, &host, &password)?,
     ))
 }
@@ -194,7 +300,7 @@ pub async fn reveal(
     let password = open_password(&state, &db)?;
     let summary = Summary::of(&db);
     Ok(ok(
-        actix_web::http::StatusCode::OK,
+        StatusCode::OK,
         Revealed {
             credentials: credentials(&db, &host, &password)?,
             size_bytes: summary.size_bytes,
@@ -208,26 +314,35 @@ pub async fn reveal(
 pub async fn rotate(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let (db, host) = owned(&state, caller, &id).await?;
+    let key = idempotency_key(&req)?;
+    let keyed = key.as_ref().map(|k| KeyedRequest {
+        key: k.as_str(),
+        fingerprint: idempotency::fingerprint(&["rotate", &db.id]),
+    });
+    if let Some(response) = earlier_use(&state, caller, keyed).await? {
+        return Ok(response);
+    }
     if db.state() == DatabaseState::Disabled {
         return Err(ApiError::DatabaseDisabled.into());
     }
     let password = Password::generate();
-    let job = state
+    let sealed = state.key.seal(db.database_id(), &password);
+    let Some(job) = state
         .store
-        .insert_rotate_job(
-            db.database_id(),
-            state.key.seal(db.database_id(), &password),
-        )
-        .await?;
+        .insert_rotate_job(caller.account, db.database_id(), sealed, keyed)
+        .await?
+    else {
+        return earlier_use(&state, caller, keyed)
+            .await?
+            .ok_or_else(|| ApiError::Internal.into());
+    };
     state
         .dispatcher
         .run(job, db.database_id(), JobKind::Rotate)
         .await?;
-    Ok(ok(
-        actix_web::http::StatusCode::OK,
-        credentials(&db, &host, &password)?,
-    ))
+    Ok(ok(StatusCode::OK, credentials(&db, &host, &password)?))
 }

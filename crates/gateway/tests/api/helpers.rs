@@ -145,9 +145,24 @@ impl TestApp {
         auth: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.send_with(method, path, auth, body, &[]).await
+    }
+
+    /// [`TestApp::send`] with extra request headers.
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.address));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(auth) = auth {
             req = req.header("Authorization", auth);
         }
@@ -171,6 +186,30 @@ impl TestApp {
             "/api/v1/db/databases",
             Some(&self.bearer()),
             Some(body),
+        )
+        .await
+    }
+
+    /// Create with an `Idempotency-Key`.
+    pub async fn create_keyed(&self, body: Value, key: &str) -> (StatusCode, Value) {
+        self.send_with(
+            Method::POST,
+            "/api/v1/db/databases",
+            Some(&self.bearer()),
+            Some(body),
+            &[("Idempotency-Key", key)],
+        )
+        .await
+    }
+
+    /// Rotate with an `Idempotency-Key`.
+    pub async fn rotate_keyed(&self, id: &str, key: &str) -> (StatusCode, Value) {
+        self.send_with(
+            Method::POST,
+            &format!("/api/v1/db/databases/{id}/rotate"),
+            Some(&self.bearer()),
+            None,
+            &[("Idempotency-Key", key)],
         )
         .await
     }

@@ -6,5 +6,6 @@ mod engines;
 mod envelope;
 mod helpers;
 mod hosts;
+mod idempotency;
 mod pipeline;
 mod reveal_rotate;

@@ -143,6 +143,7 @@ async fn intent(app: &TestApp, name: &str) -> (JobMessage, Password, String, Str
             engine: Engine::Mariadb,
             password_sealed: key.seal(id, &password),
             hosts: &["mariadb"],
+            idempotency: None,
         })
         .await
         .unwrap();
