@@ -34,6 +34,13 @@ enum Command {
     /// Engine hosts: placement state and what each holds.
     #[command(subcommand)]
     Host(HostCmd),
+    /// One reconciler pass: publish stale jobs again, finish interrupted deletions and failed
+    /// creates, report marked engine objects without a metadata row.
+    Reconcile {
+        /// Only report what a pass would do.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a fresh master key for HEPDB__CRYPTO__MASTER_KEY.
     Keygen,
 }
@@ -144,6 +151,10 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
     {
         return bootstrap(&settings, engine, root_url, host.as_deref()).await;
     }
+    if let Command::Reconcile { dry_run } = cli.command {
+        let report = hepdb_worker::reconcile_once(&settings, dry_run).await?;
+        return Ok(serde_json::to_value(report)?);
+    }
     let store = Store::connect(url, 2)?;
     if let Command::Migrate = cli.command {
         let (created, applied) = migrate::migrate(url).await?;
@@ -163,7 +174,9 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
         Command::Database(DatabaseCmd::Delete { id }) => {
             delete_database(&store, &settings, parse("database", &id)?).await?
         }
-        Command::Migrate | Command::Keygen | Command::Engine(_) => unreachable!("handled above"),
+        Command::Migrate | Command::Keygen | Command::Engine(_) | Command::Reconcile { .. } => {
+            unreachable!("handled above")
+        }
     })
 }
 

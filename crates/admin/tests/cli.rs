@@ -213,6 +213,15 @@ async fn operator_commands_print_json_and_fail_clearly() {
         ["0", "0"]
     );
 
+    // A reconciler pass on demand: the dry run reports, the real one finds nothing stuck here.
+    let plan = admin.ok(&["reconcile", "--dry-run"]);
+    assert_eq!(plan["dry_run"], true);
+    for list in ["stale_jobs", "deletions", "failed_creates"] {
+        assert_eq!(plan[list], serde_json::json!([]), "{list}");
+    }
+    assert!(plan["orphans"].is_array());
+    assert_eq!(admin.ok(&["reconcile"])["dry_run"], false);
+
     assert!(
         admin.ok(&["keygen"])["master_key"]
             .as_str()

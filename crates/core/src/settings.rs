@@ -36,6 +36,11 @@ pub struct GatewaySettings {
 pub struct WorkerSettings {
     pub prefetch: u16,
     pub max_attempts: u32,
+    /// Seconds between reconciler passes (0: no periodic pass, only `hepdb-admin reconcile`).
+    pub reconcile_interval_secs: u64,
+    /// A pending or running job untouched this long is sent again by the reconciler. Longer
+    /// than the gateway's job timeout, so a live gateway settles its own jobs first.
+    pub stale_job_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +286,12 @@ impl Settings {
             return Err(invalid(
                 "worker.prefetch",
                 "and worker.max_attempts must be positive",
+            ));
+        }
+        if self.worker.stale_job_secs.saturating_mul(1000) <= self.gateway.job_timeout_ms {
+            return Err(invalid(
+                "worker.stale_job_secs",
+                "must be longer than gateway.job_timeout_ms",
             ));
         }
         check_scheme(

@@ -9,7 +9,7 @@
 mod supervisor;
 mod topology;
 
-pub use supervisor::{Supervised, supervise};
+pub use supervisor::{SessionView, Supervised, supervise};
 pub use topology::Topology;
 
 use lapin::{BasicProperties, Channel, Confirmation, options::BasicPublishOptions};

@@ -14,7 +14,29 @@ pub struct Supervised<S> {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// A cloneable view of a supervised connection's current session, for tasks that outlive a
+/// borrow of the [`Supervised`] handle.
+#[derive(Debug)]
+pub struct SessionView<S>(watch::Receiver<Option<Arc<S>>>);
+
+impl<S> Clone for SessionView<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S> SessionView<S> {
+    /// The live session, or `None` while disconnected.
+    pub fn current(&self) -> Option<Arc<S>> {
+        self.0.borrow().clone()
+    }
+}
+
 impl<S> Supervised<S> {
+    pub fn view(&self) -> SessionView<S> {
+        SessionView(self.current.clone())
+    }
+
     /// The live session, or `None` while disconnected.
     pub fn current(&self) -> Option<Arc<S>> {
         self.current.borrow().clone()

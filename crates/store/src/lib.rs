@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod keys;
 pub mod migrate;
 pub mod models;
+pub mod reconcile;
 pub mod schema;
 
 use diesel_async::{

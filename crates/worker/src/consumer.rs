@@ -22,10 +22,11 @@ use crate::jobs::{Disposition, JobContext, handle};
 /// outage of the metadata database does not turn into a hot redelivery loop.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// One live connection's consumer; holding the channel keeps it open.
+/// One live connection's consumer; holding the channel keeps it open. It is in confirm mode,
+/// so the reconciler publishes on it too.
 #[derive(Debug)]
 pub struct Session {
-    _channel: Channel,
+    pub(crate) channel: Channel,
 }
 
 /// Declares the topology and starts consuming; runs on every (re)connection.
@@ -62,7 +63,7 @@ pub async fn setup(
         }
         tracing::debug!("job consumer ended");
     });
-    Ok(Session { _channel: channel })
+    Ok(Session { channel })
 }
 
 async fn process(delivery: Delivery, channel: &Channel, topology: &Topology, ctx: &JobContext) {

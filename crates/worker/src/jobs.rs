@@ -157,7 +157,10 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     }
 }
 
-fn resolve<'a>(ctx: &'a JobContext, db: &Database) -> Option<(Target, &'a EngineDriver)> {
+pub(crate) fn resolve<'a>(
+    ctx: &'a JobContext,
+    db: &Database,
+) -> Option<(Target, &'a EngineDriver)> {
     let Some(names) = db.names() else {
         tracing::error!(database = %db.id, "stored names are malformed; refusing to run DDL");
         return None;

@@ -91,6 +91,8 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     settings.amqp.queue_expires_secs = 600;
     settings.gateway.listen = "127.0.0.1:0".into();
     settings.gateway.workers = 2;
+    // Tests run reconciler passes themselves (`Worker::reconcile`).
+    settings.worker.reconcile_interval_secs = 0;
     settings.engines.postgres.enabled = true;
     settings.engines.mongo.enabled = true;
     bootstrap_provisioners(&settings).await;
@@ -260,6 +262,17 @@ impl TestApp {
             .unwrap()
             .unwrap()
             .db_tag
+    }
+
+    /// Runs one statement on this test's metadata database, to build states no API call makes
+    /// (what a crash at the wrong moment leaves).
+    pub async fn metadata_sql(&self, sql: &str) -> usize {
+        use diesel_async::{AsyncConnection, RunQueryDsl};
+        let mut conn =
+            diesel_async::AsyncPgConnection::establish(self.settings.metadata.url.expose())
+                .await
+                .unwrap();
+        diesel::sql_query(sql).execute(&mut conn).await.unwrap()
     }
 
     /// Starts the worker (again).

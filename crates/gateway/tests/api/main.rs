@@ -8,4 +8,5 @@ mod helpers;
 mod hosts;
 mod idempotency;
 mod pipeline;
+mod reconcile;
 mod reveal_rotate;

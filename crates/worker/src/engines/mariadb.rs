@@ -316,6 +316,26 @@ impl MariaDb {
         }
     }
 
+    pub async fn marked(&self) -> Result<Vec<super::Marked>, EngineError> {
+        let mut c = self.conn().await?;
+        let rows: Vec<(String, String)> = c
+            .query(
+                "SELECT SCHEMA_NAME, SCHEMA_COMMENT FROM information_schema.SCHEMATA \
+                 WHERE SCHEMA_COMMENT LIKE 'hepdb:%'",
+            )
+            .await
+            .map_err(|e| classify(e, "list marked databases", false))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(object, mark)| {
+                Some(super::Marked {
+                    id: super::parse_mark(&mark)?,
+                    object,
+                })
+            })
+            .collect())
+    }
+
     /// Data plus index bytes of every `um_` schema the provisioner can see (that is, all of
     /// hepdb's), empty ones included.
     pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {

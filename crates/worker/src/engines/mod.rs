@@ -39,6 +39,19 @@ impl Target {
     }
 }
 
+/// An engine object that carries hepdb's mark: the metadata id it names, and the object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Marked {
+    pub id: String,
+    pub object: String,
+}
+
+/// Parses `hepdb:<id>` marks; anything else is not ours.
+pub(crate) fn parse_mark(mark: &str) -> Option<String> {
+    let id = mark.strip_prefix("hepdb:")?;
+    id.parse::<DatabaseId>().ok().map(|_| id.to_owned())
+}
+
 /// Why an engine operation failed. Messages never contain a password.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -168,6 +181,11 @@ impl EngineDriver {
     /// The on-disk size in bytes of every hepdb database on the server, by name, in one query.
     pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {
         each!(self, d => d.sizes().await)
+    }
+
+    /// Every object on the server that carries a hepdb mark (for the reconciler's orphan scan).
+    pub async fn marked(&self) -> Result<Vec<Marked>, EngineError> {
+        each!(self, d => d.marked().await)
     }
 
     /// Round trip with the provisioner account, for readiness.

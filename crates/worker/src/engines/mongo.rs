@@ -433,6 +433,32 @@ impl Mongo {
         result
     }
 
+    /// Every claim in the ownership registry.
+    pub async fn marked(&self) -> Result<Vec<super::Marked>, EngineError> {
+        use futures_util::TryStreamExt;
+        let s = self.session().await?;
+        let claims: Result<Vec<Document>, _> = async {
+            s.0.database(REGISTRY_DB)
+                .collection::<Document>(REGISTRY)
+                .find(doc! {})
+                .await?
+                .try_collect()
+                .await
+        }
+        .await;
+        s.close().await;
+        let claims = claims.map_err(|e| classify(&e, "read ownership registry"))?;
+        Ok(claims
+            .iter()
+            .filter_map(|c| {
+                Some(super::Marked {
+                    id: super::parse_mark(c.get_str("mark").ok()?)?,
+                    object: c.get_str("_id").ok()?.to_owned(),
+                })
+            })
+            .collect())
+    }
+
     /// `dbStats` storage size of every registered database (MongoDB has no one-query form
     /// that needs only database-level rights).
     pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {

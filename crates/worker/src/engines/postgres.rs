@@ -509,6 +509,30 @@ impl Postgres {
         }
     }
 
+    /// Marked tenant roles (holder roles excluded: they belong to a tenant role).
+    pub async fn marked(&self) -> Result<Vec<super::Marked>, EngineError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles \
+                 WHERE shobj_description(oid, 'pg_authid') LIKE 'hepdb:%' \
+                 AND rolname NOT LIKE '%\\_frozen'",
+                &[],
+            )
+            .await
+            .map_err(|e| classify(&e, "list marked roles", false))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let mark: String = r.get(1);
+                Some(super::Marked {
+                    id: super::parse_mark(&mark)?,
+                    object: r.get(0),
+                })
+            })
+            .collect())
+    }
+
     /// `pg_database_size` of every `um_` database, in one query.
     pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {
         let c = self.conn().await?;

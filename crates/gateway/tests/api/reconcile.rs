@@ -1,0 +1,177 @@
+//! The reconciler: jobs committed but never published (a gateway killed right after its
+//! commit) are delivered, interrupted deletions and failed creates are finished, and marked
+//! engine objects without a row are reported and left alone.
+
+use std::time::{Duration, Instant};
+
+use hepdb_core::{DatabaseId, Engine, secret::Password};
+use hepdb_store::databases::NewDatabase;
+use mysql_async::prelude::Queryable;
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// A worker whose reconciler considers jobs stale after one second.
+async fn app() -> TestApp {
+    spawn_app_with(
+        Options {
+            slots: Some(10),
+            ..Default::default()
+        },
+        |s| {
+            s.gateway.job_timeout_ms = 500;
+            s.worker.stale_job_secs = 1;
+        },
+    )
+    .await
+}
+
+async fn wait_active(app: &TestApp, id: DatabaseId) {
+    let started = Instant::now();
+    loop {
+        let db = app.store.database(id).await.unwrap().unwrap();
+        if db.state == "active" {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still {}",
+            db.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_committed_but_never_published_is_delivered() {
+    let app = app().await;
+    let worker = app.worker.as_ref().unwrap();
+    let key = app.settings.crypto.master_key().unwrap();
+
+    // The gateway committed a create and died before publishing.
+    let id = DatabaseId::new();
+    let password = Password::generate();
+    let reserved = app
+        .store
+        .reserve_create(NewDatabase {
+            id,
+            account: app.account,
+            name: "orphaned-intent",
+            engine: Engine::Mariadb,
+            password_sealed: key.seal(id, &password),
+            hosts: &["mariadb"],
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // A dry run only reports.
+    let plan = worker.reconcile(true).await.unwrap();
+    assert_eq!(plan.stale_jobs.len(), 1, "{:?}", plan.stale_jobs);
+    assert_eq!(plan.stale_jobs[0].id, reserved.job.to_text());
+    assert_eq!(plan.stale_jobs[0].outcome, "planned");
+    assert_eq!(
+        app.store.job(reserved.job).await.unwrap().unwrap().state,
+        "pending"
+    );
+
+    let done = worker.reconcile(false).await.unwrap();
+    assert_eq!(done.stale_jobs[0].outcome, "done", "{:?}", done.stale_jobs);
+    wait_active(&app, id).await;
+    let (_, revealed) = app.reveal(&id.to_text()).await;
+    let d = data(&revealed);
+    assert_eq!(d["password"], password.expose());
+    use_database(d["connectionString"].as_str().unwrap())
+        .await
+        .unwrap();
+
+    // The same for a rotate: the new password, already sealed in the job, is applied.
+    let new_password = Password::generate();
+    app.store
+        .insert_rotate_job(app.account, id, key.seal(id, &new_password), None)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(worker.reconcile(false).await.unwrap().stale_jobs.len(), 1);
+    let started = Instant::now();
+    loop {
+        let (_, revealed) = app.reveal(&id.to_text()).await;
+        if data(&revealed)["password"] == new_password.expose() {
+            assert!(can_login(data(&revealed)["connectionString"].as_str().unwrap()).await);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing is left to do.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(worker.reconcile(false).await.unwrap().stale_jobs.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupted_deletions_and_failed_creates_are_finished() {
+    let app = app().await;
+    let tag = app.tag().await;
+    let (_, a) = app.create(json!({"name": "being-deleted"})).await;
+    let (_, b) = app.create(json!({"name": "failed-half-way"})).await;
+    let (a, b) = (data(&a).clone(), data(&b).clone());
+    assert_eq!(engine_databases(&tag).await.len(), 2);
+    // An operator deletion that stopped after its mark, and a create that failed without
+    // finishing its cleanup.
+    let a_id: DatabaseId = a["id"].as_str().unwrap().parse().unwrap();
+    app.store.mark_deleting(a_id).await.unwrap().unwrap();
+    let n = app
+        .metadata_sql(&format!(
+            "UPDATE databases SET state = 'failed' WHERE id = '{}'",
+            b["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(n, 1);
+
+    let report = app.worker.as_ref().unwrap().reconcile(false).await.unwrap();
+    assert_eq!(
+        (report.deletions.len(), report.failed_creates.len()),
+        (1, 1),
+        "{:?} {:?}",
+        report.deletions,
+        report.failed_creates
+    );
+    assert_eq!(report.deletions[0].outcome, "done");
+    assert_eq!(report.failed_creates[0].outcome, "done");
+    assert!(engine_databases(&tag).await.is_empty());
+    assert!(engine_users(&tag).await.is_empty());
+    assert!(app.store.database(a_id).await.unwrap().is_none());
+    // Both slots are free again.
+    for name in ["again-1", "again-2"] {
+        assert_eq!(app.create(json!({"name": name})).await.0, 201);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn marked_objects_without_a_row_are_reported_and_left_alone() {
+    let app = app().await;
+    let tag = app.tag().await;
+    let stray = DatabaseId::new();
+    let name = format!("um_{tag}_99");
+    let mut root = root().await;
+    root.query_drop(format!("CREATE DATABASE `{name}` COMMENT 'hepdb:{stray}'"))
+        .await
+        .unwrap();
+
+    let report = app.worker.as_ref().unwrap().reconcile(false).await.unwrap();
+    let found = report
+        .orphans
+        .iter()
+        .find(|o| o.id == stray.to_text())
+        .expect("the stray database is reported");
+    assert_eq!(
+        (found.host.as_str(), found.object.as_str()),
+        ("mariadb", name.as_str())
+    );
+    assert_eq!(engine_databases(&tag).await, [name.as_str()], "left in place");
+    root.query_drop(format!("DROP DATABASE `{name}`"))
+        .await
+        .unwrap();
+}

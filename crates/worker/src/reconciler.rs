@@ -1,0 +1,250 @@
+//! The reconciler: finds work that stopped between states and moves it on, and reports engine
+//! objects that carry hepdb's mark but have no metadata row.
+//!
+//! - a pending or running job untouched for `stale_job_secs` is published again (the jobs table
+//!   is the outbox: a gateway that died right after its commit leaves a pending job, which this
+//!   delivers; the job itself is idempotent, so a duplicate is harmless);
+//! - a `deleting` row (an operator deletion that was interrupted) is finished;
+//! - a `failed` create whose engine cleanup did not complete is cleaned up and removed;
+//! - a marked engine object without a row is reported, never dropped: it may belong to another
+//!   deployment sharing the server, or to metadata restored from an older backup.
+//!
+//! One pass runs at a time across all processes (a PostgreSQL advisory lease).
+
+use hepdb_core::{
+    DatabaseId, DatabaseState, JobId,
+    job::{JobFailure, JobKindWire, JobMessage, MESSAGE_VERSION},
+};
+use hepdb_queue::{Topology, publish_confirmed};
+use hepdb_store::{StoreError, models::Database};
+use lapin::{BasicProperties, Channel};
+use serde::Serialize;
+
+use crate::{engines::EngineError, jobs::JobContext};
+
+/// The advisory lock key of the reconciler lease ("hepdbrec").
+pub const LEASE_KEY: i64 = 0x6865_7064_6272_6563;
+
+/// What one pass found and did.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub stale_jobs: Vec<Action>,
+    pub deletions: Vec<Action>,
+    pub failed_creates: Vec<Action>,
+    pub orphans: Vec<Orphan>,
+    pub unreachable_hosts: Vec<String>,
+    pub expired_idempotency_keys: usize,
+}
+
+impl Report {
+    /// Whether the pass found anything at all.
+    pub fn is_clean(&self) -> bool {
+        self.stale_jobs.is_empty()
+            && self.deletions.is_empty()
+            && self.failed_creates.is_empty()
+            && self.orphans.is_empty()
+    }
+}
+
+/// One thing to resolve and what became of it: `planned` in a dry run, then `done` or
+/// `error: ...`.
+#[derive(Debug, Serialize)]
+pub struct Action {
+    pub id: String,
+    pub what: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Orphan {
+    pub host: String,
+    pub id: String,
+    pub object: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("another reconciler pass is running")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where republished jobs go; `None` when the broker is down (stale jobs then wait a pass).
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox<'a> {
+    pub channel: &'a Channel,
+    pub topology: &'a Topology,
+}
+
+/// Runs one pass. With `dry_run`, only reads and reports.
+pub async fn reconcile(
+    ctx: &JobContext,
+    outbox: Option<Outbox<'_>>,
+    stale_job_secs: u64,
+    dry_run: bool,
+) -> Result<Report, ReconcileError> {
+    let lease = ctx
+        .store
+        .try_lease(LEASE_KEY)
+        .await?
+        .ok_or(ReconcileError::Busy)?;
+    let result = pass(ctx, outbox, stale_job_secs, dry_run).await;
+    lease.release().await;
+    result
+}
+
+fn outcome<E: std::fmt::Display>(dry_run: bool, r: impl FnOnce() -> Result<(), E>) -> String {
+    if dry_run {
+        return "planned".into();
+    }
+    match r() {
+        Ok(()) => "done".into(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+async fn pass(
+    ctx: &JobContext,
+    outbox: Option<Outbox<'_>>,
+    stale_job_secs: u64,
+    dry_run: bool,
+) -> Result<Report, ReconcileError> {
+    let mut report = Report {
+        dry_run,
+        ..Report::default()
+    };
+    for job in ctx.store.stale_jobs(stale_job_secs).await? {
+        let what = format!("publish stale {} job again", job.kind);
+        let result = if dry_run {
+            Ok(())
+        } else {
+            republish(ctx, outbox, &job).await
+        };
+        report.stale_jobs.push(Action {
+            id: job.id.clone(),
+            what,
+            outcome: outcome(dry_run, || result),
+        });
+    }
+    for db in ctx
+        .store
+        .databases_in_state(DatabaseState::Deleting)
+        .await?
+    {
+        let result = if dry_run {
+            Ok(())
+        } else {
+            drop_then(ctx, &db, async |id| ctx.store.remove_deleted(id).await).await
+        };
+        report.deletions.push(Action {
+            id: db.id.clone(),
+            what: format!("finish deleting {}", db.db_name),
+            outcome: outcome(dry_run, || result),
+        });
+    }
+    for db in ctx.store.databases_in_state(DatabaseState::Failed).await? {
+        let result = if dry_run {
+            Ok(())
+        } else {
+            drop_then(ctx, &db, async |id| ctx.store.remove_failed(id).await).await
+        };
+        report.failed_creates.push(Action {
+            id: db.id.clone(),
+            what: format!("clean up failed create {}", db.db_name),
+            outcome: outcome(dry_run, || result),
+        });
+    }
+    for (host, driver) in ctx.engines.iter() {
+        let marked = match driver.marked().await {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(%error, host, "reconciler cannot list the host's objects");
+                report.unreachable_hosts.push(host.to_owned());
+                continue;
+            }
+        };
+        let known = ctx.store.database_ids_on_host(host).await?;
+        for m in marked.into_iter().filter(|m| !known.contains(&m.id)) {
+            tracing::error!(
+                alert = true,
+                host,
+                id = %m.id,
+                object = %m.object,
+                "engine object carries hepdb's mark but has no metadata row; left in place"
+            );
+            report.orphans.push(Orphan {
+                host: host.to_owned(),
+                id: m.id,
+                object: m.object,
+            });
+        }
+    }
+    if !dry_run {
+        report.expired_idempotency_keys = ctx.store.purge_idempotency_keys().await?;
+    }
+    Ok(report)
+}
+
+async fn republish(
+    ctx: &JobContext,
+    outbox: Option<Outbox<'_>>,
+    job: &hepdb_store::models::Job,
+) -> Result<(), String> {
+    let id: JobId = job.id.parse().map_err(|_| "malformed job id".to_owned())?;
+    let Some(database) = job
+        .database_id
+        .as_deref()
+        .and_then(|d| d.parse::<DatabaseId>().ok())
+    else {
+        // Its database row is gone: nothing left to do but close the job.
+        return ctx
+            .store
+            .fail_job(id, JobFailure::Internal)
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let Some(outbox) = outbox else {
+        return Err("broker unavailable; next pass".into());
+    };
+    // Touched first: a worker may finish the job before the publish call even returns. A job
+    // that moved on meanwhile needs nothing from us.
+    if ctx.store.touch_job(id).await.is_err() {
+        return Ok(());
+    }
+    let message = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: id,
+        database_id: database,
+        kind: JobKindWire::from(job.kind()),
+    };
+    let payload = serde_json::to_vec(&message).expect("job messages serialize");
+    let properties = BasicProperties::default().with_message_id(job.id.as_str().into());
+    publish_confirmed(
+        outbox.channel,
+        &outbox.topology.jobs_queue(),
+        &payload,
+        properties,
+        true,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tracing::info!(job = %job.id, kind = %job.kind, "stale job published again");
+    Ok(())
+}
+
+/// Drops the database's marked engine objects, then runs `finish` on its row.
+async fn drop_then(
+    ctx: &JobContext,
+    db: &Database,
+    finish: impl AsyncFnOnce(DatabaseId) -> Result<(), StoreError>,
+) -> Result<(), String> {
+    let (target, driver) =
+        crate::jobs::resolve(ctx, db).ok_or_else(|| format!("no driver for host {}", db.host))?;
+    driver
+        .drop_owned(&target)
+        .await
+        .map_err(|e: EngineError| e.to_string())?;
+    finish(db.database_id()).await.map_err(|e| e.to_string())
+}
