@@ -3,7 +3,8 @@
 //! - `dev`: start the local services (and the PostgreSQL and MongoDB engines), set up the
 //!   provisioners, migrate, mint a key, and run the gateway and worker until Ctrl-C.
 //! - `test`: start the local services and run the whole test suite.
-//! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test` (what CI runs).
+//! - `chaos`: the fault-injection scenarios, one at a time, each printing its counts.
+//! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, `test`, then `chaos` (what CI runs).
 
 use std::{
     path::{Path, PathBuf},
@@ -41,6 +42,8 @@ enum Task {
     },
     /// Start local services and run every test.
     Test,
+    /// The fault-injection scenarios (workers killed, broker restarted, races), with counts.
+    Chaos,
     /// fmt --check, clippy -D warnings, and the tests: the CI gate.
     Ci,
 }
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             ("mongo", &mongo_root_url),
         ]),
         Task::Test => test(),
+        Task::Chaos => chaos(),
         Task::Ci => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([
@@ -67,9 +71,27 @@ fn main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ]))?;
-            test()
+            test()?;
+            chaos()
         }
     }
+}
+
+/// The chaos suite stops the shared broker, so it runs alone, one scenario at a time.
+fn chaos() -> anyhow::Result<()> {
+    services()?;
+    run(cargo().args(["build", "--bin", "hepdb-worker"]))?;
+    run(cargo().args([
+        "test",
+        "-p",
+        "hepdb-gateway",
+        "--test",
+        "chaos",
+        "--",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]))
 }
 
 fn root() -> PathBuf {

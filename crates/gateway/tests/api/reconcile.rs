@@ -170,7 +170,11 @@ async fn marked_objects_without_a_row_are_reported_and_left_alone() {
         (found.host.as_str(), found.object.as_str()),
         ("mariadb", name.as_str())
     );
-    assert_eq!(engine_databases(&tag).await, [name.as_str()], "left in place");
+    assert_eq!(
+        engine_databases(&tag).await,
+        [name.as_str()],
+        "left in place"
+    );
     root.query_drop(format!("DROP DATABASE `{name}`"))
         .await
         .unwrap();

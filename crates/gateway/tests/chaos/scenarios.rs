@@ -1,0 +1,294 @@
+//! The five scenarios.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::{helpers::*, world::*};
+
+fn report(scenario: &str, operations: usize, faults: usize, inconsistencies: usize) {
+    eprintln!(
+        "chaos: {scenario}: operations={operations} faults={faults} inconsistencies={inconsistencies}"
+    );
+}
+
+/// One create or rotate, recorded in the ledger.
+async fn operate(
+    app: &TestApp,
+    ledger: &Ledger,
+    ids: &Mutex<Vec<String>>,
+    rng_pick: u64,
+    n: usize,
+) {
+    let target = {
+        let ids = ids.lock().unwrap();
+        (!ids.is_empty() && rng_pick % 10 >= 4).then(|| ids[rng_pick as usize % ids.len()].clone())
+    };
+    match target {
+        Some(id) => {
+            let (s, b) = app.rotate(&id).await;
+            ledger.record(Some(&id), s.as_u16(), &b);
+        }
+        None => {
+            let engine = if rng_pick.is_multiple_of(3) {
+                "postgres"
+            } else {
+                "mariadb"
+            };
+            let (s, b) = app
+                .create(json!({"name": format!("db-{n}"), "engine": engine}))
+                .await;
+            if s == 201 {
+                ids.lock()
+                    .unwrap()
+                    .push(b["data"]["id"].as_str().unwrap().to_owned());
+            }
+            ledger.record(None, s.as_u16(), &b);
+        }
+    }
+}
+
+/// 1. Workers killed with SIGKILL at random moments during 200 mixed creates and rotates.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault injection: run with `cargo xtask chaos`"]
+async fn worker_killed_at_random_points() {
+    let seed = seed();
+    eprintln!("chaos: worker_killed_at_random_points: seed={seed}");
+    let app = spawn_app_with(
+        Options {
+            no_worker: true,
+            slots: Some(500),
+            ..Default::default()
+        },
+        |s| {
+            s.gateway.job_timeout_ms = 3000;
+            s.worker.stale_job_secs = 4;
+        },
+    )
+    .await;
+    let mut worker = WorkerProcess::start(&app);
+    let ledger = Ledger::default();
+    let ids = Mutex::new(Vec::new());
+    let done = AtomicBool::new(false);
+    let kills = AtomicUsize::new(0);
+    const OPERATIONS: usize = 200;
+
+    let picks: Vec<u64> = {
+        let mut rng = Rng::new(seed);
+        (0..OPERATIONS).map(|_| rng.below(1 << 30)).collect()
+    };
+    let load = async {
+        futures_util::stream::iter(picks.iter().enumerate())
+            .for_each_concurrent(8, |(n, pick)| operate(&app, &ledger, &ids, *pick, n))
+            .await;
+        done.store(true, Ordering::SeqCst);
+    };
+    let killer = async {
+        let mut rng = Rng::new(seed ^ 0x9E37_79B9);
+        while !done.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
+            worker.kill();
+            kills.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+            worker.restart();
+        }
+    };
+    tokio::join!(load, killer);
+    settle(&app, Duration::from_secs(90)).await;
+    // The reconciler (every second in the worker) finishes any failed create's cleanup.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bad = inconsistencies(&app, &ledger).await;
+    // Proof that kills landed mid-job: jobs that needed more than one delivery.
+    let redelivered = app
+        .metadata_sql("SELECT 1 FROM jobs WHERE attempts > 1")
+        .await;
+    eprintln!(
+        "chaos: worker_killed_at_random_points: answers {}; jobs delivered more than once: {redelivered}",
+        ledger.answers()
+    );
+    report(
+        "worker_killed_at_random_points",
+        OPERATIONS,
+        kills.load(Ordering::SeqCst),
+        bad,
+    );
+    assert_eq!(bad, 0, "seed {seed}");
+    assert!(!ledger.created().is_empty(), "some creates succeeded");
+}
+
+/// 2. 50 concurrent creates against 3 free slots.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault injection: run with `cargo xtask chaos`"]
+async fn fifty_creates_three_slots() {
+    let app = spawn_app_with(
+        Options {
+            slots: Some(3),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let ledger = Ledger::default();
+    let answers = futures_util::future::join_all(
+        (0..50).map(|i| app.create(json!({"name": format!("race-{i}")}))),
+    )
+    .await;
+    for (s, b) in &answers {
+        ledger.record(None, s.as_u16(), b);
+    }
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, b)| *s == 402 && b["code"] == "OUT_OF_SLOTS")
+        .count();
+    let mut bad = inconsistencies(&app, &ledger).await;
+    let on_engine = engine_databases(&app.tag().await).await.len();
+    if (created, refused, on_engine) != (3, 47, 3) {
+        eprintln!(
+            "chaos: INCONSISTENT: created {created}, refused {refused}, on engine {on_engine}"
+        );
+        bad += 1;
+    }
+    report("fifty_creates_three_slots", 50, 0, bad);
+    assert_eq!(bad, 0);
+}
+
+/// 3. 20 concurrent rotates of one database.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault injection: run with `cargo xtask chaos`"]
+async fn twenty_concurrent_rotates() {
+    let app = spawn_app().await;
+    let ledger = Ledger::default();
+    let (s, b) = app.create(json!({"name": "hot"})).await;
+    ledger.record(None, s.as_u16(), &b);
+    let id = data(&b)["id"].as_str().unwrap().to_owned();
+    let answers = futures_util::future::join_all((0..20).map(|_| app.rotate(&id))).await;
+    for (s, b) in &answers {
+        ledger.record(Some(&id), s.as_u16(), b);
+    }
+    let mut bad = inconsistencies(&app, &ledger).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    if ok != 20 {
+        eprintln!("chaos: INCONSISTENT: {ok} of 20 rotates answered 200");
+        bad += 1;
+    }
+    report("twenty_concurrent_rotates", 21, 0, bad);
+    assert_eq!(bad, 0);
+}
+
+/// 4. The broker restarted under load; gateway and worker recover without a restart.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault injection: run with `cargo xtask chaos`"]
+async fn broker_restart_under_load() {
+    let app = spawn_app_with(
+        Options {
+            slots: Some(500),
+            ..Default::default()
+        },
+        |s| s.gateway.job_timeout_ms = 3000,
+    )
+    .await;
+    let ledger = Arc::new(Ledger::default());
+    let ids = Mutex::new(Vec::new());
+    let stop = AtomicBool::new(false);
+    let slow = AtomicUsize::new(0);
+    let ops = AtomicUsize::new(0);
+    let (app_ref, ledger_ref, ids_ref) = (&app, &*ledger, &ids);
+    let (stop_ref, ops_ref, slow_ref) = (&stop, &ops, &slow);
+    let load = async move {
+        futures_util::stream::iter(0..4)
+            .for_each_concurrent(4, move |lane| async move {
+                let (app, ledger, ids) = (app_ref, ledger_ref, ids_ref);
+                let (stop, ops, slow) = (stop_ref, ops_ref, slow_ref);
+                let mut rng = Rng::new(seed() ^ lane);
+                while !stop.load(Ordering::SeqCst) {
+                    let n = ops.fetch_add(1, Ordering::SeqCst);
+                    let started = Instant::now();
+                    operate(app, ledger, ids, rng.below(1 << 30), n).await;
+                    // Never past the timeout (plus the broker's own reconnect window).
+                    if started.elapsed() > Duration::from_secs(5) {
+                        slow.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+            .await;
+    };
+    let fault = async {
+        let _guard = BrokerGuard;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rabbitmqctl("stop_app");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        rabbitmqctl("start_app");
+        // Keep the load on until both sides are back and have served for a while.
+        assert!(
+            app.worker
+                .as_ref()
+                .unwrap()
+                .wait_consuming(Duration::from_secs(60))
+                .await
+        );
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        stop.store(true, Ordering::SeqCst);
+    };
+    tokio::join!(load, fault);
+    // After recovery, requests work again on the same processes.
+    let (s, b) = app.create(json!({"name": "after-restart"})).await;
+    ledger.record(None, s.as_u16(), &b);
+    let mut bad = 0;
+    if s != 201 {
+        eprintln!("chaos: INCONSISTENT: create after recovery answered {s}: {b}");
+        bad += 1;
+    }
+    settle(&app, Duration::from_secs(60)).await;
+    bad += inconsistencies(&app, &ledger).await;
+    bad += slow.load(Ordering::SeqCst);
+    eprintln!(
+        "chaos: broker_restart_under_load: answers {}",
+        ledger.answers()
+    );
+    report(
+        "broker_restart_under_load",
+        ops.load(Ordering::SeqCst) + 1,
+        1,
+        bad,
+    );
+    assert_eq!(bad, 0);
+}
+
+/// 5. A foreign database already has the next generated name.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault injection: run with `cargo xtask chaos`"]
+async fn colliding_name_left_untouched() {
+    let app = spawn_app().await;
+    let ledger = Ledger::default();
+    let name = format!("um_{}_1", app.tag().await);
+    foreign_mariadb(&name).await;
+    let (s, b) = app.create(json!({"name": "first"})).await;
+    ledger.record(None, s.as_u16(), &b);
+    let mut bad = 0;
+    if (s.as_u16(), b["code"].as_str()) != (500, Some("ENGINE_CONFLICT")) {
+        eprintln!("chaos: INCONSISTENT: create over a foreign database answered {s}: {b}");
+        bad += 1;
+    }
+    if !foreign_mariadb_intact(&name).await {
+        eprintln!("chaos: INCONSISTENT: the foreign database was touched");
+        bad += 1;
+    }
+    // The next create gets the next name and works; the foreign one stays out of hepdb's view.
+    let (s, b) = app.create(json!({"name": "first"})).await;
+    ledger.record(None, s.as_u16(), &b);
+    if s != 201 {
+        bad += 1;
+    }
+    drop_foreign_mariadb(&name).await;
+    bad += inconsistencies(&app, &ledger).await;
+    report("colliding_name_left_untouched", 2, 1, bad);
+    assert_eq!(bad, 0);
+}

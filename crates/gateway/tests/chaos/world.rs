@@ -1,0 +1,357 @@
+//! What the scenarios share: a worker as a real process, a ledger of what the API answered,
+//! and the consistency check that compares API, metadata and engines.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use hepdb_core::DatabaseState;
+use mysql_async::prelude::Queryable;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// A small deterministic generator (xorshift64*), so a failing run can be repeated by seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    }
+}
+
+/// The seed of this run: `HEPDB_CHAOS_SEED`, or the clock.
+pub fn seed() -> u64 {
+    std::env::var("HEPDB_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+/// `hepdb-worker` as a separate process with this test's settings, killed by pid.
+pub struct WorkerProcess {
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+fn worker_binary() -> PathBuf {
+    // target/debug/deps/chaos-<hash> -> target/debug/hepdb-worker
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("hepdb-worker");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bin hepdb-worker` (cargo xtask chaos does)",
+        bin.display()
+    );
+    bin
+}
+
+impl WorkerProcess {
+    pub fn start(app: &TestApp) -> Self {
+        let s = &app.settings;
+        let env = vec![
+            ("HEPDB__METADATA__URL", s.metadata.url.expose().to_owned()),
+            ("HEPDB__AMQP__URL", s.amqp.url.expose().to_owned()),
+            ("HEPDB__AMQP__QUEUE_PREFIX", s.amqp.queue_prefix.clone()),
+            (
+                "HEPDB__AMQP__QUEUE_EXPIRES_SECS",
+                s.amqp.queue_expires_secs.to_string(),
+            ),
+            (
+                "HEPDB__GATEWAY__JOB_TIMEOUT_MS",
+                s.gateway.job_timeout_ms.to_string(),
+            ),
+            (
+                "HEPDB__WORKER__STALE_JOB_SECS",
+                s.worker.stale_job_secs.to_string(),
+            ),
+            ("HEPDB__WORKER__RECONCILE_INTERVAL_SECS", "1".into()),
+            ("HEPDB__ENGINES__POSTGRES__ENABLED", "true".into()),
+            ("HEPDB__TELEMETRY__LOG_FILTER", "warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut w = Self { child: None, env };
+        w.restart();
+        w
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new(worker_binary())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hepdb-worker");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown, no acks; whatever it was doing stops mid-step.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What the API told the client, per database.
+#[derive(Default)]
+pub struct Ledger {
+    inner: Mutex<LedgerInner>,
+}
+
+#[derive(Default, Clone)]
+struct LedgerInner {
+    /// Passwords the API returned with a 201 or 200, per database id.
+    passwords: HashMap<String, Vec<String>>,
+    /// Rotates whose outcome the client could not know (503 JOB_TIMEOUT).
+    uncertain: HashSet<String>,
+    created: Vec<String>,
+    /// Answers by status and code.
+    answers: HashMap<String, usize>,
+}
+
+impl Ledger {
+    /// Records an answer to a create or rotate of `db` (None for a create that made nothing).
+    pub fn record(&self, db: Option<&str>, status: u16, body: &Value) {
+        let mut l = self.inner.lock().unwrap();
+        let label = match body["code"].as_str() {
+            Some(code) => format!("{status} {code}"),
+            None => status.to_string(),
+        };
+        *l.answers.entry(label).or_default() += 1;
+        if status == 200 || status == 201 {
+            let d = &body["data"];
+            let id = d["id"].as_str().unwrap().to_owned();
+            if status == 201 {
+                l.created.push(id.clone());
+            }
+            l.passwords
+                .entry(id)
+                .or_default()
+                .push(d["password"].as_str().unwrap().to_owned());
+        } else if body["code"] == "JOB_TIMEOUT"
+            && let Some(db) = db
+        {
+            l.uncertain.insert(db.to_owned());
+        }
+    }
+
+    pub fn created(&self) -> Vec<String> {
+        self.inner.lock().unwrap().created.clone()
+    }
+
+    pub fn answers(&self) -> String {
+        let l = self.inner.lock().unwrap();
+        let mut a: Vec<_> = l.answers.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        a.sort();
+        a.join(" ")
+    }
+}
+
+/// Waits until no job is pending or running (the reconciler and redeliveries finish them).
+pub async fn settle(app: &TestApp, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let open = app.store.stale_jobs(0).await.unwrap();
+        if open.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{} jobs still open after {limit:?}",
+            open.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The account's hepdb objects on the engines, by database name.
+async fn engine_objects(tag: &str) -> (HashSet<String>, HashSet<String>) {
+    let mut maria: HashSet<String> = engine_databases(tag).await.into_iter().collect();
+    // A user without its database would be a leak too.
+    for user in engine_users(tag).await {
+        maria.insert(user.trim_start_matches('d').to_owned());
+    }
+    let (client, conn) = tokio_postgres::connect(&postgres_root_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let pattern = format!("um\\_{tag}\\_%");
+    let mut pg: HashSet<String> = client
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
+            &[&pattern],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let role_pattern = format!("dum\\_{tag}\\_%");
+    for r in client
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1",
+            &[&role_pattern],
+        )
+        .await
+        .unwrap()
+    {
+        let role: String = r.get(0);
+        pg.insert(role.trim_start_matches('d').to_owned());
+    }
+    (maria, pg)
+}
+
+/// Compares API answers, metadata and engines; returns how many things disagree, and prints
+/// each.
+pub async fn inconsistencies(app: &TestApp, ledger: &Ledger) -> usize {
+    let mut bad = 0;
+    let mut complain = |what: String| {
+        eprintln!("chaos: INCONSISTENT: {what}");
+        bad += 1;
+    };
+    let l = ledger.inner.lock().unwrap().clone();
+    let (_, listed) = app.list().await;
+    let listed = data(&listed)["databases"].as_array().unwrap().clone();
+    let listed_ids: HashSet<&str> = listed.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    for id in &l.created {
+        if !listed_ids.contains(id.as_str()) {
+            complain(format!("created {id} (201) is not listed"));
+        }
+    }
+    // Every row is settled: nothing stuck in creating, failed or deleting holds a slot.
+    for state in [
+        DatabaseState::Creating,
+        DatabaseState::Failed,
+        DatabaseState::Deleting,
+    ] {
+        let stuck = app
+            .store
+            .databases_in_state(state)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.account_id == app.account.to_text())
+            .count();
+        if stuck > 0 {
+            complain(format!(
+                "{stuck} rows still {} after settling",
+                state.as_str()
+            ));
+        }
+    }
+    let (maria, pg) = engine_objects(&app.tag().await).await;
+    let mut expect_maria = HashSet::new();
+    let mut expect_pg = HashSet::new();
+    for d in &listed {
+        let id = d["id"].as_str().unwrap();
+        let (_, revealed) = app.reveal(id).await;
+        let r = data(&revealed);
+        let (cs, pw) = (
+            r["connectionString"].as_str().unwrap(),
+            r["password"].as_str().unwrap(),
+        );
+        if !can_login(cs).await {
+            complain(format!("{id}: the revealed password does not log in"));
+        }
+        let known = l.passwords.get(id).cloned().unwrap_or_default();
+        if !known.iter().any(|k| k == pw) && !l.uncertain.contains(id) {
+            complain(format!("{id}: revealed password was never returned"));
+        }
+        for old in known.iter().filter(|k| *k != pw) {
+            if can_login(&cs.replace(pw, old)).await {
+                complain(format!("{id}: a superseded password still logs in"));
+            }
+        }
+        let name = d["dbName"].as_str().unwrap().to_owned();
+        match d["engine"].as_str().unwrap() {
+            "mariadb" => expect_maria.insert(name),
+            _ => expect_pg.insert(name),
+        };
+    }
+    for (engine, found, want) in [
+        ("mariadb", &maria, &expect_maria),
+        ("postgres", &pg, &expect_pg),
+    ] {
+        for extra in found.difference(want) {
+            complain(format!("{engine}: {extra} on the engine has no active row"));
+        }
+        for missing in want.difference(found) {
+            complain(format!(
+                "{engine}: {missing} is in metadata, not on the engine"
+            ));
+        }
+    }
+    bad
+}
+
+/// Puts the broker back even if a scenario fails half-way.
+pub struct BrokerGuard;
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").output();
+    }
+}
+
+pub fn rabbitmqctl(arg: &str) {
+    let out = Command::new("rabbitmqctl")
+        .arg(arg)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl {arg}");
+}
+
+/// Writes a table into a foreign MariaDB database as root (scenario 5).
+pub async fn foreign_mariadb(name: &str) {
+    let mut c = root().await;
+    for sql in [
+        format!("CREATE DATABASE `{name}`"),
+        format!("CREATE TABLE `{name}`.precious (v TEXT)"),
+        format!("INSERT INTO `{name}`.precious VALUES ('keep me')"),
+    ] {
+        c.query_drop(sql).await.unwrap();
+    }
+}
+
+pub async fn foreign_mariadb_intact(name: &str) -> bool {
+    let v: Option<String> = root()
+        .await
+        .query_first(format!("SELECT v FROM `{name}`.precious"))
+        .await
+        .unwrap_or(None);
+    v.as_deref() == Some("keep me")
+}
+
+pub async fn drop_foreign_mariadb(name: &str) {
+    root()
+        .await
+        .query_drop(format!("DROP DATABASE IF EXISTS `{name}`"))
+        .await
+        .unwrap();
+}
