@@ -3,7 +3,10 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use hepdb_core::job::{JobMessage, JobOutcome, JobReply, MESSAGE_VERSION};
+use hepdb_core::{
+    JobId,
+    job::{JobMessage, JobOutcome, JobReply, MESSAGE_VERSION},
+};
 use hepdb_queue::{Topology, publish_confirmed};
 use lapin::{
     BasicProperties, Channel, Connection,
@@ -19,8 +22,26 @@ use tracing::Instrument;
 use crate::jobs::{Disposition, JobContext, handle};
 
 /// How long a message whose job could not be recorded waits before it is requeued, so an
-/// outage of the metadata database does not turn into a hot redelivery loop.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// outage of the metadata database does not turn into a hot redelivery loop. The pause doubles
+/// with each retry of the same job, up to [`MAX_RETRY_PAUSE`].
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// How many times each job has been put back in this process (for the backoff).
+pub type Retries = Arc<std::sync::Mutex<std::collections::HashMap<JobId, u32>>>;
+
+fn backoff(retries: &Retries, job: JobId) -> Duration {
+    let mut r = retries.lock().expect("retries lock");
+    // Jobs finished by another worker never come back here; keep the map bounded.
+    if r.len() > 10_000 {
+        r.clear();
+    }
+    let n = r.entry(job).or_default();
+    *n = n.saturating_add(1);
+    RETRY_PAUSE
+        .saturating_mul(1 << (*n - 1).min(10))
+        .min(MAX_RETRY_PAUSE)
+}
 
 /// One live connection's consumer; holding the channel keeps it open. It is in confirm mode,
 /// so the reconciler publishes on it too.
@@ -35,6 +56,7 @@ pub async fn setup(
     topology: Topology,
     prefetch: u16,
     ctx: JobContext,
+    retries: Retries,
 ) -> lapin::Result<Session> {
     let channel = conn.create_channel().await?;
     topology.declare(&channel).await?;
@@ -58,15 +80,24 @@ pub async fn setup(
         while let Some(delivery) = consumer.next().await {
             let Ok(delivery) = delivery else { break };
             let (ctx, channel, topology) = (ctx.clone(), loop_channel.clone(), topology.clone());
+            let retries = retries.clone();
             // At most `prefetch` deliveries are unacked, which bounds this concurrency.
-            tokio::spawn(async move { process(delivery, &channel, &topology, &ctx).await });
+            tokio::spawn(
+                async move { process(delivery, &channel, &topology, &ctx, &retries).await },
+            );
         }
         tracing::debug!("job consumer ended");
     });
     Ok(Session { channel })
 }
 
-async fn process(delivery: Delivery, channel: &Channel, topology: &Topology, ctx: &JobContext) {
+async fn process(
+    delivery: Delivery,
+    channel: &Channel,
+    topology: &Topology,
+    ctx: &JobContext,
+    retries: &Retries,
+) {
     let msg = match serde_json::from_slice::<JobMessage>(&delivery.data) {
         Ok(msg) if msg.v == MESSAGE_VERSION => msg,
         _ => {
@@ -82,6 +113,7 @@ async fn process(delivery: Delivery, channel: &Channel, topology: &Topology, ctx
             outcome,
             dead_letter: reason,
         } => {
+            retries.lock().expect("retries lock").remove(&msg.job_id);
             if let Some(reason) = reason {
                 dead_letter(channel, topology, &delivery, reason).await;
             }
@@ -102,7 +134,7 @@ async fn process(delivery: Delivery, channel: &Channel, topology: &Topology, ctx
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }
         Disposition::Retry => {
-            tokio::time::sleep(RETRY_PAUSE).await;
+            tokio::time::sleep(backoff(retries, msg.job_id)).await;
             let _ = delivery
                 .nack(BasicNackOptions {
                     requeue: true,
@@ -146,5 +178,24 @@ async fn dead_letter(channel: &Channel, topology: &Topology, delivery: &Delivery
     .await
     {
         tracing::error!(%error, "could not dead-letter a message");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_pause_doubles_up_to_a_cap() {
+        let retries = Retries::default();
+        let job = JobId::new();
+        let pauses: Vec<u64> = (0..9)
+            .map(|_| backoff(&retries, job).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            pauses,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert_eq!(backoff(&retries, JobId::new()), RETRY_PAUSE, "per job");
     }
 }

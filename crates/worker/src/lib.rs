@@ -50,10 +50,19 @@ impl Worker {
         );
         let prefetch = settings.worker.prefetch;
         let (setup_ctx, setup_topology) = (ctx.clone(), topology.clone());
+        let retries = consumer::Retries::default();
         let broker = supervise(
             settings.amqp.url.expose().to_owned(),
             "hepdb-worker",
-            move |conn| consumer::setup(conn, setup_topology.clone(), prefetch, setup_ctx.clone()),
+            move |conn| {
+                consumer::setup(
+                    conn,
+                    setup_topology.clone(),
+                    prefetch,
+                    setup_ctx.clone(),
+                    retries.clone(),
+                )
+            },
         );
         let stale_job_secs = settings.worker.stale_job_secs;
         let interval = settings.worker.reconcile_interval_secs;

@@ -2,6 +2,7 @@
 
 mod auth;
 mod create;
+mod dead_letter;
 mod engines;
 mod envelope;
 mod helpers;

@@ -1,0 +1,152 @@
+//! Poison messages through the real broker: they end up in `<prefix>.jobs.dead` with the
+//! reason in a header, the job is failed in metadata, and a create's slot is free again.
+
+use std::time::{Duration, Instant};
+
+use hepdb_core::{
+    DatabaseId, Engine,
+    job::{JobKindWire, JobMessage, MESSAGE_VERSION},
+    secret::Password,
+};
+use hepdb_queue::Topology;
+use hepdb_store::databases::NewDatabase;
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    options::{BasicGetOptions, BasicPublishOptions},
+    types::AMQPValue,
+};
+use serde_json::json;
+
+use crate::helpers::*;
+
+async fn channel(app: &TestApp) -> (Connection, lapin::Channel, Topology) {
+    let conn = Connection::connect(
+        app.settings.amqp.url.expose(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let topology = Topology::new(
+        &app.settings.amqp.queue_prefix,
+        app.settings.amqp.queue_expires_secs,
+    );
+    topology.declare(&channel).await.unwrap();
+    (conn, channel, topology)
+}
+
+async fn publish(channel: &lapin::Channel, queue: &str, payload: &[u8]) {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            payload,
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// The next dead-lettered message's body and `x-hepdb-reason`, waiting up to 10 s.
+async fn next_dead(channel: &lapin::Channel, topology: &Topology) -> (Vec<u8>, String) {
+    let started = Instant::now();
+    loop {
+        let got = channel
+            .basic_get(
+                topology.dead_letter_queue().as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        if let Some(m) = got {
+            let reason = m
+                .delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-hepdb-reason").cloned());
+            let Some(AMQPValue::LongString(reason)) = reason else {
+                panic!("dead-lettered without a reason")
+            };
+            return (m.delivery.data.clone(), reason.to_string());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_and_exhausted_jobs_are_dead_lettered_with_a_reason() {
+    let app = spawn_app_with(
+        Options {
+            slots: Some(1),
+            ..Default::default()
+        },
+        |s| s.worker.max_attempts = 3,
+    )
+    .await;
+    let (_conn, channel, topology) = channel(&app).await;
+
+    publish(&channel, &topology.jobs_queue(), b"{not a job").await;
+    let (body, reason) = next_dead(&channel, &topology).await;
+    assert_eq!(
+        (body.as_slice(), reason.as_str()),
+        (&b"{not a job"[..], "unreadable message")
+    );
+
+    // A create whose job has already been delivered as often as allowed.
+    let id = DatabaseId::new();
+    let key = app.settings.crypto.master_key().unwrap();
+    let reserved = app
+        .store
+        .reserve_create(NewDatabase {
+            id,
+            account: app.account,
+            name: "poison",
+            engine: Engine::Mariadb,
+            password_sealed: key.seal(id, &Password::generate()),
+            hosts: &["mariadb"],
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    let n = app
+        .metadata_sql(&format!(
+            "UPDATE jobs SET attempts = 3 WHERE id = '{}'",
+            reserved.job
+        ))
+        .await;
+    assert_eq!(n, 1);
+    let message = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: reserved.job,
+        database_id: id,
+        kind: JobKindWire::Create,
+    };
+    publish(
+        &channel,
+        &topology.jobs_queue(),
+        &serde_json::to_vec(&message).unwrap(),
+    )
+    .await;
+    let (body, reason) = next_dead(&channel, &topology).await;
+    assert_eq!(reason, "too many attempts");
+    assert_eq!(
+        serde_json::from_slice::<JobMessage>(&body).unwrap(),
+        message
+    );
+    let job = app.store.job(reserved.job).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state.as_str(), job.error_code.as_deref()),
+        ("failed", Some("POISONED"))
+    );
+    // Nothing on the engine, and the one slot is free again.
+    assert!(engine_databases(&app.tag().await).await.is_empty());
+    assert_eq!(app.create(json!({"name": "poison"})).await.0, 201);
+}
