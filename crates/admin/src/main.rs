@@ -4,7 +4,7 @@
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
 use hepdb_core::{AccountId, DatabaseId, Engine, KeyId, secret::MasterKey, settings::Settings};
-use hepdb_store::{Store, accounts::AccountUpdate, migrate};
+use hepdb_store::{Store, accounts::AccountUpdate, audit::AuditEntry, migrate};
 use hepdb_worker::engines::{EngineDriver, MariaDb, Mongo, Postgres, Target};
 use serde_json::{Value, json};
 
@@ -34,6 +34,14 @@ enum Command {
     /// Engine hosts: placement state and what each holds.
     #[command(subcommand)]
     Host(HostCmd),
+    /// Storage quotas.
+    #[command(subcommand)]
+    Quota(QuotaCmd),
+    /// What was done to an account, by whom, when, from where.
+    Audit {
+        #[arg(long)]
+        account: String,
+    },
     /// One reconciler pass: publish stale jobs again, finish interrupted deletions and failed
     /// creates, report marked engine objects without a metadata row.
     Reconcile {
@@ -107,6 +115,16 @@ enum EngineCmd {
 }
 
 #[derive(Subcommand)]
+enum QuotaCmd {
+    /// Measure every database now and apply over_quota / active changes.
+    Refresh {
+        /// Only this account's transitions (every database is still measured).
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum HostCmd {
     /// Every host with its engine, state, capacity, databases and total size.
     List,
@@ -151,6 +169,14 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
     {
         return bootstrap(&settings, engine, root_url, host.as_deref()).await;
     }
+    if let Command::Quota(QuotaCmd::Refresh { account }) = &cli.command {
+        let account = account
+            .as_deref()
+            .map(|a| parse("account", a))
+            .transpose()?;
+        let report = hepdb_worker::quota_refresh(&settings, account).await?;
+        return Ok(serde_json::to_value(report)?);
+    }
     if let Command::Reconcile { dry_run } = cli.command {
         let report = hepdb_worker::reconcile_once(&settings, dry_run).await?;
         return Ok(serde_json::to_value(report)?);
@@ -168,15 +194,21 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
         return Ok(json!({ "database_created": created, "applied": applied, "hosts": hosts }));
     }
     Ok(match cli.command {
-        Command::Account(cmd) => account(&store, cmd).await?,
+        Command::Account(cmd) => account(&store, &settings, cmd).await?,
         Command::Key(cmd) => key(&store, cmd).await?,
+        Command::Audit { account } => {
+            let rows = store.audit_log(parse("account", &account)?).await?;
+            json!({ "account": account, "entries": rows })
+        }
         Command::Host(cmd) => host(&store, cmd).await?,
         Command::Database(DatabaseCmd::Delete { id }) => {
             delete_database(&store, &settings, parse("database", &id)?).await?
         }
-        Command::Migrate | Command::Keygen | Command::Engine(_) | Command::Reconcile { .. } => {
-            unreachable!("handled above")
-        }
+        Command::Migrate
+        | Command::Keygen
+        | Command::Engine(_)
+        | Command::Reconcile { .. }
+        | Command::Quota(_) => unreachable!("handled above"),
     })
 }
 
@@ -241,7 +273,34 @@ async fn set_drained(store: &Store, name: &str, drained: bool) -> anyhow::Result
     Ok(json!({ "name": name, "state": if drained { "drained" } else { "open" } }))
 }
 
-async fn account(store: &Store, cmd: AccountCmd) -> anyhow::Result<Value> {
+/// Records an operator action in the audit log.
+async fn audit(
+    store: &Store,
+    action: &str,
+    account: &str,
+    database: Option<&str>,
+    key: Option<&str>,
+    detail: Option<&str>,
+) -> anyhow::Result<()> {
+    let actor = format!(
+        "operator:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    store
+        .audit(AuditEntry {
+            actor: &actor,
+            action,
+            account,
+            database,
+            key,
+            address: None,
+            detail,
+        })
+        .await
+        .context("writing the audit log")
+}
+
+async fn account(store: &Store, settings: &Settings, cmd: AccountCmd) -> anyhow::Result<Value> {
     Ok(match cmd {
         AccountCmd::Create {
             name,
@@ -266,23 +325,53 @@ async fn account(store: &Store, cmd: AccountCmd) -> anyhow::Result<Value> {
                 .update_account(parse::<AccountId>("account", &id)?, &update)
                 .await?
                 .context("no such account")?;
+            let detail = format!(
+                "slots={} storage_mb={} db_access={}",
+                a.slots, a.storage_mb, a.db_access
+            );
+            audit(store, "account.update", &a.id, None, None, Some(&detail)).await?;
             json!({ "id": a.id, "slots": a.slots, "storage_mb": a.storage_mb, "db_access": a.db_access })
         }
-        AccountCmd::Suspend { id } => {
-            let keys = store
-                .suspend_account(parse("account", &id)?)
-                .await?
-                .context("no such account")?;
-            json!({ "id": id, "suspended": true, "keys_disabled": keys })
-        }
-        AccountCmd::Unsuspend { id } => {
-            let keys = store
-                .unsuspend_account(parse("account", &id)?)
-                .await?
-                .context("no such account")?;
-            json!({ "id": id, "suspended": false, "keys_enabled": keys })
-        }
+        AccountCmd::Suspend { id } => suspension(store, settings, &id, true).await?,
+        AccountCmd::Unsuspend { id } => suspension(store, settings, &id, false).await?,
     })
+}
+
+/// The suspension cascade: keys and database states change in one transaction with one
+/// access job per database, then the jobs are published for the workers (any the broker does
+/// not take now, the reconciler delivers).
+async fn suspension(
+    store: &Store,
+    settings: &Settings,
+    id: &str,
+    suspend: bool,
+) -> anyhow::Result<Value> {
+    let account = parse("account", id)?;
+    let done = if suspend {
+        store.suspend_account(account).await?
+    } else {
+        store.unsuspend_account(account).await?
+    }
+    .context("no such account")?;
+    let action = if suspend {
+        "account.suspend"
+    } else {
+        "account.unsuspend"
+    };
+    audit(store, action, id, None, None, None).await?;
+    let jobs: Vec<_> = done
+        .jobs
+        .iter()
+        .map(|(job, db)| (*job, *db, hepdb_core::state::JobKind::Access))
+        .collect();
+    let published = hepdb_worker::publish_jobs(settings, &jobs).await;
+    Ok(json!({
+        "id": id,
+        "suspended": suspend,
+        "keys_changed": done.keys,
+        "databases": done.jobs.len(),
+        "access_jobs_published": published,
+    }))
 }
 
 async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
@@ -292,6 +381,7 @@ async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
                 .mint_key(parse("account", &account)?)
                 .await?
                 .context("no such account")?;
+            audit(store, "key.mint", &account, None, Some(&id.to_text()), None).await?;
             json!({ "id": id, "key": key.expose() })
         }
         KeyCmd::Disable { key_id } => set_key(store, &key_id, false).await?,
@@ -300,12 +390,15 @@ async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
 }
 
 async fn set_key(store: &Store, id: &str, enabled: bool) -> anyhow::Result<Value> {
-    if !store
-        .set_key_enabled(parse::<KeyId>("key", id)?, enabled)
-        .await?
-    {
+    let key: KeyId = parse("key", id)?;
+    let Some(account) = store.key_account(key).await? else {
+        bail!("no such key");
+    };
+    if !store.set_key_enabled(key, enabled).await? {
         bail!("no such key");
     }
+    let action = if enabled { "key.enable" } else { "key.disable" };
+    audit(store, action, &account, None, Some(id), None).await?;
     Ok(json!({ "id": id, "enabled": enabled }))
 }
 
@@ -328,6 +421,15 @@ async fn delete_database(
     let driver = EngineDriver::new(engine, host.settings.admin_url.expose())?;
     driver.drop_owned(&Target { id, names }).await?;
     store.remove_deleted(id).await?;
+    audit(
+        store,
+        "database.delete",
+        &db.account_id,
+        Some(&id.to_text()),
+        None,
+        Some(&db.db_name),
+    )
+    .await?;
     Ok(
         json!({ "id": id, "deleted": true, "engine": engine, "host": db.host, "db_name": db.db_name }),
     )

@@ -137,10 +137,33 @@ async fn operator_commands_print_json_and_fail_clearly() {
     assert!(!enabled().await);
     admin.ok(&["key", "enable", &key_id]);
     assert!(enabled().await);
-    assert_eq!(admin.ok(&["account", "suspend", &id])["keys_disabled"], 1);
+    assert_eq!(admin.ok(&["account", "suspend", &id])["keys_changed"], 1);
     assert!(!enabled().await);
-    assert_eq!(admin.ok(&["account", "unsuspend", &id])["keys_enabled"], 1);
+    assert_eq!(admin.ok(&["account", "unsuspend", &id])["keys_changed"], 1);
     assert!(enabled().await);
+    // Every operator action so far is in the audit log, with no secret in it.
+    let audit = admin.ok(&["audit", "--account", &id]);
+    let actions: Vec<_> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "account.update",
+            "key.mint",
+            "key.disable",
+            "key.enable",
+            "account.suspend",
+            "account.unsuspend"
+        ]
+    );
+    assert!(!audit.to_string().contains(key.expose()));
+    // A quota pass on demand reports what it measured and changed.
+    let refreshed = admin.ok(&["quota", "refresh", "--account", &id]);
+    assert!(refreshed["measured"].is_array() && refreshed["changes"] == serde_json::json!([]));
 
     for bad in [
         vec!["account", "update", "not-an-id", "--slots", "1"],

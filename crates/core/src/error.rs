@@ -42,6 +42,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
+    /// The account's databases already use more than its storage quota.
+    #[error("your databases use more than your storage quota: free space or top up storage first")]
+    OverStorageQuota,
     /// The Idempotency-Key was used before with a different request.
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
@@ -76,7 +79,7 @@ impl ApiError {
         match self {
             InvalidName(_) | EngineDisabled(_) | BadRequest(_) => 400,
             NoKey | BadKey | KeyDisabled => 401,
-            OutOfSlots => 402,
+            OutOfSlots | OverStorageQuota => 402,
             AccountForbidden => 403,
             NotFound | NoRoute => 404,
             MethodNotAllowed => 405,
@@ -100,6 +103,7 @@ impl ApiError {
             BadKey => "BAD_KEY",
             KeyDisabled => "KEY_DISABLED",
             OutOfSlots => "OUT_OF_SLOTS",
+            OverStorageQuota => "OVER_STORAGE_QUOTA",
             NotFound => "NOT_FOUND",
             BadRequest(_) => "BAD_REQUEST",
             NoRoute => "NO_ROUTE",

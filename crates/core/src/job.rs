@@ -27,6 +27,7 @@ pub struct JobMessage {
 pub enum JobKindWire {
     Create,
     Rotate,
+    Access,
 }
 
 impl From<JobKind> for JobKindWire {
@@ -34,6 +35,7 @@ impl From<JobKind> for JobKindWire {
         match k {
             JobKind::Create => JobKindWire::Create,
             JobKind::Rotate => JobKindWire::Rotate,
+            JobKind::Access => JobKindWire::Access,
         }
     }
 }

@@ -19,4 +19,4 @@ pub mod time;
 pub use engine::Engine;
 pub use error::ApiError;
 pub use ids::{AccountId, DatabaseId, JobId, KeyId};
-pub use state::{DatabaseState, JobState};
+pub use state::{Access, DatabaseState, JobState};

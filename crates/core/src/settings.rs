@@ -21,7 +21,15 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     pub crypto: CryptoSettings,
     pub engines: EnginesSettings,
+    pub quota: QuotaSettings,
     pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QuotaSettings {
+    /// Seconds between quota watcher passes, across all workers together (0: only
+    /// `hepdb-admin quota refresh`).
+    pub interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

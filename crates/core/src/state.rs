@@ -72,8 +72,36 @@ text_enum!(
     JobKind {
         Create => "create",
         Rotate => "rotate",
+        /// Bring one database's engine access in line with metadata (suspension, quota).
+        Access => "access",
     }
 );
+
+text_enum!(
+    /// What a database's engine user may do. The wanted level follows from metadata; the
+    /// applied one is recorded per database (`engine_access`).
+    Access {
+        Full => "full",
+        /// Over the storage quota: read and delete, no new data.
+        Restricted => "restricted",
+        /// Suspended: no login at all.
+        Locked => "locked",
+    }
+);
+
+impl Access {
+    /// The access a database should have: a suspended account locks everything; otherwise a
+    /// database over quota is restricted.
+    pub fn wanted(account_suspended: bool, state: DatabaseState) -> Self {
+        if account_suspended || state == DatabaseState::Disabled {
+            Access::Locked
+        } else if state == DatabaseState::OverQuota {
+            Access::Restricted
+        } else {
+            Access::Full
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@
 use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
-use hepdb_core::{AccountId, ApiError, secret::ApiKey};
+use hepdb_core::{AccountId, ApiError, KeyId, secret::ApiKey};
 
 use crate::{error::HttpError, state::AppState};
 
@@ -12,6 +12,10 @@ use crate::{error::HttpError, state::AppState};
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub account: AccountId,
+    /// The key it authenticated with, for the audit log.
+    pub key: KeyId,
+    /// The peer's address (the TCP peer, not a header a client could forge).
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// The token from `Authorization: Bearer <key>`, `Token <key>`, or the raw key. `None` when
@@ -33,6 +37,7 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        let address = req.peer_addr().map(|a| a.ip());
         let raw = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -62,7 +67,12 @@ impl FromRequest for Caller {
                 .id
                 .parse()
                 .map_err(|_| HttpError(ApiError::Internal))?;
-            Ok(Caller { account })
+            let key = row.id.parse().map_err(|_| HttpError(ApiError::Internal))?;
+            Ok(Caller {
+                account,
+                key,
+                address,
+            })
         })
     }
 }

@@ -2,12 +2,12 @@
 
 use diesel::{OptionalExtension, prelude::*};
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use hepdb_core::{AccountId, naming::DbTag};
+use hepdb_core::{AccountId, DatabaseId, DatabaseState, JobId, naming::DbTag};
 
 use crate::{
     Result, Store, StoreError, exactly_one,
     models::Account,
-    schema::{accounts, api_keys},
+    schema::{accounts, api_keys, databases},
 };
 
 /// Fields an operator may change; `None` leaves a field as it is.
@@ -80,30 +80,34 @@ impl Store {
         .await
     }
 
-    /// Suspends the account and, in the same transaction, disables every enabled key of it,
-    /// remembering which ones so that [`Store::unsuspend_account`] restores exactly those.
-    /// Returns the number of keys disabled, or `None` if the account does not exist.
-    pub async fn suspend_account(&self, id: AccountId) -> Result<Option<usize>> {
+    /// Suspends the account in one transaction: every enabled key is disabled (remembering
+    /// which, so [`Store::unsuspend_account`] restores exactly those), every database becomes
+    /// `disabled`, and one access job per database is recorded to lock its engine user.
+    /// `None` if the account does not exist.
+    pub async fn suspend_account(&self, id: AccountId) -> Result<Option<Suspension>> {
         self.set_suspended(id, true).await
     }
 
-    /// Lifts a suspension and re-enables the keys the suspension disabled (not the ones the
-    /// owner had disabled). Returns the number of keys re-enabled.
-    pub async fn unsuspend_account(&self, id: AccountId) -> Result<Option<usize>> {
+    /// Lifts a suspension: the keys the suspension disabled work again (not the ones the owner
+    /// had disabled), databases return to `active` or `over_quota` by the last measured total,
+    /// and access jobs unlock their engine users.
+    pub async fn unsuspend_account(&self, id: AccountId) -> Result<Option<Suspension>> {
         self.set_suspended(id, false).await
     }
 
-    async fn set_suspended(&self, id: AccountId, suspend: bool) -> Result<Option<usize>> {
+    async fn set_suspended(&self, id: AccountId, suspend: bool) -> Result<Option<Suspension>> {
         let mut conn = self.conn().await?;
         let id = id.to_text();
         conn.transaction(async |c| {
-            let n = diesel::update(accounts::table.find(&id))
+            let Some(storage_mb) = diesel::update(accounts::table.find(&id))
                 .set(accounts::suspended.eq(suspend))
-                .execute(c)
-                .await?;
-            if n == 0 {
+                .returning(accounts::storage_mb)
+                .get_result::<i64>(c)
+                .await
+                .optional()?
+            else {
                 return Ok(None);
-            }
+            };
             let keys = if suspend {
                 diesel::update(
                     api_keys::table
@@ -129,8 +133,49 @@ impl Store {
                 .execute(c)
                 .await?
             };
-            Ok::<_, StoreError>(Some(keys))
+            let of_account = databases::account_id.eq(&id);
+            if suspend {
+                diesel::update(
+                    databases::table
+                        .filter(of_account)
+                        .filter(databases::state.eq_any(["active", "over_quota"])),
+                )
+                .set(databases::state.eq(DatabaseState::Disabled.as_str()))
+                .execute(c)
+                .await?;
+            } else {
+                let used = crate::quota::used_bytes(c, &id).await?;
+                let back = if used > storage_mb.saturating_mul(crate::quota::MB) {
+                    DatabaseState::OverQuota
+                } else {
+                    DatabaseState::Active
+                };
+                diesel::update(
+                    databases::table
+                        .filter(of_account)
+                        .filter(databases::state.eq(DatabaseState::Disabled.as_str())),
+                )
+                .set(databases::state.eq(back.as_str()))
+                .execute(c)
+                .await?;
+            }
+            let ids: Vec<String> = databases::table
+                .filter(databases::account_id.eq(&id))
+                .filter(databases::state.eq_any(["active", "over_quota", "disabled"]))
+                .select(databases::id)
+                .load(c)
+                .await?;
+            let jobs = crate::quota::insert_access_jobs(c, &ids).await?;
+            Ok::<_, StoreError>(Some(Suspension { keys, jobs }))
         })
         .await
     }
+}
+
+/// What a suspension or unsuspension changed: keys switched, and the access jobs that carry
+/// it to the engines (to publish, or for the reconciler to deliver).
+#[derive(Debug, serde::Serialize)]
+pub struct Suspension {
+    pub keys: usize,
+    pub jobs: Vec<(JobId, DatabaseId)>,
 }

@@ -55,6 +55,9 @@ pub enum ReserveError {
     /// Every host of the engine is full or drained.
     #[error("no engine host has room")]
     NoCapacity,
+    /// The account's databases already use more than its storage quota.
+    #[error("over the storage quota")]
+    OverQuota,
     /// A concurrent request with the same Idempotency-Key bound it first.
     #[error("idempotency key taken concurrently")]
     KeyTaken,
@@ -114,6 +117,10 @@ impl Store {
                 .await?;
             if used >= i64::from(account.slots) {
                 return Err(ReserveError::OutOfSlots);
+            }
+            let bytes = crate::quota::used_bytes(c, &account_id).await?;
+            if bytes > account.storage_mb.saturating_mul(crate::quota::MB) {
+                return Err(ReserveError::OverQuota);
             }
             let taken: i64 = databases::table
                 .filter(databases::account_id.eq(&account_id))

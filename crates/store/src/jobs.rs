@@ -17,14 +17,14 @@ use diesel::{
 };
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use hepdb_core::{
-    AccountId, DatabaseId, DatabaseState, JobId, JobState, job::JobFailure, state::JobKind,
+    Access, AccountId, DatabaseId, DatabaseState, JobId, JobState, job::JobFailure, state::JobKind,
 };
 
 use crate::{
     Result, Store, StoreError, exactly_one,
     idempotency::{KEY_TAKEN, KeyedRequest},
     models::{Database, Job},
-    schema::{databases, jobs},
+    schema::{accounts, databases, jobs},
 };
 
 /// What a cancellation attempt found.
@@ -36,6 +36,14 @@ pub enum CancelOutcome {
     TooLate(JobState, Option<JobFailure>),
     /// No such job.
     Missing,
+}
+
+/// What an engine step sees under the database's lock: the row, and the engine access it
+/// should have now (from the row's state and whether its account is suspended).
+#[derive(Debug)]
+pub struct Locked {
+    pub database: Database,
+    pub wanted: Access,
 }
 
 /// A locked engine step failed, or was not needed.
@@ -190,7 +198,7 @@ impl Store {
     ) -> std::result::Result<(), LockedError<E>>
     where
         E: Send,
-        F: FnOnce(Database) -> Fut + Send,
+        F: FnOnce(Locked) -> Fut + Send,
         Fut: Future<Output = std::result::Result<(), E>> + Send,
     {
         let mut conn = self.conn().await?;
@@ -215,7 +223,18 @@ impl Store {
                 .select(Database::as_select())
                 .first(c)
                 .await?;
-            apply(current).await.map_err(LockedError::Engine)?;
+            let suspended: bool = accounts::table
+                .find(&current.account_id)
+                .select(accounts::suspended)
+                .first(c)
+                .await?;
+            let wanted = Access::wanted(suspended, current.state());
+            apply(Locked {
+                database: current,
+                wanted,
+            })
+            .await
+            .map_err(LockedError::Engine)?;
             let n = match row.kind() {
                 JobKind::Create => {
                     diesel::update(
@@ -239,6 +258,12 @@ impl Store {
                     .set(databases::password_sealed.eq(sealed))
                     .execute(c)
                     .await?
+                }
+                JobKind::Access => {
+                    diesel::update(databases::table.find(&db))
+                        .set(databases::engine_access.eq(wanted.as_str()))
+                        .execute(c)
+                        .await?
                 }
             };
             exactly_one(n, "apply job result to database")?;

@@ -44,6 +44,17 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// The account a key belongs to.
+    pub async fn key_account(&self, id: KeyId) -> Result<Option<String>> {
+        let mut conn = self.conn().await?;
+        Ok(api_keys::table
+            .find(id.to_text())
+            .select(api_keys::account_id)
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
     /// The key with this hash and its account: one indexed point select.
     pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<(ApiKeyRow, Account)>> {
         let mut conn = self.conn().await?;

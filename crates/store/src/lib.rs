@@ -6,6 +6,7 @@
 //! transaction future is never cancelled half-way.
 
 pub mod accounts;
+pub mod audit;
 pub mod databases;
 pub mod hosts;
 pub mod idempotency;
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod keys;
 pub mod migrate;
 pub mod models;
+pub mod quota;
 pub mod reconcile;
 pub mod schema;
 

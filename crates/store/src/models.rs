@@ -51,6 +51,8 @@ pub struct Database {
     pub created_at: DateTime<Utc>,
     /// The engine server holding it (`engine_hosts.name`); every job for it goes there.
     pub host: String,
+    /// The access its engine user has now (see [`hepdb_core::Access`]).
+    pub engine_access: String,
 }
 
 impl std::fmt::Debug for Database {
@@ -97,6 +99,12 @@ impl Database {
         self.engine
             .parse()
             .expect("metadata holds valid engines (CHECK constraint)")
+    }
+
+    pub fn engine_access(&self) -> hepdb_core::Access {
+        self.engine_access
+            .parse()
+            .expect("metadata holds valid access levels (CHECK constraint)")
     }
 
     pub fn state(&self) -> DatabaseState {

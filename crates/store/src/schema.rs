@@ -40,6 +40,28 @@ diesel::table! {
         size_refreshed_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         host -> Text,
+        engine_access -> Text,
+    }
+}
+
+diesel::table! {
+    periodic_runs (name) {
+        name -> Text,
+        last_run_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Int8,
+        at -> Timestamptz,
+        actor -> Text,
+        action -> Text,
+        account_id -> Text,
+        database_id -> Nullable<Text>,
+        key_id -> Nullable<Text>,
+        address -> Nullable<Text>,
+        detail -> Nullable<Text>,
     }
 }
 
@@ -87,8 +109,10 @@ diesel::joinable!(databases -> engine_hosts (host));
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_keys,
+    audit_log,
     databases,
     engine_hosts,
     idempotency_keys,
-    jobs
+    jobs,
+    periodic_runs
 );

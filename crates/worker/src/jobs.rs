@@ -7,7 +7,11 @@ use hepdb_core::{
     secret::MasterKey,
     state::JobKind,
 };
-use hepdb_store::{Store, jobs::LockedError, models::Database};
+use hepdb_store::{
+    Store,
+    jobs::{Locked, LockedError},
+    models::Database,
+};
 
 use crate::engines::{EngineDriver, EngineError, Engines, Target};
 
@@ -104,7 +108,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
         return fail(ctx, msg, kind, JobFailure::EngineUnavailable, None).await;
     };
     let secret = match kind {
-        JobKind::Create => Some(db.password_sealed.clone()),
+        JobKind::Create | JobKind::Access => Some(db.password_sealed.clone()),
         JobKind::Rotate => claimed.password_sealed.clone(),
     };
     let Some(password) = secret.and_then(|s| ctx.key.open(msg.database_id, &s).ok()) else {
@@ -122,9 +126,11 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     let key = ctx.key.clone();
     let result = ctx
         .store
-        .run_locked(msg.job_id, msg.database_id, |current: Database| async move {
+        .run_locked(msg.job_id, msg.database_id, |locked: Locked| async move {
+            let current = locked.database;
             match kind {
                 JobKind::Create => driver.create(&target, &password).await,
+                JobKind::Access => driver.set_access(&target, locked.wanted).await,
                 JobKind::Rotate => {
                     let outcome = driver.set_password(&target, &password).await;
                     if outcome.is_err() {
@@ -198,7 +204,7 @@ async fn fail(
                 .fail_create(msg.job_id, msg.database_id, failure, engine_clean)
                 .await
         }
-        JobKind::Rotate => ctx.store.fail_job(msg.job_id, failure).await,
+        JobKind::Rotate | JobKind::Access => ctx.store.fail_job(msg.job_id, failure).await,
     };
     if let Err(error) = recorded {
         tracing::warn!(%error, job = %msg.job_id, "could not record the failure, will retry");

@@ -6,6 +6,7 @@
 mod consumer;
 pub mod engines;
 pub mod jobs;
+pub mod quota;
 pub mod reconciler;
 
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub struct Worker {
     topology: Topology,
     stale_job_secs: u64,
     _reconciler: Option<AbortOnDrop>,
+    _watcher: Option<AbortOnDrop>,
 }
 
 impl Worker {
@@ -75,13 +77,37 @@ impl Worker {
                 stale_job_secs,
             )))
         });
+        let quota_interval = settings.quota.interval_secs;
+        let watcher = (quota_interval > 0).then(|| {
+            AbortOnDrop(tokio::spawn(watch_quota(
+                Duration::from_secs(quota_interval),
+                ctx.clone(),
+            )))
+        });
         Ok(Self {
             broker,
             ctx,
             topology,
             stale_job_secs,
             _reconciler: reconciler,
+            _watcher: watcher,
         })
+    }
+
+    /// Runs one quota watcher pass now (tests; the periodic pass does the same).
+    pub async fn quota_pass(
+        &self,
+        account: Option<hepdb_core::AccountId>,
+    ) -> anyhow::Result<quota::QuotaReport> {
+        let lease = self
+            .ctx
+            .store
+            .try_lease(quota::LEASE_KEY)
+            .await?
+            .context("a quota watcher pass is running")?;
+        let report = quota::pass(&self.ctx, account).await;
+        lease.release().await;
+        Ok(report?)
     }
 
     /// Runs one reconciler pass now (tests; the periodic pass does the same).
@@ -107,6 +133,7 @@ impl Worker {
     /// Stops consuming and closes the broker connection; unacked jobs return to the queue.
     pub async fn shutdown(self) {
         drop(self._reconciler);
+        drop(self._watcher);
         self.broker.shutdown().await;
     }
 
@@ -118,12 +145,7 @@ impl Worker {
 /// One reconciler pass from outside a worker (`hepdb-admin reconcile`): its own metadata pool
 /// and, unless `dry_run`, its own broker connection for republishing.
 pub async fn reconcile_once(settings: &Settings, dry_run: bool) -> anyhow::Result<Report> {
-    let ctx = JobContext {
-        store: Store::connect(settings.metadata.url.expose(), 2).context("metadata pool")?,
-        engines: Engines::from_settings(&settings.engines).context("engine drivers")?,
-        key: settings.crypto.master_key().context("crypto.master_key")?,
-        max_attempts: settings.worker.max_attempts,
-    };
+    let ctx = context(settings)?;
     let topology = Topology::new(
         &settings.amqp.queue_prefix,
         settings.amqp.queue_expires_secs,
@@ -131,18 +153,7 @@ pub async fn reconcile_once(settings: &Settings, dry_run: bool) -> anyhow::Resul
     let channel = if dry_run {
         None
     } else {
-        let conn = lapin::Connection::connect(
-            settings.amqp.url.expose(),
-            lapin::ConnectionProperties::default(),
-        )
-        .await
-        .context("connecting to the broker")?;
-        let channel = conn.create_channel().await?;
-        topology.declare(&channel).await?;
-        channel
-            .confirm_select(lapin::options::ConfirmSelectOptions::default())
-            .await?;
-        Some((conn, channel))
+        Some(broker(settings, &topology).await?)
     };
     let outbox = channel.as_ref().map(|(_, channel)| Outbox {
         channel,
@@ -154,6 +165,122 @@ pub async fn reconcile_once(settings: &Settings, dry_run: bool) -> anyhow::Resul
         let _ = conn.close(200, "done".into()).await;
     }
     Ok(report)
+}
+
+/// What running jobs needs, for a process that is not a worker (`hepdb-admin`).
+pub fn context(settings: &Settings) -> anyhow::Result<JobContext> {
+    Ok(JobContext {
+        store: Store::connect(settings.metadata.url.expose(), 2).context("metadata pool")?,
+        engines: Engines::from_settings(&settings.engines).context("engine drivers")?,
+        key: settings.crypto.master_key().context("crypto.master_key")?,
+        max_attempts: settings.worker.max_attempts,
+    })
+}
+
+/// A one-off broker connection with a confirm-mode channel and the topology declared.
+async fn broker(
+    settings: &Settings,
+    topology: &Topology,
+) -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
+    let conn = lapin::Connection::connect(
+        settings.amqp.url.expose(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .context("connecting to the broker")?;
+    let channel = conn.create_channel().await?;
+    topology.declare(&channel).await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    Ok((conn, channel))
+}
+
+/// Publishes jobs already recorded in metadata (for `hepdb-admin`, which has no worker). A job
+/// that cannot be published now is delivered later by the reconciler; returns how many went.
+pub async fn publish_jobs(
+    settings: &Settings,
+    jobs: &[(
+        hepdb_core::JobId,
+        hepdb_core::DatabaseId,
+        hepdb_core::state::JobKind,
+    )],
+) -> usize {
+    let topology = Topology::new(
+        &settings.amqp.queue_prefix,
+        settings.amqp.queue_expires_secs,
+    );
+    let Ok((conn, channel)) = broker(settings, &topology).await else {
+        tracing::warn!("broker unreachable: the reconciler will deliver these jobs");
+        return 0;
+    };
+    let mut sent = 0;
+    for (job, database, kind) in jobs {
+        let message = hepdb_core::job::JobMessage {
+            v: hepdb_core::job::MESSAGE_VERSION,
+            job_id: *job,
+            database_id: *database,
+            kind: (*kind).into(),
+        };
+        let payload = serde_json::to_vec(&message).expect("job messages serialize");
+        let props = lapin::BasicProperties::default().with_message_id(job.to_text().into());
+        if hepdb_queue::publish_confirmed(&channel, &topology.jobs_queue(), &payload, props, true)
+            .await
+            .is_ok()
+        {
+            sent += 1;
+        }
+    }
+    let _ = conn.close(200, "done".into()).await;
+    sent
+}
+
+/// One quota watcher pass now (`hepdb-admin quota refresh`), unless one is running.
+pub async fn quota_refresh(
+    settings: &Settings,
+    account: Option<hepdb_core::AccountId>,
+) -> anyhow::Result<quota::QuotaReport> {
+    let ctx = context(settings)?;
+    let lease = ctx
+        .store
+        .try_lease(quota::LEASE_KEY)
+        .await?
+        .context("a quota watcher pass is running; try again shortly")?;
+    let report = quota::pass(&ctx, account).await;
+    lease.release().await;
+    Ok(report?)
+}
+
+/// The periodic watcher: ticks several times per interval; the metadata claim lets exactly one
+/// process per interval run a pass, and the lease keeps passes from overlapping.
+async fn watch_quota(interval: Duration, ctx: JobContext) {
+    let tick = (interval / 4).max(Duration::from_secs(1));
+    loop {
+        match ctx
+            .store
+            .claim_periodic(quota::PERIODIC_NAME, interval.as_secs())
+            .await
+        {
+            Ok(true) => match ctx.store.try_lease(quota::LEASE_KEY).await {
+                Ok(Some(lease)) => {
+                    match quota::pass(&ctx, None).await {
+                        Ok(r) => tracing::info!(
+                            hosts = r.measured.len(),
+                            changes = r.changes.len(),
+                            "quota watcher pass"
+                        ),
+                        Err(error) => tracing::warn!(%error, "quota watcher pass failed"),
+                    }
+                    lease.release().await;
+                }
+                Ok(None) => tracing::debug!("quota watcher: another pass is running"),
+                Err(error) => tracing::warn!(%error, "quota watcher: no lease"),
+            },
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "quota watcher: cannot claim its interval"),
+        }
+        tokio::time::sleep(tick).await;
+    }
 }
 
 /// A background task that ends with its owner.

@@ -32,6 +32,9 @@ pub struct Report {
     pub stale_jobs: Vec<Action>,
     pub deletions: Vec<Action>,
     pub failed_creates: Vec<Action>,
+    /// Databases whose engine access did not match metadata (an interrupted suspension or
+    /// quota change).
+    pub access: Vec<Action>,
     pub orphans: Vec<Orphan>,
     pub unreachable_hosts: Vec<String>,
     pub expired_idempotency_keys: usize,
@@ -43,6 +46,7 @@ impl Report {
         self.stale_jobs.is_empty()
             && self.deletions.is_empty()
             && self.failed_creates.is_empty()
+            && self.access.is_empty()
             && self.orphans.is_empty()
     }
 }
@@ -156,6 +160,23 @@ async fn pass(
             outcome: outcome(dry_run, || result),
         });
     }
+    let drifted = ctx.store.access_drift().await?;
+    let jobs = if dry_run {
+        vec![]
+    } else {
+        ctx.store.enqueue_access_jobs(&drifted).await?
+    };
+    for (i, id) in drifted.iter().enumerate() {
+        let result = match jobs.get(i) {
+            Some((job, database)) => run_here(ctx, *job, *database).await,
+            None => Ok(()),
+        };
+        report.access.push(Action {
+            id: id.clone(),
+            what: "bring engine access in line with metadata".into(),
+            outcome: outcome(dry_run, || result),
+        });
+    }
     for (host, driver) in ctx.engines.iter() {
         let marked = match driver.marked().await {
             Ok(m) => m,
@@ -232,6 +253,23 @@ async fn republish(
     .map_err(|e| e.to_string())?;
     tracing::info!(job = %job.id, kind = %job.kind, "stale job published again");
     Ok(())
+}
+
+/// Runs an access job in this process (it needs no caller, so no trip through the broker).
+async fn run_here(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<(), String> {
+    let message = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: job,
+        database_id: database,
+        kind: JobKindWire::Access,
+    };
+    match crate::jobs::handle(ctx, &message).await {
+        crate::jobs::Disposition::Finished {
+            outcome: hepdb_core::job::JobOutcome::Done,
+            ..
+        } => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
 }
 
 /// Drops the database's marked engine objects, then runs `finish` on its row.

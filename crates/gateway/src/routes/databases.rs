@@ -14,6 +14,7 @@ use hepdb_core::{
     time::iso8601,
 };
 use hepdb_store::{
+    audit::AuditEntry,
     databases::{NewDatabase, ReserveError, Reserved},
     idempotency::{KeyedRequest, Prior},
     models::{Database, EngineHost, Job},
@@ -143,6 +144,34 @@ pub struct CreateBody {
     engine: Option<String>,
 }
 
+/// Records an API action in the audit log. The action has happened, so a failure to record it
+/// is logged loudly rather than turned into an error for the caller.
+async fn audit(
+    state: &AppState,
+    caller: Caller,
+    action: &str,
+    database: &str,
+    detail: Option<&str>,
+) {
+    let (actor, key, address) = (
+        format!("key:{}", caller.key),
+        caller.key.to_text(),
+        caller.address.map(|a| a.to_string()),
+    );
+    let entry = AuditEntry {
+        actor: &actor,
+        action,
+        account: &caller.account.to_text(),
+        database: Some(database),
+        key: Some(&key),
+        address: address.as_deref(),
+        detail,
+    };
+    if let Err(error) = state.store.audit(entry).await {
+        tracing::error!(alert = true, %error, action, database, "could not write the audit log");
+    }
+}
+
 /// The request's Idempotency-Key, if it sent one.
 fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, HttpError> {
     let Some(raw) = req.headers().get(idempotency::HEADER) else {
@@ -213,7 +242,7 @@ async fn replay(state: &AppState, caller: Caller, job: Job) -> Result<HttpRespon
     })?;
     let status = match job.kind() {
         JobKind::Create => StatusCode::CREATED,
-        JobKind::Rotate => StatusCode::OK,
+        JobKind::Rotate | JobKind::Access => StatusCode::OK,
     };
     Ok(ok(status, credentials(&db, &host, &password)?))
 }
@@ -275,6 +304,7 @@ pub async fn create(
         job,
     } = reserved.map_err(|e| match e {
         ReserveError::OutOfSlots => HttpError(ApiError::OutOfSlots),
+        ReserveError::OverQuota => HttpError(ApiError::OverStorageQuota),
         ReserveError::DuplicateName => HttpError(ApiError::DuplicateName(name.clone())),
         ReserveError::NoAccount => HttpError(ApiError::AccountForbidden),
         ReserveError::NoCapacity => {
@@ -285,6 +315,15 @@ pub async fn create(
         ReserveError::KeyTaken => HttpError(ApiError::Internal),
     })?;
     state.dispatcher.run(job, id, JobKind::Create).await?;
+    let detail = format!("{} {}", database.engine, database.db_name);
+    audit(
+        &state,
+        caller,
+        "database.create",
+        &database.id,
+        Some(&detail),
+    )
+    .await;
     Ok(ok(
         StatusCode::CREATED,
         credentials(&database, &host, &password)?,
@@ -298,6 +337,7 @@ pub async fn reveal(
 ) -> Result<HttpResponse, HttpError> {
     let (db, host) = owned(&state, caller, &id).await?;
     let password = open_password(&state, &db)?;
+    audit(&state, caller, "database.reveal", &db.id, None).await;
     let summary = Summary::of(&db);
     Ok(ok(
         StatusCode::OK,
@@ -344,5 +384,6 @@ pub async fn rotate(
         .dispatcher
         .run(job, db.database_id(), JobKind::Rotate)
         .await?;
+    audit(&state, caller, "database.rotate", &db.id, None).await;
     Ok(ok(StatusCode::OK, credentials(&db, &host, &password)?))
 }

@@ -74,14 +74,22 @@ async fn suspension_disables_keys_and_unsuspension_restores_only_those() {
         .unwrap();
 
     assert_eq!(
-        app.store.suspend_account(app.account).await.unwrap(),
+        app.store
+            .suspend_account(app.account)
+            .await
+            .unwrap()
+            .map(|s| s.keys),
         Some(1)
     );
     let (s, b) = app.list().await;
     assert_error(s, &b, 401, Some("KEY_DISABLED"));
 
     assert_eq!(
-        app.store.unsuspend_account(app.account).await.unwrap(),
+        app.store
+            .unsuspend_account(app.account)
+            .await
+            .unwrap()
+            .map(|s| s.keys),
         Some(1)
     );
     assert_eq!(app.list().await.0, 200);

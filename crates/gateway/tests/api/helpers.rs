@@ -93,6 +93,7 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     settings.gateway.workers = 2;
     // Tests run reconciler passes themselves (`Worker::reconcile`).
     settings.worker.reconcile_interval_secs = 0;
+    settings.quota.interval_secs = 0;
     settings.engines.postgres.enabled = true;
     settings.engines.mongo.enabled = true;
     bootstrap_provisioners(&settings).await;
@@ -254,6 +255,18 @@ impl TestApp {
         (id, key.expose().to_owned())
     }
 
+    /// Another account with its own key and storage quota; returns its id and bearer header.
+    pub async fn tenant_with_quota(&self, storage_mb: i64) -> (AccountId, String) {
+        let a = self
+            .store
+            .create_account("quota", 5, storage_mb)
+            .await
+            .unwrap();
+        let id: AccountId = a.id.parse().unwrap();
+        let (_, key) = self.store.mint_key(id).await.unwrap().unwrap();
+        (id, format!("Bearer {}", key.expose()))
+    }
+
     /// The account's 10-hex name tag.
     pub async fn tag(&self) -> String {
         self.store
@@ -355,7 +368,8 @@ pub async fn can_login(connection_string: &str) -> bool {
                     let _ = c.disconnect().await;
                     true
                 }
-                Err(mysql_async::Error::Server(e)) if e.code == 1045 || e.code == 1044 => false,
+                // 1045 wrong password, 1044 no rights on the database, 4151 account locked.
+                Err(mysql_async::Error::Server(e)) if [1045, 1044, 4151].contains(&e.code) => false,
                 Err(e) => panic!("unexpected login error: {e}"),
             }
         }

@@ -9,5 +9,6 @@ mod helpers;
 mod hosts;
 mod idempotency;
 mod pipeline;
+mod quota;
 mod reconcile;
 mod reveal_rotate;

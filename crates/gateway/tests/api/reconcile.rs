@@ -179,3 +179,28 @@ async fn marked_objects_without_a_row_are_reported_and_left_alone() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn engine_access_that_drifted_from_metadata_is_brought_back() {
+    let app = app().await;
+    let (_, created) = app.create(json!({"name": "drifting"})).await;
+    let cs = data(&created)["connectionString"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Metadata says suspended (say, an operator's suspension whose jobs were never run), while
+    // the engine still lets the user in.
+    app.metadata_sql(&format!(
+        "UPDATE accounts SET suspended = true WHERE id = '{}'",
+        app.account
+    ))
+    .await;
+    assert!(can_login(&cs).await);
+    let report = app.worker.as_ref().unwrap().reconcile(false).await.unwrap();
+    assert_eq!(report.access.len(), 1, "{:?}", report.access);
+    assert_eq!(report.access[0].outcome, "done");
+    assert!(!can_login(&cs).await, "locked to match metadata");
+    // Nothing left to bring in line.
+    let again = app.worker.as_ref().unwrap().reconcile(true).await.unwrap();
+    assert!(again.access.is_empty());
+}

@@ -12,7 +12,7 @@ mod postgres;
 use std::time::Duration;
 
 use hepdb_core::{
-    DatabaseId, Engine,
+    Access, DatabaseId, Engine,
     naming::EngineNames,
     secret::Password,
     settings::{EnginesSettings, Host},
@@ -176,6 +176,26 @@ impl EngineDriver {
     /// Gives back full rights on the database.
     pub async fn restore_writes(&self, target: &Target) -> Result<(), EngineError> {
         each!(self, d => d.restore_writes(target).await)
+    }
+
+    /// Brings the user's access to `access`, from whatever it is now. Rights are set before a
+    /// login is unlocked, so there is no moment of more access than wanted.
+    pub async fn set_access(&self, target: &Target, access: Access) -> Result<(), EngineError> {
+        if let Self::Mongo(d) = self {
+            // MongoDB has one switch for both: the user's roles.
+            return d.set_access(target, access).await;
+        }
+        match access {
+            Access::Locked => self.lock_login(target).await,
+            Access::Restricted => {
+                self.restrict_writes(target).await?;
+                self.unlock_login(target).await
+            }
+            Access::Full => {
+                self.restore_writes(target).await?;
+                self.unlock_login(target).await
+            }
+        }
     }
 
     /// The on-disk size in bytes of every hepdb database on the server, by name, in one query.

@@ -330,6 +330,19 @@ impl Mongo {
         result
     }
 
+    /// Sets the roles that give `access` in one `updateUser`.
+    pub async fn set_access(
+        &self,
+        target: &Target,
+        access: hepdb_core::Access,
+    ) -> Result<(), EngineError> {
+        match access {
+            hepdb_core::Access::Full => self.restore_writes(target).await,
+            hepdb_core::Access::Restricted => self.restrict_writes(target).await,
+            hepdb_core::Access::Locked => self.lock_login(target).await,
+        }
+    }
+
     /// MongoDB has no per-user login switch: a locked user keeps authenticating but holds no
     /// role, so it can reach nothing. Unlocking gives back full rights; a caller that had
     /// restricted writes restricts them again.

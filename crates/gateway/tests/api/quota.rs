@@ -1,0 +1,308 @@
+//! The quota watcher, over_quota enforcement, the suspension cascade and the audit log, against
+//! the real engines.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Runs `sql` as the tenant, through its connection string, on a fresh connection.
+async fn tenant_sql(cs: &str, sql: &str) -> Result<(), String> {
+    if cs.starts_with("mysql://") {
+        use mysql_async::prelude::Queryable;
+        let opts = mysql_async::Opts::from_url(cs).unwrap();
+        let mut c =
+            mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false))
+                .await
+                .map_err(|e| e.to_string())?;
+        let r = c.query_drop(sql).await.map_err(|e| e.to_string());
+        let _ = c.disconnect().await;
+        r
+    } else {
+        let (client, conn) = tokio_postgres::connect(cs, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.map_err(|e| e.to_string())
+    }
+}
+
+async fn call(
+    app: &TestApp,
+    auth: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let (s, b) = app.send(method, path, Some(auth), body).await;
+    (s.as_u16(), b)
+}
+
+async fn status_of(app: &TestApp, auth: &str, id: &str) -> String {
+    let (_, b) = call(
+        app,
+        auth,
+        Method::GET,
+        &format!("/api/v1/db/databases/{id}"),
+        None,
+    )
+    .await;
+    data(&b)["status"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_quota_keeps_read_and_delete_and_freeing_space_restores_writes() {
+    let app = spawn_app().await;
+    let worker = app.worker.as_ref().unwrap();
+    // Quotas sized to each engine: an empty PostgreSQL database already takes ~8 MB.
+    for (engine, quota_mb, fill) in [
+        (
+            "mariadb",
+            1,
+            "CREATE TABLE t (v LONGBLOB); \
+             INSERT INTO t VALUES (REPEAT('x', 1048576)), (REPEAT('y', 1048576)); \
+             ANALYZE TABLE t",
+        ),
+        (
+            "postgres",
+            12,
+            "CREATE TABLE t (v TEXT); ALTER TABLE t ALTER COLUMN v SET STORAGE PLAIN; \
+             INSERT INTO t SELECT repeat(md5(i::text), 60) FROM generate_series(1, 60000) i",
+        ),
+    ] {
+        let (account, auth) = app.tenant_with_quota(quota_mb).await;
+        let (s, created) = call(
+            &app,
+            &auth,
+            Method::POST,
+            "/api/v1/db/databases",
+            Some(json!({"name": "big", "engine": engine})),
+        )
+        .await;
+        assert_eq!(s, 201, "{created}");
+        let d = data(&created).clone();
+        let (id, cs) = (
+            d["id"].as_str().unwrap(),
+            d["connectionString"].as_str().unwrap(),
+        );
+        assert_eq!(status_of(&app, &auth, id).await, "active");
+        tenant_sql(cs, fill)
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+
+        let report = worker.quota_pass(Some(account)).await.unwrap();
+        assert_eq!(report.changes.len(), 1, "{engine}: {:?}", report.changes);
+        assert!(report.changes[0].applied);
+        assert_eq!(status_of(&app, &auth, id).await, "over_quota", "{engine}");
+        let (_, listed) = call(&app, &auth, Method::GET, "/api/v1/db/databases", None).await;
+        let listed = &data(&listed)["databases"][0];
+        assert!(
+            listed["sizeBytes"].as_i64().unwrap() > quota_mb * 1024 * 1024,
+            "{listed}"
+        );
+        assert!(listed["sizeRefreshedAt"].is_string());
+        // Reads work, new data does not, and no new database while over.
+        tenant_sql(cs, "SELECT COUNT(*) FROM t").await.unwrap();
+        let refused = tenant_sql(cs, "INSERT INTO t VALUES ('more')").await;
+        assert!(refused.is_err(), "{engine}: insert while over quota");
+        let (s, b) = call(
+            &app,
+            &auth,
+            Method::POST,
+            "/api/v1/db/databases",
+            Some(json!({"name": "another", "engine": engine})),
+        )
+        .await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (402, Some("OVER_STORAGE_QUOTA")),
+            "{b}"
+        );
+        // Rotating still works on an over-quota database.
+        let (s, _) = call(
+            &app,
+            &auth,
+            Method::POST,
+            &format!("/api/v1/db/databases/{id}/rotate"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 200);
+        let (_, revealed) = call(
+            &app,
+            &auth,
+            Method::GET,
+            &format!("/api/v1/db/databases/{id}"),
+            None,
+        )
+        .await;
+        let cs = data(&revealed)["connectionString"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        // The owner frees space; the next pass gives writes back.
+        tenant_sql(&cs, "TRUNCATE TABLE t")
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: {e}"));
+        let report = worker.quota_pass(Some(account)).await.unwrap();
+        assert_eq!(report.changes.len(), 1, "{engine}: {:?}", report.changes);
+        assert_eq!(status_of(&app, &auth, id).await, "active");
+        tenant_sql(&cs, "INSERT INTO t VALUES ('more')")
+            .await
+            .unwrap_or_else(|e| panic!("{engine}: writes restored: {e}"));
+    }
+}
+
+/// Publishes access jobs the way `hepdb-admin account suspend` does, and waits for them.
+async fn run_access_jobs(app: &TestApp, jobs: &[(hepdb_core::JobId, hepdb_core::DatabaseId)]) {
+    let with_kind: Vec<_> = jobs
+        .iter()
+        .map(|(j, d)| (*j, *d, hepdb_core::state::JobKind::Access))
+        .collect();
+    assert_eq!(
+        hepdb_worker::publish_jobs(&app.settings, &with_kind).await,
+        jobs.len()
+    );
+    let started = Instant::now();
+    for (job, _) in jobs {
+        loop {
+            let state = app.store.job(*job).await.unwrap().unwrap().state;
+            if state == "done" {
+                break;
+            }
+            assert_ne!(state, "failed");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "access job stuck: {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspension_locks_every_engine_and_unsuspension_restores_it() {
+    let app = spawn_app().await;
+    let mut strings = vec![];
+    for engine in ["mariadb", "postgres", "mongo"] {
+        let (s, b) = app.create(json!({"name": engine, "engine": engine})).await;
+        assert_eq!(s, 201, "{b}");
+        strings.push(data(&b)["connectionString"].as_str().unwrap().to_owned());
+    }
+    // A key the owner disabled stays disabled through the cycle.
+    let (own_id, own_key) = app.store.mint_key(app.account).await.unwrap().unwrap();
+    app.store.set_key_enabled(own_id, false).await.unwrap();
+
+    let suspended = app
+        .store
+        .suspend_account(app.account)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(suspended.jobs.len(), 3);
+    run_access_jobs(&app, &suspended.jobs).await;
+    let (s, b) = app.list().await;
+    assert_error(s, &b, 401, Some("KEY_DISABLED"));
+    for cs in &strings {
+        assert!(!can_login(cs).await, "locked: {cs}");
+    }
+
+    let back = app
+        .store
+        .unsuspend_account(app.account)
+        .await
+        .unwrap()
+        .unwrap();
+    run_access_jobs(&app, &back.jobs).await;
+    let (s, b) = app.list().await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        data(&b)["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] == "active")
+    );
+    for cs in &strings {
+        use_database(cs)
+            .await
+            .unwrap_or_else(|e| panic!("same password again: {e}"));
+    }
+    let (s, b) = app
+        .send(
+            Method::GET,
+            "/api/v1/db/databases",
+            Some(&format!("Bearer {}", own_key.expose())),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 401, Some("KEY_DISABLED"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_watchers_measure_each_database_once_per_interval() {
+    let app = spawn_app().await;
+    let (_, created) = app.create(json!({"name": "watched"})).await;
+    let id: hepdb_core::DatabaseId = data(&created)["id"].as_str().unwrap().parse().unwrap();
+    let mut settings = app.settings.clone();
+    settings.quota.interval_secs = 2;
+    let watchers = [
+        hepdb_worker::Worker::start(&settings).unwrap(),
+        hepdb_worker::Worker::start(&settings).unwrap(),
+    ];
+    let mut seen = vec![];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(5500) {
+        let at = app
+            .store
+            .database(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .size_refreshed_at;
+        if let Some(at) = at
+            && seen.last() != Some(&at)
+        {
+            seen.push(at);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(watchers);
+    assert!((2..=3).contains(&seen.len()), "passes: {seen:?}");
+    for pair in seen.windows(2) {
+        let gap = (pair[1] - pair[0]).num_milliseconds();
+        assert!(gap >= 1900, "passes too close: {seen:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_records_who_did_what_and_no_secret() {
+    let app = spawn_app().await;
+    let (_, created) = app.create(json!({"name": "audited"})).await;
+    let d = data(&created).clone();
+    let id = d["id"].as_str().unwrap();
+    app.reveal(id).await;
+    let (_, rotated) = app.rotate(id).await;
+    let rows = app.store.audit_log(app.account).await.unwrap();
+    let actions: Vec<_> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["database.create", "database.reveal", "database.rotate"]
+    );
+    for r in &rows {
+        assert!(r.actor.starts_with("key:"), "{r:?}");
+        assert_eq!(r.database_id.as_deref(), Some(id));
+        assert_eq!(r.address.as_deref(), Some("127.0.0.1"));
+        let text = format!("{r:?}");
+        for secret in [&d["password"], &data(&rotated)["password"]] {
+            assert!(
+                !text.contains(secret.as_str().unwrap()),
+                "secret in the audit log"
+            );
+        }
+        assert!(!text.contains(&app.key), "key in the audit log");
+    }
+}

@@ -1,0 +1,66 @@
+//! The audit log: who created, revealed, rotated, deleted, suspended or changed a key, when,
+//! and from where. Entries hold ids only, never a secret.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use hepdb_core::AccountId;
+use serde::Serialize;
+
+use crate::{Result, Store, schema::audit_log};
+
+/// One thing to record. `actor` is `key:<id>` for API calls, `operator` for hepdb-admin.
+#[derive(Debug, Clone, Default)]
+pub struct AuditEntry<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub account: &'a str,
+    pub database: Option<&'a str>,
+    pub key: Option<&'a str>,
+    pub address: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = audit_log)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub account_id: String,
+    pub database_id: Option<String>,
+    pub key_id: Option<String>,
+    pub address: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl Store {
+    pub async fn audit(&self, e: AuditEntry<'_>) -> Result<()> {
+        let mut conn = self.conn().await?;
+        diesel::insert_into(audit_log::table)
+            .values((
+                audit_log::actor.eq(e.actor),
+                audit_log::action.eq(e.action),
+                audit_log::account_id.eq(e.account),
+                audit_log::database_id.eq(e.database),
+                audit_log::key_id.eq(e.key),
+                audit_log::address.eq(e.address),
+                audit_log::detail.eq(e.detail),
+            ))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The account's entries, oldest first.
+    pub async fn audit_log(&self, account: AccountId) -> Result<Vec<AuditRow>> {
+        let mut conn = self.conn().await?;
+        Ok(audit_log::table
+            .filter(audit_log::account_id.eq(account.to_text()))
+            .order(audit_log::id)
+            .select(AuditRow::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+}

@@ -1,0 +1,238 @@
+//! Storage quotas and engine access: measured sizes, the active <-> over_quota transitions,
+//! access jobs that carry state changes to the engines, and the once-per-interval claim that
+//! lets several workers share one watcher schedule.
+
+use diesel::{
+    OptionalExtension,
+    prelude::*,
+    sql_types::{Array, BigInt, Text},
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use hepdb_core::{Access, AccountId, DatabaseId, DatabaseState, JobId, JobState, state::JobKind};
+
+use crate::{
+    Result, Store,
+    models::Database,
+    schema::{accounts, databases, jobs, periodic_runs},
+};
+
+/// Bytes in the megabyte of `accounts.storage_mb`.
+pub const MB: i64 = 1024 * 1024;
+
+/// A database whose state the watcher changed, and the access job that carries it to the
+/// engine.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub database: DatabaseId,
+    pub account: String,
+    pub from: DatabaseState,
+    pub to: DatabaseState,
+    pub job: JobId,
+}
+
+/// Inserts one pending access job per database, inside the caller's transaction.
+pub(crate) async fn insert_access_jobs(
+    c: &mut AsyncPgConnection,
+    ids: &[String],
+) -> diesel::QueryResult<Vec<(JobId, DatabaseId)>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let job = JobId::new();
+        diesel::insert_into(jobs::table)
+            .values((
+                jobs::id.eq(job.to_text()),
+                jobs::database_id.eq(Some(id)),
+                jobs::kind.eq(JobKind::Access.as_str()),
+                jobs::state.eq(JobState::Pending.as_str()),
+            ))
+            .execute(c)
+            .await?;
+        if let Ok(db) = id.parse() {
+            out.push((job, db));
+        }
+    }
+    Ok(out)
+}
+
+/// The states that can change with the quota (a disabled database waits for unsuspension).
+const QUOTA_STATES: [&str; 2] = ["active", "over_quota"];
+
+impl Store {
+    /// Stores one host's measured sizes (`db_name`, bytes) in one statement; returns how many
+    /// rows it updated.
+    pub async fn record_sizes(&self, host: &str, sizes: &[(String, i64)]) -> Result<usize> {
+        let mut conn = self.conn().await?;
+        let (names, bytes): (Vec<&str>, Vec<i64>) =
+            sizes.iter().map(|(n, b)| (n.as_str(), *b)).unzip();
+        Ok(diesel::sql_query(
+            "UPDATE databases d SET size_bytes = m.bytes, size_refreshed_at = now() \
+             FROM unnest($1::text[], $2::bigint[]) AS m(name, bytes) \
+             WHERE d.host = $3 AND d.db_name = m.name",
+        )
+        .bind::<Array<Text>, _>(names)
+        .bind::<Array<BigInt>, _>(bytes)
+        .bind::<Text, _>(host)
+        .execute(&mut conn)
+        .await?)
+    }
+
+    /// Moves databases between `active` and `over_quota` by their account's measured total
+    /// (all of `account`'s, or every account's), and records an access job for each change, in
+    /// one transaction. Suspended accounts are left alone.
+    pub async fn quota_transitions(&self, account: Option<AccountId>) -> Result<Vec<Transition>> {
+        let mut conn = self.conn().await?;
+        let only = account.map(|a| a.to_text());
+        conn.transaction(async |c| {
+            let mut q = databases::table
+                .inner_join(accounts::table)
+                .filter(accounts::suspended.eq(false))
+                .filter(databases::state.eq_any(SLOT_HOLDING_OR_VISIBLE))
+                .select((
+                    databases::id,
+                    databases::account_id,
+                    databases::state,
+                    databases::size_bytes,
+                    accounts::storage_mb,
+                ))
+                .into_boxed();
+            if let Some(a) = &only {
+                q = q.filter(databases::account_id.eq(a));
+            }
+            let rows: Vec<(String, String, String, i64, i64)> = q.load(c).await?;
+            let mut totals = std::collections::HashMap::<&str, (i64, i64)>::new();
+            for (_, account, _, size, quota_mb) in &rows {
+                let t = totals
+                    .entry(account)
+                    .or_insert((0, quota_mb.saturating_mul(MB)));
+                t.0 = t.0.saturating_add(*size);
+            }
+            let mut changes = Vec::new();
+            for (id, account, state, _, _) in &rows {
+                let (used, quota) = totals[account.as_str()];
+                let to = if used > quota {
+                    DatabaseState::OverQuota
+                } else {
+                    DatabaseState::Active
+                };
+                let from: DatabaseState = state
+                    .parse()
+                    .map_err(|_| diesel::result::Error::DeserializationError("bad state".into()))?;
+                if QUOTA_STATES.contains(&state.as_str()) && from != to {
+                    let n = diesel::update(
+                        databases::table.find(id).filter(databases::state.eq(state)),
+                    )
+                    .set(databases::state.eq(to.as_str()))
+                    .execute(c)
+                    .await?;
+                    if n == 1 {
+                        changes.push((id.clone(), account.clone(), from, to));
+                    }
+                }
+            }
+            let ids: Vec<String> = changes.iter().map(|c| c.0.clone()).collect();
+            let jobs = insert_access_jobs(c, &ids).await?;
+            Ok(changes
+                .into_iter()
+                .zip(jobs)
+                .map(|((_, account, from, to), (job, database))| Transition {
+                    database,
+                    account,
+                    from,
+                    to,
+                    job,
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Databases whose engine access differs from what metadata wants and that no access job
+    /// is already working on.
+    pub async fn access_drift(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(Database, bool)> = databases::table
+            .inner_join(accounts::table)
+            .filter(databases::state.eq_any(SLOT_HOLDING_OR_VISIBLE))
+            .select((Database::as_select(), accounts::suspended))
+            .load(&mut conn)
+            .await?;
+        let open: Vec<Option<String>> = jobs::table
+            .filter(jobs::kind.eq(JobKind::Access.as_str()))
+            .filter(jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]))
+            .select(jobs::database_id)
+            .load(&mut conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(db, suspended)| {
+                Access::wanted(*suspended, db.state()) != db.engine_access()
+                    && !open.contains(&Some(db.id.clone()))
+            })
+            .map(|(db, _)| db.id)
+            .collect())
+    }
+
+    /// Records a pending access job for each database.
+    pub async fn enqueue_access_jobs(&self, ids: &[String]) -> Result<Vec<(JobId, DatabaseId)>> {
+        let mut conn = self.conn().await?;
+        Ok(conn
+            .transaction(async |c| insert_access_jobs(c, ids).await)
+            .await?)
+    }
+
+    /// Claims the periodic task `name` if its last run is at least `interval_secs` old; only
+    /// one claimer per interval succeeds, however many processes try.
+    pub async fn claim_periodic(&self, name: &str, interval_secs: u64) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let claimed: Option<String> = diesel::sql_query(
+            "INSERT INTO periodic_runs (name, last_run_at) VALUES ($1, now()) \
+             ON CONFLICT (name) DO UPDATE SET last_run_at = now() \
+             WHERE periodic_runs.last_run_at <= now() - make_interval(secs => $2) \
+             RETURNING name",
+        )
+        .bind::<Text, _>(name)
+        .bind::<diesel::sql_types::Double, _>(interval_secs as f64)
+        .get_result::<Claimed>(&mut conn)
+        .await
+        .optional()?
+        .map(|c| c.name);
+        Ok(claimed.is_some())
+    }
+
+    /// Forgets when `name` last ran (so the next claim succeeds): for on-demand passes.
+    pub async fn reset_periodic(&self, name: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        diesel::delete(periodic_runs::table.find(name))
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Bytes the account's databases use, by the last measurement.
+    pub async fn used_bytes(&self, account: AccountId) -> Result<i64> {
+        let mut conn = self.conn().await?;
+        Ok(used_bytes(&mut conn, &account.to_text()).await?)
+    }
+}
+
+#[derive(QueryableByName)]
+struct Claimed {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+const SLOT_HOLDING_OR_VISIBLE: [&str; 3] = ["active", "over_quota", "disabled"];
+
+/// Bytes the account's slot-holding databases use, by the last measurement.
+pub(crate) async fn used_bytes(
+    c: &mut AsyncPgConnection,
+    account: &str,
+) -> diesel::QueryResult<i64> {
+    let total = diesel::dsl::sql::<BigInt>("CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT)");
+    databases::table
+        .filter(databases::account_id.eq(account))
+        .filter(databases::state.eq_any(crate::databases::SLOT_HOLDING))
+        .select(total)
+        .first(c)
+        .await
+}

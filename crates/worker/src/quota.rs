@@ -1,0 +1,89 @@
+//! The quota watcher: measures every database with one query per engine host, stores the
+//! sizes, moves databases between `active` and `over_quota` by their account's total, and
+//! applies each change on the engine through an access job run here and now.
+
+use hepdb_core::{
+    AccountId,
+    job::{JobKindWire, JobMessage, MESSAGE_VERSION},
+};
+use hepdb_store::StoreError;
+use serde::Serialize;
+
+use crate::jobs::{Disposition, JobContext, handle};
+
+/// The name under which the watcher claims its interval in metadata.
+pub const PERIODIC_NAME: &str = "quota-watcher";
+/// The advisory lock key that keeps two passes from overlapping ("hepdbquo").
+pub const LEASE_KEY: i64 = 0x6865_7064_6271_756f;
+
+#[derive(Debug, Default, Serialize)]
+pub struct QuotaReport {
+    /// Per host: databases measured.
+    pub measured: Vec<Measured>,
+    pub unreachable_hosts: Vec<String>,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Measured {
+    pub host: String,
+    pub databases: usize,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Change {
+    pub database: String,
+    pub account: String,
+    pub from: &'static str,
+    pub to: &'static str,
+    /// Whether the engine now matches (`false`: its access job failed and will be retried by
+    /// the reconciler).
+    pub applied: bool,
+}
+
+/// One pass over every host this worker has configured; transitions for `account` only, or
+/// for every account.
+pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaReport, StoreError> {
+    let mut report = QuotaReport::default();
+    for (host, driver) in ctx.engines.iter() {
+        match driver.sizes().await {
+            Ok(sizes) => {
+                let databases = ctx.store.record_sizes(host, &sizes).await?;
+                report.measured.push(Measured {
+                    host: host.to_owned(),
+                    databases,
+                    bytes: sizes.iter().map(|(_, b)| b).sum(),
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, host, "quota watcher cannot measure the host");
+                report.unreachable_hosts.push(host.to_owned());
+            }
+        }
+    }
+    for t in ctx.store.quota_transitions(account).await? {
+        let message = JobMessage {
+            v: MESSAGE_VERSION,
+            job_id: t.job,
+            database_id: t.database,
+            kind: JobKindWire::Access,
+        };
+        let applied = matches!(
+            handle(ctx, &message).await,
+            Disposition::Finished {
+                outcome: hepdb_core::job::JobOutcome::Done,
+                ..
+            }
+        );
+        tracing::info!(database = %t.database, from = t.from.as_str(), to = t.to.as_str(), applied, "quota state changed");
+        report.changes.push(Change {
+            database: t.database.to_text(),
+            account: t.account,
+            from: t.from.as_str(),
+            to: t.to.as_str(),
+            applied,
+        });
+    }
+    Ok(report)
+}
