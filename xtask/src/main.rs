@@ -3,6 +3,7 @@
 //! - `dev`: start the local services (and the PostgreSQL and MongoDB engines), set up the
 //!   provisioners, migrate, mint a key, and run the gateway and worker until Ctrl-C.
 //! - `test`: start the local services and run the whole test suite.
+//! - `bench`: benchmarks, each printing its ratio to a baseline measured in the same run.
 //! - `chaos`: the fault-injection scenarios, one at a time, each printing its counts.
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, `test`, then `chaos` (what CI runs).
 
@@ -44,6 +45,8 @@ enum Task {
     Test,
     /// The fault-injection scenarios (workers killed, broker restarted, races), with counts.
     Chaos,
+    /// Benchmarks, each against a baseline measured in the same run.
+    Bench,
     /// fmt --check, clippy -D warnings, and the tests: the CI gate.
     Ci,
 }
@@ -61,6 +64,19 @@ fn main() -> anyhow::Result<()> {
         ]),
         Task::Test => test(),
         Task::Chaos => chaos(),
+        Task::Bench => {
+            services()?;
+            run(cargo().args([
+                "test",
+                "-p",
+                "hepdb-worker",
+                "--test",
+                "bench_quota",
+                "--",
+                "--ignored",
+                "--nocapture",
+            ]))
+        }
         Task::Ci => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
             run(cargo().args([
