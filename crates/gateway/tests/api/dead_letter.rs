@@ -3,13 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use hepdb_core::{
-    DatabaseId, Engine,
-    job::{JobKindWire, JobMessage, MESSAGE_VERSION},
-    secret::Password,
-};
+use hepdb_core::job::{JobKindWire, JobMessage, MESSAGE_VERSION};
 use hepdb_queue::Topology;
-use hepdb_store::databases::NewDatabase;
 use lapin::{
     BasicProperties, Connection, ConnectionProperties,
     options::{BasicGetOptions, BasicPublishOptions},
@@ -101,21 +96,8 @@ async fn unreadable_and_exhausted_jobs_are_dead_lettered_with_a_reason() {
     );
 
     // A create whose job has already been delivered as often as allowed.
-    let id = DatabaseId::new();
-    let key = app.settings.crypto.master_key().unwrap();
-    let reserved = app
-        .store
-        .reserve_create(NewDatabase {
-            id,
-            account: app.account,
-            name: "poison",
-            engine: Engine::Mariadb,
-            password_sealed: key.seal(id, &Password::generate()),
-            hosts: &["mariadb"],
-            idempotency: None,
-        })
-        .await
-        .unwrap();
+    let (reserved, _) = app.reserve_intent("poison").await;
+    let id = reserved.database.database_id();
     let n = app
         .metadata_sql(&format!(
             "UPDATE jobs SET attempts = 3 WHERE id = '{}'",

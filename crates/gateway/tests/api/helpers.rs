@@ -277,6 +277,34 @@ impl TestApp {
             .db_tag
     }
 
+    /// Records a MariaDB create intent exactly as the gateway does, without publishing it (as
+    /// if the gateway died right after its commit). Returns the reservation and the password.
+    pub async fn reserve_intent(
+        &self,
+        name: &str,
+    ) -> (
+        hepdb_store::databases::Reserved,
+        hepdb_core::secret::Password,
+    ) {
+        let id = hepdb_core::DatabaseId::new();
+        let password = hepdb_core::secret::Password::generate();
+        let key = self.settings.crypto.master_key().unwrap();
+        let reserved = self
+            .store
+            .reserve_create(hepdb_store::databases::NewDatabase {
+                id,
+                account: self.account,
+                name,
+                engine: hepdb_core::Engine::Mariadb,
+                password_sealed: key.seal(id, &password),
+                hosts: &["mariadb"],
+                idempotency: None,
+            })
+            .await
+            .unwrap();
+        (reserved, password)
+    }
+
     /// Runs one statement on this test's metadata database, to build states no API call makes
     /// (what a crash at the wrong moment leaves).
     pub async fn metadata_sql(&self, sql: &str) -> usize {

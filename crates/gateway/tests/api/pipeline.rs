@@ -3,12 +3,10 @@
 use std::time::{Duration, Instant};
 
 use hepdb_core::{
-    DatabaseId, Engine,
     job::{JobFailure, JobKindWire, JobMessage, JobOutcome, MESSAGE_VERSION},
     secret::Password,
     settings::Secret,
 };
-use hepdb_store::databases::NewDatabase;
 use hepdb_worker::jobs::{Disposition, handle};
 use mysql_async::prelude::Queryable;
 use reqwest::Method;
@@ -131,27 +129,12 @@ async fn engine_down_is_503_and_releases_the_slot() {
 
 /// Records a create intent the way the gateway does, and returns its job message.
 async fn intent(app: &TestApp, name: &str) -> (JobMessage, Password, String, String) {
-    let id = DatabaseId::new();
-    let password = Password::generate();
-    let key = app.settings.crypto.master_key().unwrap();
-    let reserved = app
-        .store
-        .reserve_create(NewDatabase {
-            id,
-            account: app.account,
-            name,
-            engine: Engine::Mariadb,
-            password_sealed: key.seal(id, &password),
-            hosts: &["mariadb"],
-            idempotency: None,
-        })
-        .await
-        .unwrap();
-    let (db, job) = (reserved.database, reserved.job);
+    let (reserved, password) = app.reserve_intent(name).await;
+    let db = reserved.database;
     let msg = JobMessage {
         v: MESSAGE_VERSION,
-        job_id: job,
-        database_id: id,
+        job_id: reserved.job,
+        database_id: db.database_id(),
         kind: JobKindWire::Create,
     };
     (msg, password, db.db_name, db.db_user)

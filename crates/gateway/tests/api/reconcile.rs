@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use hepdb_core::{DatabaseId, Engine, secret::Password};
-use hepdb_store::databases::NewDatabase;
+use hepdb_core::{DatabaseId, secret::Password};
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 
@@ -49,21 +48,8 @@ async fn a_job_committed_but_never_published_is_delivered() {
     let key = app.settings.crypto.master_key().unwrap();
 
     // The gateway committed a create and died before publishing.
-    let id = DatabaseId::new();
-    let password = Password::generate();
-    let reserved = app
-        .store
-        .reserve_create(NewDatabase {
-            id,
-            account: app.account,
-            name: "orphaned-intent",
-            engine: Engine::Mariadb,
-            password_sealed: key.seal(id, &password),
-            hosts: &["mariadb"],
-            idempotency: None,
-        })
-        .await
-        .unwrap();
+    let (reserved, password) = app.reserve_intent("orphaned-intent").await;
+    let id = reserved.database.database_id();
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // A dry run only reports.
