@@ -18,7 +18,7 @@ use hepdb_store::{Store, jobs::CancelOutcome};
 use lapin::{
     BasicProperties, Channel, Connection,
     options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 use tokio::sync::oneshot;
 
@@ -102,7 +102,12 @@ impl Dispatcher {
             kind: kind.into(),
         };
         let payload = serde_json::to_vec(&message).expect("job messages serialize");
+        let mut headers = FieldTable::default();
+        if let Some(id) = crate::request_id::current() {
+            headers.insert("x-request-id".into(), AMQPValue::LongString(id.into()));
+        }
         let properties = BasicProperties::default()
+            .with_headers(headers)
             .with_correlation_id(job.to_text().into())
             .with_message_id(job.to_text().into())
             .with_reply_to(session.reply_queue.as_str().into());

@@ -23,7 +23,11 @@ impl ResponseError for HttpError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(self.0.envelope())
+        let mut body = self.0.envelope();
+        if let Some(id) = crate::request_id::current() {
+            body["requestId"] = id.into();
+        }
+        HttpResponse::build(self.status_code()).json(body)
     }
 }
 

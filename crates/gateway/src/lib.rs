@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod dispatch;
 pub mod error;
+pub mod request_id;
 mod routes;
 pub mod state;
 
@@ -82,6 +83,7 @@ impl Application {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(request_id::assign))
                 .app_data(app_state.clone())
                 .app_data(json.clone())
                 .configure(routes::configure)

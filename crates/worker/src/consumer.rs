@@ -107,7 +107,23 @@ async fn process(
             return;
         }
     };
-    let span = tracing::info_span!("job", job = %msg.job_id, kind = ?msg.kind, database = %msg.database_id);
+    // The id of the HTTP request that started the job, so one create reads as one story.
+    let request_id = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| match h.inner().get("x-request-id") {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "job",
+        job = %msg.job_id,
+        kind = ?msg.kind,
+        database = %msg.database_id,
+        request_id = %request_id
+    );
     match handle(ctx, &msg).instrument(span).await {
         Disposition::Finished {
             outcome,

@@ -96,3 +96,42 @@ async fn health_and_readiness() {
         serde_json::json!({"metadata": "up", "broker": "up"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_carries_a_request_id_and_errors_repeat_it() {
+    let app = spawn_app().await;
+    let get = |path: &str, id: Option<&str>| {
+        let mut req = app.client.get(format!("{}{path}", app.address));
+        if let Some(id) = id {
+            req = req.header("X-Request-Id", id);
+        }
+        req.send()
+    };
+    // Generated when absent: in the header, and in the error envelope.
+    let resp = get("/api/v1/db/databases", None).await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 26, "a ULID: {id}");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&body["code"], &body["requestId"]),
+        (&"NO_KEY".into(), &id.clone().into())
+    );
+    // A caller's well-formed id is kept; a malformed one is replaced.
+    let resp = get("/nope", Some("trace-abc-123")).await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-abc-123");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["requestId"], "trace-abc-123");
+    let resp = get("/healthz", Some("bad id with spaces")).await.unwrap();
+    assert_ne!(resp.headers()["x-request-id"], "bad id with spaces");
+    // Successes carry the header, not a body field (the spec's data shape is unchanged).
+    let resp = app
+        .client
+        .get(format!("{}/api/v1/db/databases", app.address))
+        .header("Authorization", app.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(body.get("requestId").is_none());
+}

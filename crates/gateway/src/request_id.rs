@@ -1,0 +1,73 @@
+//! A request id for every request: taken from a well-formed incoming `X-Request-Id` (so a
+//! caller or a proxy can correlate), or generated. It is echoed in the `X-Request-Id` response
+//! header, written into every error envelope as `requestId`, recorded on the request's tracing
+//! span, and sent to the worker in the job message's AMQP headers.
+
+use actix_web::{
+    Error,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::header::{HeaderName, HeaderValue},
+    middleware::Next,
+};
+use tracing::Instrument;
+
+pub const HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The current request's id, inside a request's task.
+pub fn current() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A caller-supplied id is kept only if it is short and plain (it ends up in logs).
+fn acceptable(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// The middleware (`App::wrap(from_fn(request_id::assign))`).
+pub async fn assign(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map_or_else(|| ulid::Ulid::new().to_string(), str::to_owned);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path()
+    );
+    let mut res = REQUEST_ID
+        .scope(id.clone(), next.call(req).instrument(span))
+        .await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(HEADER), value);
+    }
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_ids_are_kept() {
+        assert!(acceptable("01HV0000000000000000000000"));
+        assert!(acceptable("req-42_a.b:c"));
+        for bad in ["", "has space", "new\nline", &"x".repeat(129)] {
+            assert!(!acceptable(bad), "{bad:?}");
+        }
+    }
+}
