@@ -42,6 +42,8 @@ pub struct GatewaySettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
+    /// The admin port: `/healthz` and `/readyz` (port 0 picks a free one).
+    pub admin_listen: String,
     pub prefetch: u16,
     pub max_attempts: u32,
     /// Seconds between reconciler passes (0: no periodic pass, only `hepdb-admin reconcile`).
@@ -287,6 +289,15 @@ impl Settings {
             .listen
             .parse::<SocketAddr>()
             .map_err(|_| invalid("gateway.listen", "must be an address like 127.0.0.1:8080"))?;
+        self.worker
+            .admin_listen
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                invalid(
+                    "worker.admin_listen",
+                    "must be an address like 127.0.0.1:9091",
+                )
+            })?;
         if self.gateway.job_timeout_ms == 0 {
             return Err(invalid("gateway.job_timeout_ms", "must be positive"));
         }

@@ -3,6 +3,7 @@
 //! It is the only component that holds engine credentials. It trusts nothing in a message but
 //! the job id: names and sealed passwords come from metadata.
 
+mod admin_http;
 mod consumer;
 pub mod engines;
 pub mod jobs;
@@ -32,6 +33,8 @@ pub struct Worker {
     stale_job_secs: u64,
     _reconciler: Option<AbortOnDrop>,
     _watcher: Option<AbortOnDrop>,
+    admin: AdminServer,
+    admin_port: u16,
 }
 
 impl Worker {
@@ -84,6 +87,17 @@ impl Worker {
                 ctx.clone(),
             )))
         });
+        let (admin, admin_port) =
+            admin_http::serve(&settings.worker.admin_listen, ctx.clone(), broker.view())
+                .with_context(|| {
+                    format!(
+                        "binding worker.admin_listen {}",
+                        settings.worker.admin_listen
+                    )
+                })?;
+        let handle = admin.handle();
+        tokio::spawn(admin);
+        let admin = AdminServer(handle);
         Ok(Self {
             broker,
             ctx,
@@ -91,7 +105,14 @@ impl Worker {
             stale_job_secs,
             _reconciler: reconciler,
             _watcher: watcher,
+            admin,
+            admin_port,
         })
+    }
+
+    /// The port of the admin server (`/healthz`, `/readyz`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
     }
 
     /// Runs one quota watcher pass now (tests; the periodic pass does the same).
@@ -134,6 +155,7 @@ impl Worker {
     pub async fn shutdown(self) {
         drop(self._reconciler);
         drop(self._watcher);
+        drop(self.admin);
         self.broker.shutdown().await;
     }
 
@@ -280,6 +302,19 @@ async fn watch_quota(interval: Duration, ctx: JobContext) {
             Err(error) => tracing::warn!(%error, "quota watcher: cannot claim its interval"),
         }
         tokio::time::sleep(tick).await;
+    }
+}
+
+/// The admin HTTP server, stopped with its owner.
+#[derive(Debug)]
+struct AdminServer(actix_web::dev::ServerHandle);
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        let handle = self.0.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { handle.stop(false).await });
+        }
     }
 }
 

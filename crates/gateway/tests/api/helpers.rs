@@ -91,6 +91,7 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     settings.amqp.queue_expires_secs = 600;
     settings.gateway.listen = "127.0.0.1:0".into();
     settings.gateway.workers = 2;
+    settings.worker.admin_listen = "127.0.0.1:0".into();
     // Tests run reconciler passes themselves (`Worker::reconcile`).
     settings.worker.reconcile_interval_secs = 0;
     settings.quota.interval_secs = 0;

@@ -313,3 +313,45 @@ async fn the_worker_provisioner_is_not_root() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_admin_port_reports_each_dependency() {
+    let app = spawn_app().await;
+    let port = app.worker.as_ref().unwrap().admin_port();
+    let get = |path: &str| {
+        app.client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+    };
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let resp = get("/readyz").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let checks = &body["data"]["checks"];
+    assert_eq!(
+        (&checks["metadata"], &checks["broker"]),
+        (&json!("up"), &json!("up"))
+    );
+    assert_eq!(
+        checks["engines"],
+        json!({"mariadb": "up", "postgres": "up", "mongo": "up"})
+    );
+
+    // An engine host that does not answer makes the worker not ready, and says which.
+    let down = spawn_app_with(Options::default(), |s| {
+        s.engines.mariadb.single.admin_url = dead("mysql://hepdb_provisioner:x@127.0.0.1:1");
+    })
+    .await;
+    let port = down.worker.as_ref().unwrap().admin_port();
+    let resp = down
+        .client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "NOT_READY");
+    assert_eq!(body["checks"]["engines"]["mariadb"], "down");
+    assert_eq!(body["checks"]["engines"]["postgres"], "up");
+}

@@ -82,6 +82,7 @@ impl WorkerProcess {
                 s.worker.stale_job_secs.to_string(),
             ),
             ("HEPDB__WORKER__RECONCILE_INTERVAL_SECS", "1".into()),
+            ("HEPDB__WORKER__ADMIN_LISTEN", "127.0.0.1:0".into()),
             ("HEPDB__ENGINES__POSTGRES__ENABLED", "true".into()),
             ("HEPDB__TELEMETRY__LOG_FILTER", "warn".into()),
         ]

@@ -1,0 +1,76 @@
+//! The worker's small admin port: `/healthz` (the process serves) and `/readyz` (metadata
+//! reachable, broker consuming, every configured engine host answering its provisioner), for
+//! Kubernetes probes and operators.
+
+use std::{net::TcpListener, time::Duration};
+
+use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
+use futures_util::future::join_all;
+use hepdb_queue::SessionView;
+use serde_json::{Map, Value, json};
+
+use crate::{consumer, jobs::JobContext};
+
+/// How long one readiness check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Probe {
+    ctx: JobContext,
+    broker: SessionView<consumer::Session>,
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "ok": true, "data": { "status": "up" } }))
+}
+
+async fn readyz(probe: web::Data<Probe>) -> HttpResponse {
+    let up = |b: bool| Value::from(if b { "up" } else { "down" });
+    let metadata = matches!(
+        tokio::time::timeout(CHECK_TIMEOUT, probe.ctx.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let broker = probe.broker.current().is_some();
+    let engines = join_all(probe.ctx.engines.iter().map(|(host, driver)| async move {
+        let ok = matches!(
+            tokio::time::timeout(CHECK_TIMEOUT, driver.ping()).await,
+            Ok(Ok(()))
+        );
+        (host.to_owned(), ok)
+    }))
+    .await;
+    let all_engines = engines.iter().all(|(_, ok)| *ok);
+    let engines: Map<String, Value> = engines.into_iter().map(|(h, ok)| (h, up(ok))).collect();
+    let checks = json!({ "metadata": up(metadata), "broker": up(broker), "engines": engines });
+    if metadata && broker && all_engines {
+        HttpResponse::Ok().json(json!({ "ok": true, "data": { "checks": checks } }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "ok": false,
+            "error": "not ready",
+            "code": "NOT_READY",
+            "checks": checks,
+        }))
+    }
+}
+
+/// Binds `listen` and returns the server (to spawn) and its port.
+pub fn serve(
+    listen: &str,
+    ctx: JobContext,
+    broker: SessionView<consumer::Session>,
+) -> std::io::Result<(Server, u16)> {
+    let listener = TcpListener::bind(listen)?;
+    let port = listener.local_addr()?.port();
+    let probe = web::Data::new(Probe { ctx, broker });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(probe.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok((server, port))
+}
