@@ -56,6 +56,15 @@ if ! up 27017; then
     --dir "$ENGINES/mongo" --root-password "$ROOT_PW" >"$ENGINES/mongo.log" 2>&1 < /dev/null &
 fi
 
+# `docker compose config` validates docker-compose.yml in the tests; there is no Docker engine
+# here, but the validator needs none. Debian's docker-compose is enough.
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+  echo "services: installing docker-compose (to validate the compose file)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q docker-compose >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q docker-compose >/dev/null; }
+fi
+
 wait_for PostgreSQL 5432 60
 wait_for "tenant PostgreSQL" 5433 60
 wait_for MongoDB 27017 60

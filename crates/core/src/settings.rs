@@ -64,6 +64,8 @@ pub struct AmqpSettings {
     pub url: Secret,
     pub queue_prefix: String,
     pub queue_expires_secs: u32,
+    /// Declare the job queues as quorum queues (a RabbitMQ cluster in production).
+    pub quorum_queues: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

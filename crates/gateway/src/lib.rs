@@ -61,7 +61,8 @@ impl Application {
         let topology = Topology::new(
             &settings.amqp.queue_prefix,
             settings.amqp.queue_expires_secs,
-        );
+        )
+        .with_quorum(settings.amqp.quorum_queues);
         let dispatcher = Dispatcher::start(
             settings.amqp.url.expose(),
             topology,

@@ -12,6 +12,7 @@ use lapin::{
 pub struct Topology {
     prefix: String,
     expires_ms: Option<u32>,
+    quorum: bool,
 }
 
 impl Topology {
@@ -20,7 +21,15 @@ impl Topology {
         Self {
             prefix: prefix.to_owned(),
             expires_ms: (expires_secs > 0).then(|| expires_secs.saturating_mul(1000)),
+            quorum: false,
         }
+    }
+
+    /// Quorum queues (replicated across a RabbitMQ cluster) instead of classic ones. A queue's
+    /// type is fixed when it is first declared: choose before the first deploy.
+    pub fn with_quorum(mut self, quorum: bool) -> Self {
+        self.quorum = quorum;
+        self
     }
 
     /// Durable queue of create and rotate jobs.
@@ -37,6 +46,12 @@ impl Topology {
         let mut args = FieldTable::default();
         if let Some(ms) = self.expires_ms {
             args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+        }
+        if self.quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
         }
         args
     }
@@ -70,5 +85,10 @@ mod tests {
         assert_eq!(t.dead_letter_queue(), "stack2.jobs.dead");
         assert!(t.arguments().inner().is_empty());
         assert!(!Topology::new("t", 60).arguments().inner().is_empty());
+        let q = Topology::new("t", 0).with_quorum(true).arguments();
+        assert_eq!(
+            q.inner().get("x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
     }
 }

@@ -52,7 +52,8 @@ impl Worker {
         let topology = Topology::new(
             &settings.amqp.queue_prefix,
             settings.amqp.queue_expires_secs,
-        );
+        )
+        .with_quorum(settings.amqp.quorum_queues);
         let prefetch = settings.worker.prefetch;
         let (setup_ctx, setup_topology) = (ctx.clone(), topology.clone());
         let retries = consumer::Retries::default();
@@ -171,7 +172,8 @@ pub async fn reconcile_once(settings: &Settings, dry_run: bool) -> anyhow::Resul
     let topology = Topology::new(
         &settings.amqp.queue_prefix,
         settings.amqp.queue_expires_secs,
-    );
+    )
+    .with_quorum(settings.amqp.quorum_queues);
     let channel = if dry_run {
         None
     } else {
@@ -231,7 +233,8 @@ pub async fn publish_jobs(
     let topology = Topology::new(
         &settings.amqp.queue_prefix,
         settings.amqp.queue_expires_secs,
-    );
+    )
+    .with_quorum(settings.amqp.quorum_queues);
     let Ok((conn, channel)) = broker(settings, &topology).await else {
         tracing::warn!("broker unreachable: the reconciler will deliver these jobs");
         return 0;

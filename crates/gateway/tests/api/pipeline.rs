@@ -355,3 +355,13 @@ async fn the_worker_admin_port_reports_each_dependency() {
     assert_eq!(body["checks"]["engines"]["mariadb"], "down");
     assert_eq!(body["checks"]["engines"]["postgres"], "up");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_flow_through_quorum_queues_too() {
+    let app = spawn_app_with(Options::default(), |s| s.amqp.quorum_queues = true).await;
+    let (s, b) = app.create(json!({"name": "replicated"})).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = app.rotate(data(&b)["id"].as_str().unwrap()).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(can_login(data(&b)["connectionString"].as_str().unwrap()).await);
+}

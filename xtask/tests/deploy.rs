@@ -1,0 +1,210 @@
+//! The deployment descriptions are checked like code: every Kubernetes document parses, every
+//! ConfigMap and Secret a workload reads exists with the keys it reads, probes name real ports,
+//! autoscalers and disruption budgets point at real Deployments; and `docker compose config`
+//! accepts the compose stack.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn load(path: &Path) -> Vec<Yaml> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn str_of<'a>(y: &'a Yaml, what: &str) -> &'a str {
+    y.as_str()
+        .unwrap_or_else(|| panic!("{what} is missing or not a string"))
+}
+
+fn list(y: &Yaml) -> &[Yaml] {
+    y.as_vec().map_or(&[], Vec::as_slice)
+}
+
+/// Every document of the base and the overlay's generated Secret keys.
+struct Deploy {
+    docs: Vec<Yaml>,
+    config_maps: BTreeMap<String, BTreeSet<String>>,
+    secrets: BTreeMap<String, BTreeSet<String>>,
+}
+
+fn deploy() -> Deploy {
+    let base = root().join("deploy/base");
+    let kustomization = &load(&base.join("kustomization.yaml"))[0];
+    let mut docs = vec![];
+    for r in list(&kustomization["resources"]) {
+        for doc in load(&base.join(str_of(r, "resource"))) {
+            for field in ["apiVersion", "kind"] {
+                str_of(&doc[field], field);
+            }
+            str_of(&doc["metadata"]["name"], "metadata.name");
+            docs.push(doc);
+        }
+    }
+    let mut config_maps = BTreeMap::new();
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("ConfigMap"))
+    {
+        let keys = d["data"]
+            .as_hash()
+            .expect("ConfigMap data")
+            .keys()
+            .map(|k| str_of(k, "key").to_owned())
+            .collect();
+        config_maps.insert(str_of(&d["metadata"]["name"], "name").to_owned(), keys);
+    }
+    // The example overlay generates the Secret from an env file; its example lists the keys.
+    let overlay = root().join("deploy/overlays/example");
+    let ok = &load(&overlay.join("kustomization.yaml"))[0];
+    assert_eq!(list(&ok["resources"])[0].as_str(), Some("../../base"));
+    let mut secrets = BTreeMap::new();
+    for generator in list(&ok["secretGenerator"]) {
+        let env = str_of(&list(&generator["envs"])[0], "envs");
+        let example = overlay.join(format!("{env}.example"));
+        let keys = std::fs::read_to_string(&example)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_once('=').expect("KEY=value").0.to_owned())
+            .collect();
+        secrets.insert(str_of(&generator["name"], "name").to_owned(), keys);
+    }
+    Deploy {
+        docs,
+        config_maps,
+        secrets,
+    }
+}
+
+#[test]
+fn every_reference_in_the_kubernetes_manifests_resolves() {
+    let d = deploy();
+    let deployments: Vec<&Yaml> = d
+        .docs
+        .iter()
+        .filter(|x| x["kind"].as_str() == Some("Deployment"))
+        .collect();
+    let names: BTreeSet<&str> = deployments
+        .iter()
+        .map(|x| str_of(&x["metadata"]["name"], "name"))
+        .collect();
+    assert_eq!(names, BTreeSet::from(["hepdb-gateway", "hepdb-worker"]));
+    for dep in &deployments {
+        let name = str_of(&dep["metadata"]["name"], "name");
+        let spec = &dep["spec"]["template"]["spec"];
+        for c in list(&spec["containers"]) {
+            let ports: BTreeSet<&str> = list(&c["ports"])
+                .iter()
+                .map(|p| str_of(&p["name"], "port name"))
+                .collect();
+            for probe in ["readinessProbe", "livenessProbe"] {
+                let port = str_of(&c[probe]["httpGet"]["port"], probe);
+                assert!(
+                    ports.contains(port),
+                    "{name}: {probe} uses unknown port {port}"
+                );
+            }
+            assert!(
+                !c["resources"]["requests"].is_badvalue(),
+                "{name}: resource requests"
+            );
+            for from in list(&c["envFrom"]) {
+                if let Some(cm) = from["configMapRef"]["name"].as_str() {
+                    assert!(d.config_maps.contains_key(cm), "{name}: ConfigMap {cm}");
+                }
+                if let Some(s) = from["secretRef"]["name"].as_str() {
+                    assert!(d.secrets.contains_key(s), "{name}: Secret {s}");
+                }
+            }
+            for env in list(&c["env"]) {
+                let from = &env["valueFrom"];
+                for (kind, map) in [
+                    ("configMapKeyRef", &d.config_maps),
+                    ("secretKeyRef", &d.secrets),
+                ] {
+                    if let (Some(n), Some(k)) =
+                        (from[kind]["name"].as_str(), from[kind]["key"].as_str())
+                    {
+                        assert!(
+                            map.get(n).is_some_and(|keys| keys.contains(k)),
+                            "{name}: {kind} {n}/{k}"
+                        );
+                    }
+                }
+            }
+        }
+        // Each Deployment scales on its own and keeps one pod through a voluntary disruption.
+        for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget"] {
+            assert!(
+                d.docs.iter().any(|x| x["kind"].as_str() == Some(kind)
+                    && (x["spec"]["scaleTargetRef"]["name"].as_str() == Some(name)
+                        || x["spec"]["selector"]["matchLabels"]["app"].as_str() == Some(name))),
+                "{name} has no {kind}"
+            );
+        }
+    }
+    assert!(
+        d.docs
+            .iter()
+            .any(|x| x["kind"].as_str() == Some("RabbitmqCluster")),
+        "RabbitMQ comes from the cluster operator"
+    );
+
+    // Every secret setting is in the Secret, and every enabled engine has its admin URL there.
+    let config = &d.config_maps["hepdb-config"];
+    let secret = &d.secrets["hepdb-secrets"];
+    for key in [
+        "HEPDB__CRYPTO__MASTER_KEY",
+        "HEPDB__METADATA__URL",
+        "HEPDB__AMQP__URL",
+    ] {
+        assert!(secret.contains(key), "Secret lacks {key}");
+        assert!(!config.contains(key), "{key} must not be in the ConfigMap");
+    }
+    for engine in ["MARIADB", "POSTGRES", "MONGO"] {
+        if config.contains(&format!("HEPDB__ENGINES__{engine}__ENABLED")) {
+            let key = format!("HEPDB__ENGINES__{engine}__ADMIN_URL");
+            assert!(secret.contains(&key), "Secret lacks {key}");
+        }
+    }
+}
+
+#[test]
+fn the_compose_stack_validates() {
+    let file = root().join("docker-compose.yml");
+    // The Compose plugin, or Debian's docker-compose (installed by .ci/services.sh).
+    let attempts: [(&str, &[&str]); 2] = [("docker", &["compose"]), ("docker-compose", &[])];
+    for (program, prefix) in attempts {
+        let out = Command::new(program)
+            .args(prefix)
+            .arg("-f")
+            .arg(&file)
+            .args(["config", "-q"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => return,
+            Ok(o) if program == "docker-compose" => {
+                panic!(
+                    "docker-compose.yml is invalid: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            }
+            _ => {}
+        }
+    }
+    panic!(
+        "neither `docker compose` nor `docker-compose` is installed (.ci/services.sh installs it)"
+    );
+}
