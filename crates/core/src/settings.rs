@@ -38,12 +38,16 @@ pub struct GatewaySettings {
     pub job_timeout_ms: u64,
     pub max_body_bytes: usize,
     pub workers: usize,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    pub shutdown_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkerSettings {
     /// The admin port: `/healthz` and `/readyz` (port 0 picks a free one).
     pub admin_listen: String,
+    /// On SIGTERM, how long running jobs may take to finish before they are handed back.
+    pub shutdown_secs: u64,
     pub prefetch: u16,
     pub max_attempts: u32,
     /// Seconds between reconciler passes (0: no periodic pass, only `hepdb-admin reconcile`).

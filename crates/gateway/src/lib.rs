@@ -91,7 +91,7 @@ impl Application {
                 .default_service(web::to(error::no_route))
         })
         .listen(listener)?
-        .shutdown_timeout(30);
+        .shutdown_timeout(settings.gateway.shutdown_secs);
         if settings.gateway.workers > 0 {
             server = server.workers(settings.gateway.workers);
         }

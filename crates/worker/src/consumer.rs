@@ -48,6 +48,29 @@ fn backoff(retries: &Retries, job: JobId) -> Duration {
 #[derive(Debug)]
 pub struct Session {
     pub(crate) channel: Channel,
+    consumer_tag: String,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Session {
+    /// Stops new deliveries, then waits until the jobs already taken are finished (acked or
+    /// requeued), for at most `deadline`. Returns how many were still running at the deadline;
+    /// closing the connection then puts them back on the queue.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .channel
+            .basic_cancel(
+                self.consumer_tag.as_str().into(),
+                lapin::options::BasicCancelOptions::default(),
+            )
+            .await;
+        let started = std::time::Instant::now();
+        while self.in_flight.load(Ordering::SeqCst) > 0 && started.elapsed() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.in_flight.load(Ordering::SeqCst)
+    }
 }
 
 /// Declares the topology and starts consuming; runs on every (re)connection.
@@ -74,21 +97,29 @@ pub async fn setup(
             FieldTable::default(),
         )
         .await?;
-    let loop_channel = channel.clone();
+    let consumer_tag = consumer.tag().to_string();
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (loop_channel, loop_in_flight) = (channel.clone(), in_flight.clone());
     tokio::spawn(async move {
         let mut consumer = consumer;
         while let Some(delivery) = consumer.next().await {
             let Ok(delivery) = delivery else { break };
             let (ctx, channel, topology) = (ctx.clone(), loop_channel.clone(), topology.clone());
-            let retries = retries.clone();
+            let (retries, in_flight) = (retries.clone(), loop_in_flight.clone());
+            in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             // At most `prefetch` deliveries are unacked, which bounds this concurrency.
-            tokio::spawn(
-                async move { process(delivery, &channel, &topology, &ctx, &retries).await },
-            );
+            tokio::spawn(async move {
+                process(delivery, &channel, &topology, &ctx, &retries).await;
+                in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            });
         }
         tracing::debug!("job consumer ended");
     });
-    Ok(Session { channel })
+    Ok(Session {
+        channel,
+        consumer_tag,
+        in_flight,
+    })
 }
 
 async fn process(

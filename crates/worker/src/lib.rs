@@ -153,6 +153,18 @@ impl Worker {
     }
 
     /// Stops consuming and closes the broker connection; unacked jobs return to the queue.
+    /// Graceful stop: no new jobs, the running ones finish (up to `deadline`), then the broker
+    /// connection closes and anything still unacknowledged goes back to the queue. Returns how
+    /// many jobs were handed back that way.
+    pub async fn shutdown_within(self, deadline: Duration) -> usize {
+        let left = match self.broker.current() {
+            Some(session) => session.drain(deadline).await,
+            None => 0,
+        };
+        self.shutdown().await;
+        left
+    }
+
     pub async fn shutdown(self) {
         drop(self._reconciler);
         drop(self._watcher);

@@ -10,8 +10,13 @@ async fn main() -> anyhow::Result<()> {
     let worker = Worker::start(&settings).context("starting the worker")?;
     tracing::info!(queue_prefix = %settings.amqp.queue_prefix, "hepdb-worker started");
     shutdown_signal().await;
-    tracing::info!("shutting down; unacknowledged jobs return to the queue");
-    worker.shutdown().await;
+    let deadline = std::time::Duration::from_secs(settings.worker.shutdown_secs);
+    tracing::info!(
+        ?deadline,
+        "shutting down: no new jobs, finishing the running ones"
+    );
+    let requeued = worker.shutdown_within(deadline).await;
+    tracing::info!(requeued, "stopped; unfinished jobs went back to the queue");
     Ok(())
 }
 

@@ -365,3 +365,32 @@ async fn jobs_flow_through_quorum_queues_too() {
     assert_eq!(s, 200, "{b}");
     assert!(can_login(data(&b)["connectionString"].as_str().unwrap()).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopping_worker_finishes_its_running_job_and_takes_no_new_one() {
+    let mut app = spawn_app_with(Options::default(), |s| s.gateway.job_timeout_ms = 2000).await;
+    let worker = app.worker.take().unwrap();
+    let request = app.create(json!({"name": "in-flight", "engine": "postgres"}));
+    let stop = async {
+        // Once the job is running (a PostgreSQL create takes a while), stop the worker.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            let open = app.store.stale_jobs(0).await.unwrap();
+            if open.iter().any(|j| j.state == "running") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        worker.shutdown_within(Duration::from_secs(10)).await
+    };
+    let ((s, b), handed_back) = tokio::join!(request, stop);
+    assert_eq!(
+        handed_back, 0,
+        "the running job finished before the worker stopped"
+    );
+    assert_eq!(s, 201, "{b}");
+    assert!(can_login(data(&b)["connectionString"].as_str().unwrap()).await);
+    // A stopped worker takes nothing new.
+    let (s, b) = app.create(json!({"name": "after-stop"})).await;
+    assert_error(s, &b, 503, Some("WORKER_UNAVAILABLE"));
+}
