@@ -40,6 +40,16 @@ impl From<JobKind> for JobKindWire {
     }
 }
 
+impl From<JobKindWire> for JobKind {
+    fn from(k: JobKindWire) -> Self {
+        match k {
+            JobKindWire::Create => JobKind::Create,
+            JobKindWire::Rotate => JobKind::Rotate,
+            JobKindWire::Access => JobKind::Access,
+        }
+    }
+}
+
 /// The worker's answer, sent to the gateway's reply queue with the job id as correlation id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobReply {

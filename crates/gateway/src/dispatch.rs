@@ -131,7 +131,11 @@ impl Dispatcher {
                 JobOutcome::Done => Ok(()),
                 JobOutcome::Failed(failure) => Err(failure.into()),
             },
-            _ => self.settle(job, ApiError::WorkerUnavailable).await,
+            _ => {
+                metrics::counter!("hepdb_job_reply_timeouts_total", "kind" => kind.as_str())
+                    .increment(1);
+                self.settle(job, ApiError::WorkerUnavailable).await
+            }
         }
     }
 

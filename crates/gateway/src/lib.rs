@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod dispatch;
 pub mod error;
+mod metrics;
 pub mod request_id;
 mod routes;
 pub mod state;
@@ -40,6 +41,7 @@ impl Application {
     /// and connection strings follow configuration). If metadata is down, registration is
     /// retried in the background and the gateway starts anyway: it answers 503 until then.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        hepdb_core::telemetry::metrics();
         let store = Store::connect(settings.metadata.url.expose(), settings.metadata.pool_size)
             .context("metadata pool")?;
         if let Err(error) = store.register_configured_hosts(&settings.engines).await {
@@ -84,6 +86,7 @@ impl Application {
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(metrics::record))
                 .wrap(actix_web::middleware::from_fn(request_id::assign))
                 .app_data(app_state.clone())
                 .app_data(json.clone())

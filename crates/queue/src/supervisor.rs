@@ -100,6 +100,9 @@ where
                     match setup(conn.clone()).await {
                         Ok(session) => {
                             tracing::info!(connection = name, "connected to the broker");
+                            // The first connection counts too: reconnects are this minus one.
+                            metrics::counter!("hepdb_broker_connections_total", "role" => name)
+                                .increment(1);
                             tx.send_replace(Some(Arc::new(session)));
                             backoff = MIN_BACKOFF;
                             let lost = tokio::select! {

@@ -1,6 +1,6 @@
-//! The worker's small admin port: `/healthz` (the process serves) and `/readyz` (metadata
+//! The worker's small admin port: `/healthz` (the process serves), `/readyz` (metadata
 //! reachable, broker consuming, every configured engine host answering its provisioner), for
-//! Kubernetes probes and operators.
+//! Kubernetes probes and operators, and `/metrics` (Prometheus).
 
 use std::{net::TcpListener, time::Duration};
 
@@ -21,6 +21,12 @@ struct Probe {
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "ok": true, "data": { "status": "up" } }))
+}
+
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(hepdb_core::telemetry::metrics().render())
 }
 
 async fn readyz(probe: web::Data<Probe>) -> HttpResponse {
@@ -67,6 +73,7 @@ pub fn serve(
             .app_data(probe.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics))
     })
     .workers(1)
     .disable_signals()

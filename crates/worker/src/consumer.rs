@@ -6,6 +6,7 @@ use futures_util::StreamExt;
 use hepdb_core::{
     JobId,
     job::{JobMessage, JobOutcome, JobReply, MESSAGE_VERSION},
+    state::JobKind,
 };
 use hepdb_queue::{Topology, publish_confirmed};
 use lapin::{
@@ -155,7 +156,21 @@ async fn process(
         database = %msg.database_id,
         request_id = %request_id
     );
-    match handle(ctx, &msg).instrument(span).await {
+    let started = std::time::Instant::now();
+    let disposition = handle(ctx, &msg).instrument(span).await;
+    let outcome = match &disposition {
+        Disposition::Finished {
+            outcome: JobOutcome::Done,
+            ..
+        } => "done",
+        Disposition::Finished { .. } => "failed",
+        Disposition::Retry => "retry",
+    };
+    let kind = JobKind::from(msg.kind).as_str();
+    metrics::counter!("hepdb_jobs_total", "kind" => kind, "outcome" => outcome).increment(1);
+    metrics::histogram!("hepdb_job_duration_seconds", "kind" => kind, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    match disposition {
         Disposition::Finished {
             outcome,
             dead_letter: reason,

@@ -124,6 +124,8 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     };
 
     let key = ctx.key.clone();
+    let engine = db.engine().as_str();
+    let step_started = std::time::Instant::now();
     let result = ctx
         .store
         .run_locked(msg.job_id, msg.database_id, |locked: Locked| async move {
@@ -146,6 +148,21 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
             }
         })
         .await;
+    let step_outcome = match &result {
+        Ok(()) | Err(LockedError::AlreadyFinished) => "done",
+        Err(LockedError::Engine(EngineError::Unavailable(_))) => "engine_unavailable",
+        Err(LockedError::Engine(EngineError::Conflict(_))) => "engine_conflict",
+        Err(LockedError::Engine(EngineError::Failed(_))) => "engine_failed",
+        Err(LockedError::Store(_)) => "metadata_unavailable",
+    };
+    let labels = [
+        ("kind", kind.as_str()),
+        ("engine", engine),
+        ("outcome", step_outcome),
+    ];
+    metrics::counter!("hepdb_engine_steps_total", &labels).increment(1);
+    metrics::histogram!("hepdb_engine_step_duration_seconds", &labels)
+        .record(step_started.elapsed().as_secs_f64());
     match result {
         Ok(()) => finished(JobOutcome::Done),
         Err(LockedError::AlreadyFinished) => recorded(ctx, msg.job_id).await,

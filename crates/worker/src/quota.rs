@@ -45,6 +45,7 @@ pub struct Change {
 /// One pass over every host this worker has configured; transitions for `account` only, or
 /// for every account.
 pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaReport, StoreError> {
+    let started = std::time::Instant::now();
     let mut report = QuotaReport::default();
     for (host, driver) in ctx.engines.iter() {
         match driver.sizes().await {
@@ -85,5 +86,7 @@ pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaR
             applied,
         });
     }
+    metrics::histogram!("hepdb_quota_pass_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
     Ok(report)
 }

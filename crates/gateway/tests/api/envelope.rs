@@ -135,3 +135,40 @@ async fn every_response_carries_a_request_id_and_errors_repeat_it() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(body.get("requestId").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_binaries_serve_prometheus_metrics() {
+    let app = spawn_app().await;
+    let (s, b) = app.create(serde_json::json!({"name": "measured"})).await;
+    assert_eq!(s, 201, "{b}");
+    let text = |url: String| async move {
+        let resp = reqwest::get(url).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        resp.text().await.unwrap()
+    };
+    let gateway = text(format!("{}/metrics", app.address)).await;
+    for want in [
+        r#"hepdb_http_requests_total{route="/api/v1/db/databases",method="POST",status="201"}"#,
+        r#"hepdb_http_request_duration_seconds_bucket{route="/api/v1/db/databases",method="POST",status="201",le="#,
+        r#"hepdb_broker_connections_total{role="hepdb-gateway"}"#,
+    ] {
+        assert!(gateway.contains(want), "missing {want}");
+    }
+    // Ids never become labels.
+    assert!(!gateway.contains(data(&b)["id"].as_str().unwrap()));
+    let port = app.worker.as_ref().unwrap().admin_port();
+    let worker = text(format!("http://127.0.0.1:{port}/metrics")).await;
+    for want in [
+        r#"hepdb_jobs_total{kind="create",outcome="done"}"#,
+        r#"hepdb_engine_steps_total{kind="create",engine="mariadb",outcome="done"}"#,
+        r#"hepdb_job_duration_seconds_bucket{kind="create",outcome="done",le="#,
+    ] {
+        assert!(worker.contains(want), "missing {want}");
+    }
+}
