@@ -3,6 +3,8 @@
 //! - `dev`: start the local services (and the PostgreSQL and MongoDB engines), set up the
 //!   provisioners, migrate, mint a key, and run the gateway and worker until Ctrl-C.
 //! - `test`: start the local services and run the whole test suite.
+//! - `load`: load tests against a release-built stack, with same-run baselines and an HTML
+//!   report.
 //! - `bench`: benchmarks, each printing its ratio to a baseline measured in the same run.
 //! - `chaos`: the fault-injection scenarios, one at a time, each printing its counts.
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, `test`, then `chaos` (what CI runs).
@@ -47,6 +49,14 @@ enum Task {
     Chaos,
     /// Benchmarks, each against a baseline measured in the same run.
     Bench,
+    /// Load test: starts its own stack (release build, metadata database `hepdb_load`), then
+    /// runs `hepdb-load` with the given arguments, e.g.
+    /// `cargo xtask load -- --scenario reveal --concurrency 64 --duration 10`.
+    Load {
+        /// Arguments for hepdb-load (see `hepdb-load --help`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// fmt --check, clippy -D warnings, and the tests: the CI gate.
     Ci,
 }
@@ -64,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         ]),
         Task::Test => test(),
         Task::Chaos => chaos(),
+        Task::Load { args } => load(&args),
         Task::Bench => {
             services()?;
             run(cargo().args([
@@ -194,6 +205,93 @@ impl Drop for Children {
             let _ = c.wait();
         }
     }
+}
+
+/// A release-built stack of its own (metadata database and queue prefix `hepdb_load`), an
+/// account with room for any run, and hepdb-load against it.
+fn load(args: &[String]) -> anyhow::Result<()> {
+    services()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--bin",
+        "hepdb-gateway",
+        "--bin",
+        "hepdb-worker",
+        "--bin",
+        "hepdb-admin",
+        "--bin",
+        "hepdb-load",
+    ]))?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"))
+        .join("release");
+    let env = [
+        (
+            "HEPDB__METADATA__URL",
+            "postgres://postgres@127.0.0.1:5432/hepdb_load",
+        ),
+        ("HEPDB__AMQP__QUEUE_PREFIX", "hepdb_load"),
+        ("HEPDB__GATEWAY__LISTEN", "127.0.0.1:18181"),
+        ("HEPDB__WORKER__ADMIN_LISTEN", "127.0.0.1:18182"),
+        ("HEPDB__ENGINES__POSTGRES__ENABLED", "true"),
+        ("HEPDB__TELEMETRY__LOG_FILTER", "warn"),
+    ];
+    let hepdb = |name: &str| {
+        let mut c = Command::new(target.join(name));
+        c.envs(env);
+        c
+    };
+    let admin = |a: &[&str]| output(hepdb("hepdb-admin").args(a));
+    admin(&[
+        "engine",
+        "bootstrap",
+        "mariadb",
+        "--root-url",
+        "mysql://root@127.0.0.1:3306",
+    ])?;
+    admin(&[
+        "engine",
+        "bootstrap",
+        "postgres",
+        "--root-url",
+        "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres",
+    ])?;
+    admin(&["migrate"])?;
+    let account = field(
+        &admin(&[
+            "account",
+            "create",
+            "--name",
+            "load",
+            "--slots",
+            "1000000",
+            "--storage-mb",
+            "100000000",
+        ])?,
+        "id",
+    )?;
+    let key = field(&admin(&["key", "mint", "--account", &account])?, "key")?;
+    let _children = Children(vec![
+        hepdb("hepdb-worker")
+            .spawn()
+            .context("starting hepdb-worker")?,
+        hepdb("hepdb-gateway")
+            .spawn()
+            .context("starting hepdb-gateway")?,
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    run(Command::new(target.join("hepdb-load"))
+        .current_dir(root())
+        .args([
+            "--url",
+            "http://127.0.0.1:18181",
+            "--metadata-url",
+            "postgres://postgres@127.0.0.1:5432/hepdb_load",
+        ])
+        .args(args)
+        .env("HEPDB_LOAD_KEY", key))
 }
 
 fn dev(root_urls: &[(&str, &str)]) -> anyhow::Result<()> {
