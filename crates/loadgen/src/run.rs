@@ -126,7 +126,11 @@ mod tests {
     async fn a_counted_run_does_exactly_that_many_operations() {
         let m = run(4, Limit::Count(103), |_, n| async move {
             tokio::time::sleep(Duration::from_micros(200)).await;
-            if n % 10 == 0 { Err("boom".into()) } else { Ok(()) }
+            if n % 10 == 0 {
+                Err("boom".into())
+            } else {
+                Ok(())
+            }
         })
         .await;
         assert_eq!(m.ok(), 92);
