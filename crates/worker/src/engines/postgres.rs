@@ -544,7 +544,16 @@ impl Postgres {
             )
             .await
             .map_err(|e| classify(&e, "measure sizes", false))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        // A database dropped while the query runs measures NULL: it is simply not reported.
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.try_get::<_, String>(0).ok()?,
+                    r.try_get::<_, Option<i64>>(1).ok()??,
+                ))
+            })
+            .collect())
     }
 
     /// Creates or updates the provisioner role named in `admin_url` (CREATEROLE CREATEDB, not
