@@ -207,132 +207,73 @@ impl Drop for Children {
     }
 }
 
-/// A release-built stack of its own (metadata database and queue prefix `hepdb_load`), an
-/// account with room for any run, and hepdb-load against it.
-fn load(args: &[String]) -> anyhow::Result<()> {
-    services()?;
-    run(cargo().args([
-        "build",
-        "--release",
-        "--bin",
-        "hepdb-gateway",
-        "--bin",
-        "hepdb-worker",
-        "--bin",
-        "hepdb-admin",
-        "--bin",
-        "hepdb-load",
-    ]))?;
+/// The three local engines' root accounts, as `.ci/services.sh` sets them up.
+const ROOT_URLS: [(&str, &str); 3] = [
+    ("mariadb", "mysql://root@127.0.0.1:3306"),
+    (
+        "postgres",
+        "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres",
+    ),
+    (
+        "mongo",
+        "mongodb://root:hepdb-dev-root@127.0.0.1:27017/admin",
+    ),
+];
+
+/// A running gateway and worker, with an account and its key.
+struct Stack {
+    children: Children,
+    account: String,
+    key: String,
+}
+
+/// Builds the binaries (`release` or not), sets up the provisioners of `engines`, migrates,
+/// creates an account with `slots` and `storage_mb`, mints its key, and starts worker and
+/// gateway. `env` is given to every hepdb process.
+fn start_stack(
+    release: bool,
+    env: &[(String, String)],
+    engines: &[(&str, &str)],
+    slots: &str,
+    storage_mb: &str,
+) -> anyhow::Result<Stack> {
+    let mut build = cargo();
+    build.arg("build");
+    if release {
+        build.arg("--release");
+    }
+    for bin in ["hepdb-gateway", "hepdb-worker", "hepdb-admin", "hepdb-load"] {
+        build.args(["--bin", bin]);
+    }
+    run(&mut build)?;
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target"))
-        .join("release");
-    let env = [
-        (
-            "HEPDB__METADATA__URL",
-            "postgres://postgres@127.0.0.1:5432/hepdb_load",
-        ),
-        ("HEPDB__AMQP__QUEUE_PREFIX", "hepdb_load"),
-        ("HEPDB__GATEWAY__LISTEN", "127.0.0.1:18181"),
-        ("HEPDB__WORKER__ADMIN_LISTEN", "127.0.0.1:18182"),
-        ("HEPDB__ENGINES__POSTGRES__ENABLED", "true"),
-        ("HEPDB__TELEMETRY__LOG_FILTER", "warn"),
-    ];
+        .join(if release { "release" } else { "debug" });
     let hepdb = |name: &str| {
         let mut c = Command::new(target.join(name));
-        c.envs(env);
+        c.envs(env.iter().map(|(k, v)| (k, v)));
         c
     };
     let admin = |a: &[&str]| output(hepdb("hepdb-admin").args(a));
-    admin(&[
-        "engine",
-        "bootstrap",
-        "mariadb",
-        "--root-url",
-        "mysql://root@127.0.0.1:3306",
-    ])?;
-    admin(&[
-        "engine",
-        "bootstrap",
-        "postgres",
-        "--root-url",
-        "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres",
-    ])?;
+    for (engine, root_url) in engines {
+        admin(&["engine", "bootstrap", engine, "--root-url", root_url])?;
+    }
     admin(&["migrate"])?;
     let account = field(
         &admin(&[
             "account",
             "create",
             "--name",
-            "load",
+            "dev",
             "--slots",
-            "1000000",
+            slots,
             "--storage-mb",
-            "100000000",
+            storage_mb,
         ])?,
         "id",
     )?;
     let key = field(&admin(&["key", "mint", "--account", &account])?, "key")?;
-    let _children = Children(vec![
-        hepdb("hepdb-worker")
-            .spawn()
-            .context("starting hepdb-worker")?,
-        hepdb("hepdb-gateway")
-            .spawn()
-            .context("starting hepdb-gateway")?,
-    ]);
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    run(Command::new(target.join("hepdb-load"))
-        .current_dir(root())
-        .args([
-            "--url",
-            "http://127.0.0.1:18181",
-            "--metadata-url",
-            "postgres://postgres@127.0.0.1:5432/hepdb_load",
-        ])
-        .args(args)
-        .env("HEPDB_LOAD_KEY", key))
-}
-
-fn dev(root_urls: &[(&str, &str)]) -> anyhow::Result<()> {
-    services()?;
-
-    run(cargo().args([
-        "build",
-        "--bin",
-        "hepdb-gateway",
-        "--bin",
-        "hepdb-worker",
-        "--bin",
-        "hepdb-admin",
-    ]))?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
-    // Every hepdb process offers all three engines, on the servers `.ci/services.sh` runs
-    // (unless the caller's environment says otherwise).
-    let hepdb = |name: &str| {
-        let mut c = Command::new(target.join("debug").join(name));
-        for engine in ["POSTGRES", "MONGO"] {
-            let var = format!("HEPDB__ENGINES__{engine}__ENABLED");
-            if std::env::var_os(&var).is_none() {
-                c.env(var, "true");
-            }
-        }
-        c
-    };
-    let admin = |args: &[&str]| output(hepdb("hepdb-admin").args(args));
-
-    for (engine, root_url) in root_urls {
-        admin(&["engine", "bootstrap", engine, "--root-url", root_url])?;
-    }
-    admin(&["migrate"])?;
-    let account = field(
-        &admin(&["account", "create", "--name", "dev", "--slots", "5"])?,
-        "id",
-    )?;
-    let key = field(&admin(&["key", "mint", "--account", &account])?, "key")?;
-
     let children = Children(vec![
         hepdb("hepdb-worker")
             .spawn()
@@ -341,9 +282,67 @@ fn dev(root_urls: &[(&str, &str)]) -> anyhow::Result<()> {
             .spawn()
             .context("starting hepdb-gateway")?,
     ]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    Ok(Stack {
+        children,
+        account,
+        key,
+    })
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A release-built stack of its own (metadata database and queue prefix `hepdb_load`), an
+/// account with room for any run, and hepdb-load against it.
+fn load(args: &[String]) -> anyhow::Result<()> {
+    services()?;
+    let metadata = "postgres://postgres@127.0.0.1:5432/hepdb_load";
+    let env = owned(&[
+        ("HEPDB__METADATA__URL", metadata),
+        ("HEPDB__AMQP__QUEUE_PREFIX", "hepdb_load"),
+        ("HEPDB__GATEWAY__LISTEN", "127.0.0.1:18181"),
+        ("HEPDB__WORKER__ADMIN_LISTEN", "127.0.0.1:18182"),
+        ("HEPDB__ENGINES__POSTGRES__ENABLED", "true"),
+        // Runs add up: room on the engine hosts for any number of them.
+        ("HEPDB__ENGINES__MARIADB__CAPACITY", "100000000"),
+        ("HEPDB__ENGINES__POSTGRES__CAPACITY", "100000000"),
+        ("HEPDB__TELEMETRY__LOG_FILTER", "warn"),
+    ]);
+    let stack = start_stack(true, &env, &ROOT_URLS[..2], "1000000", "100000000")?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    run(Command::new(target.join("release").join("hepdb-load"))
+        .current_dir(root())
+        .args([
+            "--url",
+            "http://127.0.0.1:18181",
+            "--metadata-url",
+            metadata,
+        ])
+        .args(args)
+        .env("HEPDB_LOAD_KEY", &stack.key))
+}
+
+fn dev(root_urls: &[(&str, &str)]) -> anyhow::Result<()> {
+    services()?;
+    // All three engines, on the servers `.ci/services.sh` runs (unless the caller's
+    // environment says otherwise).
+    let env: Vec<(String, String)> = ["POSTGRES", "MONGO"]
+        .into_iter()
+        .map(|e| format!("HEPDB__ENGINES__{e}__ENABLED"))
+        .filter(|var| std::env::var_os(var).is_none())
+        .map(|var| (var, "true".to_owned()))
+        .collect();
+    let mut stack = start_stack(false, &env, root_urls, "5", "1024")?;
+    let (account, key) = (&stack.account, &stack.key);
     let listen =
         std::env::var("HEPDB__GATEWAY__LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    std::thread::sleep(std::time::Duration::from_secs(2));
     eprintln!(
         "\nhepdb is running on http://{listen} (Ctrl-C stops it)\n\n  \
          account: {account}\n  key:     {key}\n\nTry:\n  \
@@ -352,10 +351,9 @@ fn dev(root_urls: &[(&str, &str)]) -> anyhow::Result<()> {
          -d '{{\"name\":\"my-app\"}}'\n  \
          curl -s http://{listen}/api/v1/db/databases -H \"Authorization: Bearer {key}\"\n"
     );
-    let mut children = children;
     // Runs until either process exits or the user presses Ctrl-C (which reaches all of us).
     loop {
-        for c in &mut children.0 {
+        for c in &mut stack.children.0 {
             if let Some(status) = c.try_wait()? {
                 bail!("a hepdb process exited: {status}");
             }
