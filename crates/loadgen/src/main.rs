@@ -155,32 +155,21 @@ async fn drive(args: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Measured
                 s => s,
             };
             let mine = || ids[worker % ids.len().max(1)].clone();
-            match pick {
-                Scenario::List => api
-                    .call(reqwest::Method::GET, "/databases", None)
-                    .await
-                    .map(drop),
-                Scenario::Reveal => api
-                    .call(
-                        reqwest::Method::GET,
-                        &format!("/databases/{}", mine()),
-                        None,
-                    )
-                    .await
-                    .map(drop),
-                Scenario::Rotate => api
-                    .call(
-                        reqwest::Method::POST,
-                        &format!("/databases/{}/rotate", mine()),
-                        None,
-                    )
-                    .await
-                    .map(drop),
-                Scenario::Create | Scenario::Mixed => api
-                    .create(&format!("load-{tag}-{n}"), engine)
-                    .await
-                    .map(drop),
-            }
+            let (method, path) = match pick {
+                Scenario::List => (reqwest::Method::GET, "/databases".to_owned()),
+                Scenario::Reveal => (reqwest::Method::GET, format!("/databases/{}", mine())),
+                Scenario::Rotate => (
+                    reqwest::Method::POST,
+                    format!("/databases/{}/rotate", mine()),
+                ),
+                Scenario::Create | Scenario::Mixed => {
+                    return api
+                        .create(&format!("load-{tag}-{n}"), engine)
+                        .await
+                        .map(drop);
+                }
+            };
+            api.call(method, &path, None).await.map(drop)
         }
     })
     .await)

@@ -47,16 +47,10 @@ async fn readyz(probe: web::Data<Probe>) -> HttpResponse {
     let all_engines = engines.iter().all(|(_, ok)| *ok);
     let engines: Map<String, Value> = engines.into_iter().map(|(h, ok)| (h, up(ok))).collect();
     let checks = json!({ "metadata": up(metadata), "broker": up(broker), "engines": engines });
-    if metadata && broker && all_engines {
-        HttpResponse::Ok().json(json!({ "ok": true, "data": { "checks": checks } }))
-    } else {
-        HttpResponse::ServiceUnavailable().json(json!({
-            "ok": false,
-            "error": "not ready",
-            "code": "NOT_READY",
-            "checks": checks,
-        }))
-    }
+    let (status, body) =
+        hepdb_core::telemetry::readiness(metadata && broker && all_engines, checks);
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status"))
+        .json(body)
 }
 
 /// Binds `listen` and returns the server (to spawn) and its port.

@@ -15,14 +15,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let broker = state.dispatcher.broker_connected();
     let up = |b: bool| if b { "up" } else { "down" };
     let checks = json!({ "metadata": up(metadata), "broker": up(broker) });
-    if metadata && broker {
-        HttpResponse::Ok().json(json!({ "ok": true, "data": { "checks": checks } }))
-    } else {
-        HttpResponse::ServiceUnavailable().json(json!({
-            "ok": false,
-            "error": "not ready",
-            "code": "NOT_READY",
-            "checks": checks,
-        }))
-    }
+    let (status, body) = hepdb_core::telemetry::readiness(metadata && broker, checks);
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status"))
+        .json(body)
 }
