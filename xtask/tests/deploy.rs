@@ -208,3 +208,28 @@ fn the_compose_stack_validates() {
         "neither `docker compose` nor `docker-compose` is installed (.ci/services.sh installs it)"
     );
 }
+
+#[test]
+fn the_compose_stack_sends_traces_to_its_collector() {
+    // yaml-rust2 resolves the `x-hepdb-env` anchor that gateway and worker share.
+    let compose = &load(&root().join("docker-compose.yml"))[0];
+    let services = &compose["services"];
+    for app in ["gateway", "worker"] {
+        let endpoint = str_of(
+            &services[app]["environment"]["HEPDB__TELEMETRY__OTLP_ENDPOINT"],
+            "the OTLP endpoint",
+        );
+        let (host, port) = endpoint
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split_once(':'))
+            .unwrap_or_else(|| panic!("{app}: {endpoint} is not http://host:port"));
+        let image = str_of(&services[host]["image"], "the collector's image");
+        assert!(
+            image.contains("jaeger") || image.contains("opentelemetry-collector"),
+            "{app}: {host} ({image}) is not an OTLP collector"
+        );
+        assert_eq!(port, "4318", "{app}: OTLP/HTTP is port 4318");
+        let depends = &services[app]["depends_on"][host];
+        assert!(!depends.is_badvalue(), "{app} starts before {host}");
+    }
+}

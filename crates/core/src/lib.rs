@@ -13,7 +13,6 @@ pub mod random;
 pub mod secret;
 pub mod settings;
 pub mod state;
-pub mod telemetry;
 pub mod time;
 
 pub use engine::Engine;

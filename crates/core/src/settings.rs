@@ -220,6 +220,18 @@ pub fn valid_host_name(name: &str) -> bool {
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
     pub log_filter: String,
+    /// The OTLP/HTTP base address traces are exported to; `None` (or empty) turns export off.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    pub trace_sample_ratio: f64,
+}
+
+impl TelemetrySettings {
+    /// The OTLP traces address, when export is on.
+    pub fn otlp_traces_url(&self) -> Option<String> {
+        let base = self.otlp_endpoint.as_deref()?.trim().trim_end_matches('/');
+        (!base.is_empty()).then(|| format!("{base}/v1/traces"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -325,6 +337,20 @@ impl Settings {
             &["postgres", "postgresql"],
         )?;
         check_scheme("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
+        if let Some(url) = self.telemetry.otlp_traces_url()
+            && !url.starts_with("http://")
+        {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                "must be an http:// address (an OTLP/HTTP collector, usually on port 4318)",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.trace_sample_ratio) {
+            return Err(invalid(
+                "telemetry.trace_sample_ratio",
+                "must be between 0 and 1",
+            ));
+        }
         let prefix = &self.amqp.queue_prefix;
         if prefix.is_empty()
             || !prefix
@@ -469,6 +495,16 @@ mod tests {
                 "not-a-port",
                 "public_port",
             ),
+            (
+                "HEPDB__TELEMETRY__OTLP_ENDPOINT",
+                "collector:4317",
+                "HEPDB__TELEMETRY__OTLP_ENDPOINT",
+            ),
+            (
+                "HEPDB__TELEMETRY__TRACE_SAMPLE_RATIO",
+                "1.5",
+                "HEPDB__TELEMETRY__TRACE_SAMPLE_RATIO",
+            ),
         ];
         for (var, value, named) in cases {
             let err = Settings::load_from(None, env(&[(var, value)]))
@@ -476,6 +512,23 @@ mod tests {
                 .to_string();
             assert!(err.contains(named), "{var}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn trace_export_is_off_unless_an_endpoint_is_set() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.telemetry.otlp_traces_url(), None);
+        let s = Settings::load_from(None, env(&[("HEPDB__TELEMETRY__OTLP_ENDPOINT", "")])).unwrap();
+        assert_eq!(s.telemetry.otlp_traces_url(), None);
+        let s = Settings::load_from(
+            None,
+            env(&[("HEPDB__TELEMETRY__OTLP_ENDPOINT", "http://jaeger:4318/")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.telemetry.otlp_traces_url().as_deref(),
+            Some("http://jaeger:4318/v1/traces")
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 type Waiters = Arc<Mutex<HashMap<JobId, oneshot::Sender<JobReply>>>>;
 
@@ -102,9 +103,22 @@ impl Dispatcher {
             kind: kind.into(),
         };
         let payload = serde_json::to_vec(&message).expect("job messages serialize");
+        let queue = self.topology.jobs_queue();
+        let span = tracing::info_span!(
+            "publish",
+            %job,
+            otel.kind = "producer",
+            otel.name = format!("{queue} publish"),
+            messaging.system = "rabbitmq",
+            messaging.destination.name = %queue,
+        );
         let mut headers = FieldTable::default();
         if let Some(id) = crate::request_id::current() {
             headers.insert("x-request-id".into(), AMQPValue::LongString(id.into()));
+        }
+        // The worker's job span continues this trace as a child of the publish.
+        for (name, value) in hepdb_telemetry::trace_context(&span) {
+            headers.insert(name.into(), AMQPValue::LongString(value.into()));
         }
         let properties = BasicProperties::default()
             .with_headers(headers)
@@ -113,20 +127,18 @@ impl Dispatcher {
             .with_reply_to(session.reply_queue.as_str().into());
         let published = tokio::time::timeout(
             self.timeout,
-            publish_confirmed(
-                &session.publisher,
-                &self.topology.jobs_queue(),
-                &payload,
-                properties,
-                true,
-            ),
+            publish_confirmed(&session.publisher, &queue, &payload, properties, true),
         )
+        .instrument(span)
         .await;
         if !matches!(published, Ok(Ok(()))) {
             tracing::warn!(%job, "could not publish the job");
             return self.settle(job, ApiError::BrokerUnavailable).await;
         }
-        match tokio::time::timeout(self.timeout, rx).await {
+        let waited = tokio::time::timeout(self.timeout, rx)
+            .instrument(tracing::info_span!("await reply", %job))
+            .await;
+        match waited {
             Ok(Ok(reply)) => match reply.outcome {
                 JobOutcome::Done => Ok(()),
                 JobOutcome::Failed(failure) => Err(failure.into()),

@@ -41,7 +41,7 @@ impl Application {
     /// and connection strings follow configuration). If metadata is down, registration is
     /// retried in the background and the gateway starts anyway: it answers 503 until then.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        hepdb_core::telemetry::metrics();
+        hepdb_telemetry::metrics();
         let store = Store::connect(settings.metadata.url.expose(), settings.metadata.pool_size)
             .context("metadata pool")?;
         if let Err(error) = store.register_configured_hosts(&settings.engines).await {

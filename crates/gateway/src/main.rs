@@ -1,12 +1,11 @@
 //! `hepdb-gateway`: serves the management API.
 
 use anyhow::Context;
-use hepdb_core::telemetry;
 use hepdb_gateway::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = telemetry::boot()?;
+    let (settings, _telemetry) = hepdb_telemetry::boot("hepdb-gateway")?;
     let app = Application::build(&settings)
         .await
         .context("starting the gateway")?;

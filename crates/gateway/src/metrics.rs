@@ -36,5 +36,5 @@ pub async fn record(
 pub async fn render() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(hepdb_core::telemetry::metrics().render())
+        .body(hepdb_telemetry::metrics().render())
 }

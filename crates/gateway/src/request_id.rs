@@ -2,6 +2,9 @@
 //! caller or a proxy can correlate), or generated. It is echoed in the `X-Request-Id` response
 //! header, written into every error envelope as `requestId`, recorded on the request's tracing
 //! span, and sent to the worker in the job message's AMQP headers.
+//!
+//! The same middleware opens the request's span, the root of the request's trace (or a child
+//! of the caller's, when it sends a W3C `traceparent`).
 
 use actix_web::{
     Error,
@@ -10,7 +13,7 @@ use actix_web::{
     http::header::{HeaderName, HeaderValue},
     middleware::Next,
 };
-use tracing::Instrument;
+use tracing::{Instrument, field::Empty};
 
 pub const HEADER: &str = "x-request-id";
 
@@ -46,11 +49,27 @@ pub async fn assign(
         "request",
         request_id = %id,
         method = %req.method(),
-        path = %req.path()
+        path = %req.path(),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.route = Empty,
+        http.response.status_code = Empty,
     );
+    let headers = req.headers();
+    hepdb_telemetry::continue_trace(&span, |name| headers.get(name)?.to_str().ok());
+    let method = req.method().clone();
     let mut res = REQUEST_ID
-        .scope(id.clone(), next.call(req).instrument(span))
+        .scope(id.clone(), next.call(req).instrument(span.clone()))
         .await?;
+    // Known only once routing has run.
+    let route = res.request().match_pattern();
+    let route = route.as_deref().unwrap_or("unmatched");
+    hepdb_telemetry::rename(&span, format!("{method} {route}"));
+    span.record("http.route", route);
+    span.record("http.response.status_code", res.status().as_u16());
+    if res.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut()
             .insert(HeaderName::from_static(HEADER), value);

@@ -53,3 +53,11 @@ pub async fn publish_confirmed(
         Confirmation::Nack(_) => Err(PublishError::Nacked),
     }
 }
+
+/// A text header of a message (`x-request-id`, `traceparent`, ...), if it has one.
+pub fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a str> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        _ => None,
+    }
+}

@@ -36,6 +36,7 @@ pub struct AuditRow {
 }
 
 impl Store {
+    #[tracing::instrument(name = "metadata.audit", skip_all)]
     pub async fn audit(&self, e: AuditEntry<'_>) -> Result<()> {
         let mut conn = self.conn().await?;
         diesel::insert_into(audit_log::table)

@@ -97,6 +97,7 @@ impl Store {
     /// The database goes to the non-drained host with the most free capacity. Host rows are
     /// locked after the account row (always in that order, so no deadlock), which keeps
     /// concurrent creates of different accounts from overfilling one host.
+    #[tracing::instrument(name = "metadata.reserve_create", skip_all)]
     pub async fn reserve_create(&self, new: NewDatabase<'_>) -> Result<Reserved, ReserveError> {
         let mut conn = self.conn().await?;
         let account_id = new.account.to_text();
@@ -181,6 +182,7 @@ impl Store {
     }
 
     /// The account's visible databases, oldest first.
+    #[tracing::instrument(name = "metadata.list_databases", skip_all)]
     pub async fn list_databases(&self, account: AccountId) -> Result<Vec<Database>> {
         let mut conn = self.conn().await?;
         Ok(databases::table
@@ -193,6 +195,7 @@ impl Store {
     }
 
     /// One visible database with its host, only if `account` owns it.
+    #[tracing::instrument(name = "metadata.owned_database", skip_all)]
     pub async fn owned_database(
         &self,
         account: AccountId,
@@ -211,6 +214,7 @@ impl Store {
     }
 
     /// Any database by id, whatever its state (worker and operator use).
+    #[tracing::instrument(name = "metadata.database", skip_all)]
     pub async fn database(&self, id: DatabaseId) -> Result<Option<Database>> {
         let mut conn = self.conn().await?;
         Ok(databases::table

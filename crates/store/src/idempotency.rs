@@ -35,6 +35,7 @@ pub const KEY_TAKEN: &str = "idempotency_keys_pkey";
 impl Store {
     /// Looks a key up for `account`. A binding older than the retention, or to a job that ended
     /// `failed` or `cancelled` (nothing changed, so a retry may run again), is released.
+    #[tracing::instrument(name = "metadata.idempotency_prior", skip_all)]
     pub async fn idempotency_prior(
         &self,
         account: AccountId,

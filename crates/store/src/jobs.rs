@@ -74,6 +74,7 @@ impl Store {
     /// Records a rotate: the new password, sealed, exists durably before any engine change.
     /// With an Idempotency-Key, the key is bound to the job in the same transaction; `Ok(None)`
     /// means a concurrent request with the same key bound it first.
+    #[tracing::instrument(name = "metadata.insert_rotate_job", skip_all)]
     pub async fn insert_rotate_job(
         &self,
         account: AccountId,
@@ -109,6 +110,7 @@ impl Store {
         }
     }
 
+    #[tracing::instrument(name = "metadata.job", skip_all)]
     pub async fn job(&self, id: JobId) -> Result<Option<Job>> {
         let mut conn = self.conn().await?;
         Ok(jobs::table
@@ -121,6 +123,7 @@ impl Store {
 
     /// Cancels a job no worker has taken. For a create, the intent row goes too, releasing the
     /// slot and the name; the account's sequence number stays consumed (names are never reused).
+    #[tracing::instrument(name = "metadata.cancel_pending_job", skip_all)]
     pub async fn cancel_pending_job(&self, id: JobId) -> Result<CancelOutcome> {
         let mut conn = self.conn().await?;
         let id = id.to_text();
@@ -164,6 +167,7 @@ impl Store {
 
     /// A worker takes a job: `pending` or `running` (a redelivery after a crash) becomes
     /// `running` with one more attempt. `None` when the job is finished, cancelled or gone.
+    #[tracing::instrument(name = "metadata.claim_job", skip_all)]
     pub async fn claim_job(&self, id: JobId) -> Result<Option<Job>> {
         let mut conn = self.conn().await?;
         Ok(diesel::update(
@@ -190,6 +194,7 @@ impl Store {
     ///
     /// If the process dies after `apply` but before the commit, the job stays `running` and its
     /// redelivery applies the same intent again, which converges.
+    #[tracing::instrument(name = "metadata.run_locked", skip_all)]
     pub async fn run_locked<E, F, Fut>(
         &self,
         job: JobId,
@@ -283,6 +288,7 @@ impl Store {
     /// A create failed. With `engine_clean` (the worker confirmed nothing of it remains on the
     /// engine) the intent row is removed and the slot and name are free again; otherwise the
     /// row is parked as `failed` for the reconciler or an operator.
+    #[tracing::instrument(name = "metadata.fail_create", skip_all)]
     pub async fn fail_create(
         &self,
         job: JobId,
@@ -310,6 +316,7 @@ impl Store {
     }
 
     /// A rotate (or any job) failed; the database row is untouched.
+    #[tracing::instrument(name = "metadata.fail_job", skip_all)]
     pub async fn fail_job(&self, job: JobId, failure: JobFailure) -> Result<()> {
         let mut conn = self.conn().await?;
         mark_failed(&mut conn, &job.to_text(), failure).await

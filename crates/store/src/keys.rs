@@ -56,6 +56,7 @@ impl Store {
     }
 
     /// The key with this hash and its account: one indexed point select.
+    #[tracing::instrument(name = "metadata.find_key", skip_all)]
     pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<(ApiKeyRow, Account)>> {
         let mut conn = self.conn().await?;
         Ok(api_keys::table

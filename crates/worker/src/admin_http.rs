@@ -26,7 +26,7 @@ async fn healthz() -> HttpResponse {
 async fn metrics() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(hepdb_core::telemetry::metrics().render())
+        .body(hepdb_telemetry::metrics().render())
 }
 
 async fn readyz(probe: web::Data<Probe>) -> HttpResponse {
@@ -47,8 +47,7 @@ async fn readyz(probe: web::Data<Probe>) -> HttpResponse {
     let all_engines = engines.iter().all(|(_, ok)| *ok);
     let engines: Map<String, Value> = engines.into_iter().map(|(h, ok)| (h, up(ok))).collect();
     let checks = json!({ "metadata": up(metadata), "broker": up(broker), "engines": engines });
-    let (status, body) =
-        hepdb_core::telemetry::readiness(metadata && broker && all_engines, checks);
+    let (status, body) = hepdb_telemetry::readiness(metadata && broker && all_engines, checks);
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status"))
         .json(body)
 }

@@ -8,7 +8,7 @@ use hepdb_core::{
     job::{JobMessage, JobOutcome, JobReply, MESSAGE_VERSION},
     state::JobKind,
 };
-use hepdb_queue::{Topology, publish_confirmed};
+use hepdb_queue::{Topology, header, publish_confirmed};
 use lapin::{
     BasicProperties, Channel, Connection,
     message::Delivery,
@@ -139,31 +139,47 @@ async fn process(
             return;
         }
     };
-    // The id of the HTTP request that started the job, so one create reads as one story.
-    let request_id = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| match h.inner().get("x-request-id") {
-            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
-            _ => None,
-        })
-        .unwrap_or_default();
+    // The id of the HTTP request that started the job, so one create reads as one story, and
+    // its trace context, so it is one trace.
+    let props = &delivery.properties;
     let span = tracing::info_span!(
         "job",
         job = %msg.job_id,
         kind = ?msg.kind,
         database = %msg.database_id,
-        request_id = %request_id
+        request_id = header(props, "x-request-id").unwrap_or_default(),
+        otel.kind = "consumer",
+        otel.name = format!("{} process", topology.jobs_queue()),
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.message.id = %msg.job_id,
     );
+    hepdb_telemetry::continue_trace(&span, |name| header(props, name));
+    finish(delivery, msg, channel, topology, ctx, retries)
+        .instrument(span)
+        .await;
+}
+
+/// Runs a readable job and settles its message: reply and ack, or requeue after a pause.
+async fn finish(
+    delivery: Delivery,
+    msg: JobMessage,
+    channel: &Channel,
+    topology: &Topology,
+    ctx: &JobContext,
+    retries: &Retries,
+) {
     let started = std::time::Instant::now();
-    let disposition = handle(ctx, &msg).instrument(span).await;
+    let disposition = handle(ctx, &msg).await;
     let outcome = match &disposition {
         Disposition::Finished {
             outcome: JobOutcome::Done,
             ..
         } => "done",
-        Disposition::Finished { .. } => "failed",
+        Disposition::Finished { .. } => {
+            tracing::Span::current().record("otel.status_code", "error");
+            "failed"
+        }
         Disposition::Retry => "retry",
     };
     let kind = JobKind::from(msg.kind).as_str();
@@ -216,8 +232,16 @@ async fn reply(channel: &Channel, delivery: &Delivery, reply: JobReply) {
     };
     let payload = serde_json::to_vec(&reply).expect("replies serialize");
     let props = BasicProperties::default().with_correlation_id(correlation.clone());
-    if let Err(error) = publish_confirmed(channel, reply_to.as_str(), &payload, props, false).await
-    {
+    let span = tracing::info_span!(
+        "reply",
+        otel.kind = "producer",
+        otel.name = "reply publish",
+        messaging.system = "rabbitmq",
+    );
+    let sent = publish_confirmed(channel, reply_to.as_str(), &payload, props, false)
+        .instrument(span)
+        .await;
+    if let Err(error) = sent {
         // The gateway falls back to reading the job's state from metadata.
         tracing::warn!(%error, "could not send the reply");
     }

@@ -14,6 +14,7 @@ use hepdb_store::{
 };
 
 use crate::engines::{EngineDriver, EngineError, Engines, Target};
+use tracing::Instrument;
 
 /// What the worker needs to run jobs.
 #[derive(Debug, Clone)]
@@ -126,9 +127,17 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     let key = ctx.key.clone();
     let engine = db.engine().as_str();
     let step_started = std::time::Instant::now();
+    let ddl = tracing::info_span!(
+        "engine",
+        otel.kind = "client",
+        otel.name = format!("{engine} {}", kind.as_str()),
+        db.system.name = engine,
+        server.address = %db.host,
+    );
     let result = ctx
         .store
-        .run_locked(msg.job_id, msg.database_id, |locked: Locked| async move {
+        .run_locked(msg.job_id, msg.database_id, |locked: Locked| {
+            async move {
             let current = locked.database;
             match kind {
                 JobKind::Create => driver.create(&target, &password).await,
@@ -146,6 +155,8 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
                     outcome
                 }
             }
+            }
+            .instrument(ddl)
         })
         .await;
     let step_outcome = match &result {

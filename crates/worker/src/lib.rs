@@ -39,7 +39,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(settings: &Settings) -> anyhow::Result<Self> {
-        hepdb_core::telemetry::metrics();
+        hepdb_telemetry::metrics();
         let store = Store::connect(settings.metadata.url.expose(), settings.metadata.pool_size)
             .context("metadata pool")?;
         let engines = Engines::from_settings(&settings.engines).context("engine drivers")?;

@@ -1,12 +1,11 @@
 //! `hepdb-worker`: runs jobs until SIGTERM or Ctrl-C.
 
 use anyhow::Context;
-use hepdb_core::telemetry;
 use hepdb_worker::Worker;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = telemetry::boot()?;
+    let (settings, _telemetry) = hepdb_telemetry::boot("hepdb-worker")?;
     let worker = Worker::start(&settings).context("starting the worker")?;
     tracing::info!(queue_prefix = %settings.amqp.queue_prefix, "hepdb-worker started");
     shutdown_signal().await;

@@ -15,7 +15,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let broker = state.dispatcher.broker_connected();
     let up = |b: bool| if b { "up" } else { "down" };
     let checks = json!({ "metadata": up(metadata), "broker": up(broker) });
-    let (status, body) = hepdb_core::telemetry::readiness(metadata && broker, checks);
+    let (status, body) = hepdb_telemetry::readiness(metadata && broker, checks);
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status"))
         .json(body)
 }

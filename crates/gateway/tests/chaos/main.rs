@@ -12,4 +12,7 @@
 #[allow(dead_code)]
 mod helpers;
 mod scenarios;
+#[path = "../support/worker_process.rs"]
+#[allow(dead_code)]
+mod worker_process;
 mod world;

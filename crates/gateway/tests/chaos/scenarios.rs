@@ -11,7 +11,7 @@ use std::{
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::{helpers::*, world::*};
+use crate::{helpers::*, worker_process::WorkerProcess, world::*};
 
 fn report(scenario: &str, operations: usize, faults: usize, inconsistencies: usize) {
     eprintln!(

@@ -3,8 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -42,81 +41,6 @@ pub fn seed() -> u64 {
                 .unwrap()
                 .as_nanos() as u64
         })
-}
-
-/// `hepdb-worker` as a separate process with this test's settings, killed by pid.
-pub struct WorkerProcess {
-    child: Option<Child>,
-    env: Vec<(String, String)>,
-}
-
-fn worker_binary() -> PathBuf {
-    // target/debug/deps/chaos-<hash> -> target/debug/hepdb-worker
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("hepdb-worker");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bin hepdb-worker` (cargo xtask chaos does)",
-        bin.display()
-    );
-    bin
-}
-
-impl WorkerProcess {
-    pub fn start(app: &TestApp) -> Self {
-        let s = &app.settings;
-        let env = vec![
-            ("HEPDB__METADATA__URL", s.metadata.url.expose().to_owned()),
-            ("HEPDB__AMQP__URL", s.amqp.url.expose().to_owned()),
-            ("HEPDB__AMQP__QUEUE_PREFIX", s.amqp.queue_prefix.clone()),
-            (
-                "HEPDB__AMQP__QUEUE_EXPIRES_SECS",
-                s.amqp.queue_expires_secs.to_string(),
-            ),
-            (
-                "HEPDB__GATEWAY__JOB_TIMEOUT_MS",
-                s.gateway.job_timeout_ms.to_string(),
-            ),
-            (
-                "HEPDB__WORKER__STALE_JOB_SECS",
-                s.worker.stale_job_secs.to_string(),
-            ),
-            ("HEPDB__WORKER__RECONCILE_INTERVAL_SECS", "1".into()),
-            ("HEPDB__WORKER__ADMIN_LISTEN", "127.0.0.1:0".into()),
-            ("HEPDB__ENGINES__POSTGRES__ENABLED", "true".into()),
-            ("HEPDB__TELEMETRY__LOG_FILTER", "warn".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let mut w = Self { child: None, env };
-        w.restart();
-        w
-    }
-
-    pub fn restart(&mut self) {
-        let child = Command::new(worker_binary())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hepdb-worker");
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: no shutdown, no acks; whatever it was doing stops mid-step.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// What the API told the client, per database.
