@@ -1,10 +1,16 @@
-//! Bearer-key authentication, as an extractor: a handler that takes a [`Caller`] is
-//! authenticated, and one that does not cannot accidentally be.
+//! Bearer-key authentication, as extractors: a handler that takes a [`Caller`] is
+//! authenticated. A handler that takes a [`BearerKey`] has a parsed key and must pass what
+//! it reads through [`BearerKey::authorize`] before it answers (list and reveal read the key
+//! and their rows in one round trip).
 
 use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
-use hepdb_core::{AccountId, ApiError, KeyId, secret::ApiKey};
+use hepdb_core::{
+    AccountId, ApiError, KeyId,
+    secret::{ApiKey, KeyHash},
+};
+use hepdb_store::models::{Account, ApiKeyRow};
 
 use crate::{error::HttpError, state::AppState};
 
@@ -31,48 +37,79 @@ pub fn token(header_value: Option<&str>) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
+/// The request's key, parsed but not yet looked up: 401 `NO_KEY` or `BAD_KEY` if the header
+/// cannot hold a key. The read endpoints look it up together with the rows they read.
+#[derive(Debug)]
+pub struct BearerKey {
+    hash: KeyHash,
+    address: Option<std::net::IpAddr>,
+}
+
+impl BearerKey {
+    pub fn hash(&self) -> &KeyHash {
+        &self.hash
+    }
+
+    /// The caller this key stands for, given its stored row and account (as `find_key` and
+    /// the combined reads return them): the one place keys are checked. There is no cache:
+    /// disabling a key or suspending an account takes effect on the very next request, on
+    /// every replica.
+    pub fn authorize(&self, found: Option<(&ApiKeyRow, &Account)>) -> Result<Caller, HttpError> {
+        let (row, account) = found.ok_or(HttpError(ApiError::BadKey))?;
+        if !self.hash.matches(&row.key_hash) {
+            return Err(HttpError(ApiError::BadKey));
+        }
+        if !row.enabled {
+            return Err(HttpError(ApiError::KeyDisabled));
+        }
+        if account.suspended || !account.db_access {
+            return Err(HttpError(ApiError::AccountForbidden));
+        }
+        Ok(Caller {
+            account: account
+                .id
+                .parse()
+                .map_err(|_| HttpError(ApiError::Internal))?,
+            key: row.id.parse().map_err(|_| HttpError(ApiError::Internal))?,
+            address: self.address,
+        })
+    }
+
+    /// Looks the key up on its own (for endpoints that read nothing before they check it).
+    pub async fn authenticate(&self, state: &AppState) -> Result<Caller, HttpError> {
+        let found = state.store.find_key(&self.hash).await?;
+        self.authorize(found.as_ref().map(|(row, account)| (row, account)))
+    }
+}
+
+impl FromRequest for BearerKey {
+    type Error = HttpError;
+    type Future = std::future::Ready<Result<Self, HttpError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let raw = req.headers().get(header::AUTHORIZATION);
+        // A header that is not text holds no key; a token of the wrong shape cannot match one
+        // (no lookup needed).
+        let parsed = token(raw.and_then(|v| v.to_str().ok()))
+            .ok_or(ApiError::NoKey)
+            .and_then(|t| ApiKey::parse(t).ok_or(ApiError::BadKey));
+        std::future::ready(parsed.map_err(HttpError).map(|key| BearerKey {
+            hash: key.hash(),
+            address: req.peer_addr().map(|a| a.ip()),
+        }))
+    }
+}
+
 impl FromRequest for Caller {
     type Error = HttpError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, HttpError>>>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let address = req.peer_addr().map(|a| a.ip());
-        let raw = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
+        let bearer = BearerKey::from_request(req, payload).into_inner();
         Box::pin(async move {
             let state = state.ok_or(HttpError(ApiError::Internal))?;
-            let token = token(raw.as_deref()).ok_or(HttpError(ApiError::NoKey))?;
-            // A token of the wrong shape cannot match a key: no lookup needed.
-            let key = ApiKey::parse(token).ok_or(HttpError(ApiError::BadKey))?;
-            let hash = key.hash();
-            // No cache: disabling a key takes effect on the very next request, on every replica.
-            let (row, account) = state
-                .store
-                .find_key(&hash)
-                .await?
-                .ok_or(HttpError(ApiError::BadKey))?;
-            if !hash.matches(&row.key_hash) {
-                return Err(HttpError(ApiError::BadKey));
-            }
-            if !row.enabled {
-                return Err(HttpError(ApiError::KeyDisabled));
-            }
-            if account.suspended || !account.db_access {
-                return Err(HttpError(ApiError::AccountForbidden));
-            }
-            let account = account
-                .id
-                .parse()
-                .map_err(|_| HttpError(ApiError::Internal))?;
-            let key = row.id.parse().map_err(|_| HttpError(ApiError::Internal))?;
-            Ok(Caller {
-                account,
-                key,
-                address,
-            })
+            bearer?.authenticate(&state).await
         })
     }
 }

@@ -3,6 +3,7 @@
 //! It authenticates, validates, checks quotas and records intent in metadata; it never runs
 //! engine DDL. Creates and rotates go to the worker over RabbitMQ ([`dispatch`]).
 
+pub mod audit;
 pub mod auth;
 pub mod dispatch;
 pub mod error;
@@ -19,7 +20,7 @@ use hepdb_core::settings::Settings;
 use hepdb_queue::Topology;
 use hepdb_store::Store;
 
-use crate::{dispatch::Dispatcher, state::AppState};
+use crate::{audit::AuditWriter, dispatch::Dispatcher, state::AppState};
 
 /// A bound, not yet running gateway. Binding to port 0 picks a free port (tests).
 pub struct Application {
@@ -72,6 +73,7 @@ impl Application {
             Duration::from_millis(settings.gateway.job_timeout_ms),
         );
         let state = web::Data::new(AppState {
+            audit: AuditWriter::start(store.clone()),
             store,
             dispatcher,
             key: settings.crypto.master_key().context("crypto.master_key")?,

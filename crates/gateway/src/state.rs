@@ -3,12 +3,13 @@
 use hepdb_core::{Engine, secret::MasterKey, settings::EnginesSettings};
 use hepdb_store::Store;
 
-use crate::dispatch::Dispatcher;
+use crate::{audit::AuditWriter, dispatch::Dispatcher};
 
 #[derive(Debug)]
 pub struct AppState {
     pub store: Store,
     pub dispatcher: Dispatcher,
+    pub audit: AuditWriter,
     pub key: MasterKey,
     pub engines: EnginesSettings,
 }

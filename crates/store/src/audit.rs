@@ -36,19 +36,31 @@ pub struct AuditRow {
 }
 
 impl Store {
-    #[tracing::instrument(name = "metadata.audit", skip_all)]
     pub async fn audit(&self, e: AuditEntry<'_>) -> Result<()> {
+        self.audit_many(&[e]).await
+    }
+
+    /// Several entries in one statement (the gateway commits concurrent requests' entries
+    /// together).
+    #[tracing::instrument(name = "metadata.audit", skip_all, fields(entries = entries.len()))]
+    pub async fn audit_many(&self, entries: &[AuditEntry<'_>]) -> Result<()> {
+        let rows: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                (
+                    audit_log::actor.eq(e.actor),
+                    audit_log::action.eq(e.action),
+                    audit_log::account_id.eq(e.account),
+                    audit_log::database_id.eq(e.database),
+                    audit_log::key_id.eq(e.key),
+                    audit_log::address.eq(e.address),
+                    audit_log::detail.eq(e.detail),
+                )
+            })
+            .collect();
         let mut conn = self.conn().await?;
         diesel::insert_into(audit_log::table)
-            .values((
-                audit_log::actor.eq(e.actor),
-                audit_log::action.eq(e.action),
-                audit_log::account_id.eq(e.account),
-                audit_log::database_id.eq(e.database),
-                audit_log::key_id.eq(e.key),
-                audit_log::address.eq(e.address),
-                audit_log::detail.eq(e.detail),
-            ))
+            .values(rows)
             .execute(&mut conn)
             .await?;
         Ok(())

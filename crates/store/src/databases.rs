@@ -87,7 +87,7 @@ impl From<DieselError> for ReserveError {
 pub(crate) const SLOT_HOLDING: [&str; 5] =
     ["creating", "active", "over_quota", "disabled", "deleting"];
 /// The states visible through the API.
-const VISIBLE: [&str; 3] = ["active", "over_quota", "disabled"];
+pub(crate) const VISIBLE: [&str; 3] = ["active", "over_quota", "disabled"];
 
 impl Store {
     /// Records the intent to create a database and its create job, in one transaction that

@@ -1,14 +1,15 @@
 //! API keys: minted here, stored as hashes, looked up on every request (no cache, so disabling
 //! a key takes effect on the next request on every gateway replica).
 
-use diesel::{OptionalExtension, prelude::*};
-use diesel_async::RunQueryDsl;
-use hepdb_core::{AccountId, KeyId, secret::ApiKey, secret::KeyHash};
+use diesel::{OptionalExtension, dsl::AsSelect, pg::Pg, prelude::*};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use hepdb_core::{AccountId, DatabaseId, KeyId, secret::ApiKey, secret::KeyHash};
 
 use crate::{
     Result, Store,
-    models::{Account, ApiKeyRow},
-    schema::{accounts, api_keys},
+    databases::VISIBLE,
+    models::{Account, ApiKeyRow, Database, EngineHost},
+    schema::{accounts, api_keys, databases, engine_hosts},
 };
 
 impl Store {
@@ -59,12 +60,71 @@ impl Store {
     #[tracing::instrument(name = "metadata.find_key", skip_all)]
     pub async fn find_key(&self, hash: &KeyHash) -> Result<Option<(ApiKeyRow, Account)>> {
         let mut conn = self.conn().await?;
-        Ok(api_keys::table
-            .inner_join(accounts::table)
-            .filter(api_keys::key_hash.eq(&hash.0[..]))
-            .select((ApiKeyRow::as_select(), Account::as_select()))
-            .first(&mut conn)
-            .await
-            .optional()?)
+        Ok(key_and_account(hash).first(&mut conn).await.optional()?)
     }
+}
+
+/// A read request's key and account, fetched in the same round trip as the rows it reads.
+pub type KeyedRead<T> = Option<(ApiKeyRow, Account, T)>;
+
+impl Store {
+    /// The key with this hash, its account, and the account's visible databases, oldest
+    /// first: the whole of a list request in one round trip (two pipelined statements). The
+    /// caller authorizes the key before it shows a row.
+    #[tracing::instrument(name = "metadata.list_for_key", skip_all)]
+    pub async fn list_for_key(&self, hash: &KeyHash) -> Result<KeyedRead<Vec<Database>>> {
+        let conn = self.conn().await?;
+        let conn: &AsyncPgConnection = &conn;
+        let key = key_and_account(hash).first(&mut &*conn);
+        let databases = databases::table
+            .inner_join(accounts::table.inner_join(api_keys::table))
+            .filter(api_keys::key_hash.eq(&hash.0[..]))
+            .filter(databases::state.eq_any(VISIBLE))
+            .order((databases::created_at.asc(), databases::id.asc()))
+            .select(Database::as_select())
+            .load(&mut &*conn);
+        let (key, databases) = tokio::join!(key, databases);
+        Ok(match key.optional()? {
+            Some((key, account)) => Some((key, account, databases?)),
+            None => None,
+        })
+    }
+
+    /// The key with this hash, its account, and database `id` with its host if the key's
+    /// account owns it and it is visible: the reads of a reveal in one round trip.
+    #[tracing::instrument(name = "metadata.reveal_for_key", skip_all)]
+    pub async fn reveal_for_key(
+        &self,
+        hash: &KeyHash,
+        id: DatabaseId,
+    ) -> Result<KeyedRead<Option<(Database, EngineHost)>>> {
+        let conn = self.conn().await?;
+        let conn: &AsyncPgConnection = &conn;
+        let key = key_and_account(hash).first(&mut &*conn);
+        let database = databases::table
+            .inner_join(engine_hosts::table)
+            .inner_join(accounts::table.inner_join(api_keys::table))
+            .filter(api_keys::key_hash.eq(&hash.0[..]))
+            .filter(databases::id.eq(id.to_text()))
+            .filter(databases::state.eq_any(VISIBLE))
+            .select((Database::as_select(), EngineHost::as_select()))
+            .first(&mut &*conn);
+        let (key, database) = tokio::join!(key, database);
+        Ok(match key.optional()? {
+            Some((key, account)) => Some((key, account, database.optional()?)),
+            None => None,
+        })
+    }
+}
+
+/// The key with this hash and its account (one indexed point select).
+#[diesel::dsl::auto_type(no_type_alias)]
+fn key_and_account<'a>(hash: &'a KeyHash) -> _ {
+    let columns: (AsSelect<ApiKeyRow, Pg>, AsSelect<Account, Pg>) =
+        (ApiKeyRow::as_select(), Account::as_select());
+    let hash: &'a [u8] = &hash.0[..];
+    api_keys::table
+        .inner_join(accounts::table)
+        .filter(api_keys::key_hash.eq(hash))
+        .select(columns)
 }

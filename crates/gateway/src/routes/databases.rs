@@ -14,14 +14,18 @@ use hepdb_core::{
     time::iso8601,
 };
 use hepdb_store::{
-    audit::AuditEntry,
     databases::{NewDatabase, ReserveError, Reserved},
     idempotency::{KeyedRequest, Prior},
     models::{Database, EngineHost, Job},
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{auth::Caller, error::HttpError, state::AppState};
+use crate::{
+    audit::Entry,
+    auth::{BearerKey, Caller},
+    error::HttpError,
+    state::AppState,
+};
 
 /// The list entry (no secrets).
 #[derive(Serialize)]
@@ -127,8 +131,10 @@ fn open_password(state: &AppState, db: &Database) -> Result<Password, HttpError>
         })
 }
 
-pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, HttpError> {
-    let rows = state.store.list_databases(caller.account).await?;
+pub async fn list(state: web::Data<AppState>, key: BearerKey) -> Result<HttpResponse, HttpError> {
+    let found = state.store.list_for_key(key.hash()).await?;
+    key.authorize(found.as_ref().map(|(row, account, _)| (row, account)))?;
+    let rows = found.map(|(_, _, rows)| rows).unwrap_or_default();
     let databases: Vec<_> = rows.iter().map(Summary::of).collect();
     Ok(ok(
         StatusCode::OK,
@@ -144,32 +150,28 @@ pub struct CreateBody {
     engine: Option<String>,
 }
 
-/// Records an API action in the audit log. The action has happened, so a failure to record it
-/// is logged loudly rather than turned into an error for the caller.
+/// Records an API action in the audit log before the answer goes out. The action has
+/// happened, so a failure to record it is an alert (raised by the writer) rather than an error
+/// for the caller.
 async fn audit(
     state: &AppState,
     caller: Caller,
-    action: &str,
+    action: &'static str,
     database: &str,
-    detail: Option<&str>,
+    detail: Option<String>,
 ) {
-    let (actor, key, address) = (
-        format!("key:{}", caller.key),
-        caller.key.to_text(),
-        caller.address.map(|a| a.to_string()),
-    );
-    let entry = AuditEntry {
-        actor: &actor,
-        action,
-        account: &caller.account.to_text(),
-        database: Some(database),
-        key: Some(&key),
-        address: address.as_deref(),
-        detail,
-    };
-    if let Err(error) = state.store.audit(entry).await {
-        tracing::error!(alert = true, %error, action, database, "could not write the audit log");
-    }
+    state
+        .audit
+        .record(Entry {
+            actor: format!("key:{}", caller.key),
+            action,
+            account: caller.account.to_text(),
+            database: database.to_owned(),
+            key: caller.key.to_text(),
+            address: caller.address.map(|a| a.to_string()),
+            detail,
+        })
+        .await;
 }
 
 /// The request's Idempotency-Key, if it sent one.
@@ -321,7 +323,7 @@ pub async fn create(
         caller,
         "database.create",
         &database.id,
-        Some(&detail),
+        Some(detail),
     )
     .await;
     Ok(ok(
@@ -332,10 +334,18 @@ pub async fn create(
 
 pub async fn reveal(
     state: web::Data<AppState>,
-    caller: Caller,
+    key: BearerKey,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    let (db, host) = owned(&state, caller, &id).await?;
+    let Ok(id) = id.parse::<DatabaseId>() else {
+        key.authenticate(&state).await?;
+        return Err(ApiError::NotFound.into());
+    };
+    let found = state.store.reveal_for_key(key.hash(), id).await?;
+    let caller = key.authorize(found.as_ref().map(|(row, account, _)| (row, account)))?;
+    let (db, host) = found
+        .and_then(|(_, _, owned)| owned)
+        .ok_or(ApiError::NotFound)?;
     let password = open_password(&state, &db)?;
     audit(&state, caller, "database.reveal", &db.id, None).await;
     let summary = Summary::of(&db);

@@ -120,3 +120,26 @@ async fn account_without_database_access_is_forbidden_without_code() {
     let (s, b) = app.create(serde_json::json!({"name": "x"})).await;
     assert_error(s, &b, 403, None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_checks_the_key_before_it_shows_anything() {
+    let app = spawn_app().await;
+    let (_, created) = app.create(serde_json::json!({"name": "guarded"})).await;
+    let id = data(&created)["id"].as_str().unwrap().to_owned();
+    let (key_id, key) = app.store.mint_key(app.account).await.unwrap().unwrap();
+    assert!(app.store.set_key_enabled(key_id, false).await.unwrap());
+    let auth = format!("Bearer {}", key.expose());
+    let reveal = format!("{LIST}/{id}");
+    let rotate = format!("{LIST}/{id}/rotate");
+    for (method, path) in [
+        (Method::GET, LIST),
+        (Method::GET, reveal.as_str()),
+        (Method::GET, &format!("{LIST}/not-an-id")),
+        (Method::GET, &format!("{LIST}/01ARZ3NDEKTSV4RRFFQ69G5FAV")),
+        (Method::POST, rotate.as_str()),
+    ] {
+        let (s, b) = app.send(method.clone(), path, Some(&auth), None).await;
+        assert_error(s, &b, 401, Some("KEY_DISABLED"));
+        assert!(b.get("data").is_none(), "{method} {path}: {b}");
+    }
+}

@@ -306,3 +306,19 @@ async fn the_audit_log_records_who_did_what_and_no_secret() {
         assert!(!text.contains(&app.key), "key in the audit log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_reveals_are_each_audited_before_they_answer() {
+    let app = spawn_app().await;
+    let (_, created) = app.create(json!({"name": "busy"})).await;
+    let id = data(&created)["id"].as_str().unwrap().to_owned();
+    // Entries of concurrent requests share inserts; none may be lost or answered early.
+    let answers = futures_util::future::join_all((0..60).map(|_| app.reveal(&id))).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200));
+    let rows = app.store.audit_log(app.account).await.unwrap();
+    let reveals = rows
+        .iter()
+        .filter(|r| r.action == "database.reveal")
+        .count();
+    assert_eq!(reveals, 60);
+}
