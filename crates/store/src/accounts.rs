@@ -144,7 +144,7 @@ impl Store {
                 .execute(c)
                 .await?;
             } else {
-                let used = crate::quota::used_bytes(c, &id).await?;
+                let used = crate::quota::used_bytes(&*c, &id).await?;
                 let back = if used > storage_mb.saturating_mul(crate::quota::MB) {
                     DatabaseState::OverQuota
                 } else {

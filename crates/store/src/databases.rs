@@ -6,7 +6,7 @@ use diesel::{
     prelude::*,
     result::{DatabaseErrorKind, Error as DieselError},
 };
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use hepdb_core::{
     AccountId, DatabaseId, DatabaseState, Engine, JobId, JobState,
     naming::{DbTag, EngineNames},
@@ -110,38 +110,41 @@ impl Store {
                 .await
                 .optional()?
                 .ok_or(ReserveError::NoAccount)?;
-            let used: i64 = databases::table
+            // Three independent reads under the account lock, pipelined: one round trip.
+            let p: &AsyncPgConnection = c;
+            let used = databases::table
                 .filter(databases::account_id.eq(&account_id))
                 .filter(databases::state.eq_any(SLOT_HOLDING))
                 .count()
-                .get_result(c)
-                .await?;
-            if used >= i64::from(account.slots) {
-                return Err(ReserveError::OutOfSlots);
-            }
-            let bytes = crate::quota::used_bytes(c, &account_id).await?;
-            if bytes > account.storage_mb.saturating_mul(crate::quota::MB) {
-                return Err(ReserveError::OverQuota);
-            }
-            let taken: i64 = databases::table
+                .get_result::<i64>(&mut &*p);
+            let bytes = crate::quota::used_bytes(p, &account_id);
+            let taken = databases::table
                 .filter(databases::account_id.eq(&account_id))
                 .filter(databases::name.eq(new.name))
                 .filter(databases::state.ne("failed"))
                 .count()
-                .get_result(c)
-                .await?;
-            if taken > 0 {
+                .get_result::<i64>(&mut &*p);
+            let (used, bytes, taken) = tokio::join!(used, bytes, taken);
+            if used? >= i64::from(account.slots) {
+                return Err(ReserveError::OutOfSlots);
+            }
+            if bytes? > account.storage_mb.saturating_mul(crate::quota::MB) {
+                return Err(ReserveError::OverQuota);
+            }
+            if taken? > 0 {
                 return Err(ReserveError::DuplicateName);
             }
             let host = place(c, new.engine, new.hosts).await?;
             let seq = account.next_db_seq;
-            diesel::update(accounts::table.find(&account_id))
-                .set(accounts::next_db_seq.eq(seq + 1))
-                .execute(c)
-                .await?;
             let tag = DbTag::parse(&account.db_tag)
                 .ok_or_else(|| StoreError::Guard("account db_tag is malformed".into()))?;
             let names = EngineNames::new(&tag, u32::try_from(seq).unwrap_or_default());
+            let job = JobId::new();
+            // Three writes, pipelined; the server runs them in this order.
+            let p: &AsyncPgConnection = c;
+            let bump = diesel::update(accounts::table.find(&account_id))
+                .set(accounts::next_db_seq.eq(seq + 1))
+                .execute(&mut &*p);
             let db = diesel::insert_into(databases::table)
                 .values((
                     databases::id.eq(new.id.to_text()),
@@ -156,10 +159,8 @@ impl Store {
                     databases::host.eq(&host.name),
                 ))
                 .returning(Database::as_returning())
-                .get_result(c)
-                .await?;
-            let job = JobId::new();
-            diesel::insert_into(jobs::table)
+                .get_result(&mut &*p);
+            let intent = diesel::insert_into(jobs::table)
                 .values((
                     jobs::id.eq(job.to_text()),
                     jobs::database_id.eq(Some(new.id.to_text())),
@@ -169,8 +170,11 @@ impl Store {
                     // it even after later rotations.
                     jobs::password_sealed.eq(Some(&new.password_sealed)),
                 ))
-                .execute(c)
-                .await?;
+                .execute(&mut &*p);
+            let (bump, db, intent) = tokio::join!(bump, db, intent);
+            bump?;
+            let db = db?;
+            intent?;
             crate::idempotency::bind(c, &account_id, new.idempotency, job).await?;
             Ok(Reserved {
                 database: db,

@@ -15,7 +15,7 @@ use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
     sql_types::Text,
 };
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use hepdb_core::{
     Access, AccountId, DatabaseId, DatabaseState, JobId, JobState, job::JobFailure, state::JobKind,
 };
@@ -209,25 +209,29 @@ impl Store {
         let mut conn = self.conn().await?;
         let (job, db) = (job.to_text(), db.to_text());
         conn.transaction(async move |c| {
-            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            // Lock, then read the job and the row, in one round trip: the server runs pipelined
+            // statements in order, so both reads happen under the lock.
+            let p: &AsyncPgConnection = c;
+            let lock = diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind::<Text, _>(&db)
-                .execute(c)
-                .await?;
+                .execute(&mut &*p);
             let row = jobs::table
                 .find(&job)
                 .for_update()
                 .select(Job::as_select())
-                .first(c)
-                .await?;
-            if row.state() != JobState::Running {
-                return Err(LockedError::AlreadyFinished);
-            }
+                .first(&mut &*p);
             let current = databases::table
                 .find(&db)
                 .for_update()
                 .select(Database::as_select())
-                .first(c)
-                .await?;
+                .first(&mut &*p);
+            let (lock, row, current) = tokio::join!(lock, row, current);
+            lock?;
+            let row: Job = row?;
+            if row.state() != JobState::Running {
+                return Err(LockedError::AlreadyFinished);
+            }
+            let current: Database = current?;
             let suspended: bool = accounts::table
                 .find(&current.account_id)
                 .select(accounts::suspended)

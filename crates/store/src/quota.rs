@@ -210,8 +210,8 @@ impl Store {
 
     /// Bytes the account's databases use, by the last measurement.
     pub async fn used_bytes(&self, account: AccountId) -> Result<i64> {
-        let mut conn = self.conn().await?;
-        Ok(used_bytes(&mut conn, &account.to_text()).await?)
+        let conn = self.conn().await?;
+        Ok(used_bytes(&conn, &account.to_text()).await?)
     }
 }
 
@@ -224,15 +224,12 @@ struct Claimed {
 const SLOT_HOLDING_OR_VISIBLE: [&str; 3] = ["active", "over_quota", "disabled"];
 
 /// Bytes the account's slot-holding databases use, by the last measurement.
-pub(crate) async fn used_bytes(
-    c: &mut AsyncPgConnection,
-    account: &str,
-) -> diesel::QueryResult<i64> {
+pub(crate) async fn used_bytes(c: &AsyncPgConnection, account: &str) -> diesel::QueryResult<i64> {
     let total = diesel::dsl::sql::<BigInt>("CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT)");
     databases::table
         .filter(databases::account_id.eq(account))
         .filter(databases::state.eq_any(crate::databases::SLOT_HOLDING))
         .select(total)
-        .first(c)
+        .first(&mut &*c)
         .await
 }

@@ -134,23 +134,18 @@ impl MariaDb {
         let mut c = self.conn().await?;
         let db = target.names.db_name();
         let mark = target.mark();
-        let created_db = match Self::schema_mark(&mut c, target).await? {
-            Some(m) if m == mark => false,
-            Some(_) => return Err(EngineError::collision("database", db)),
-            None => {
-                let sql = format!("CREATE DATABASE `{db}` COMMENT '{mark}'");
-                match c.query_drop(sql).await {
-                    Ok(()) => true,
-                    // Created concurrently (a duplicate delivery): ours only if it carries our mark.
-                    Err(e) if server_code(&e) == Some(DB_EXISTS) => {
-                        if Self::schema_mark(&mut c, target).await?.as_deref() != Some(&mark) {
-                            return Err(EngineError::collision("database", db));
-                        }
-                        false
-                    }
-                    Err(e) => return Err(classify(e, "create database", false)),
+        // Create first and look only when it exists (an earlier attempt, a duplicate delivery,
+        // or someone else's): it is ours only if it carries our mark.
+        let sql = format!("CREATE DATABASE `{db}` COMMENT '{mark}'");
+        let created_db = match c.query_drop(sql).await {
+            Ok(()) => true,
+            Err(e) if server_code(&e) == Some(DB_EXISTS) => {
+                if Self::schema_mark(&mut c, target).await?.as_deref() != Some(&mark) {
+                    return Err(EngineError::collision("database", db));
                 }
+                false
             }
+            Err(e) => return Err(classify(e, "create database", false)),
         };
         let pw = literal(password)?;
         let create_user = format!("CREATE USER {} IDENTIFIED BY {pw}", user(target));
