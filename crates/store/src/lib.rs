@@ -24,7 +24,7 @@ pub mod schema;
 use diesel_async::{
     AsyncPgConnection, RunQueryDsl,
     pooled_connection::{
-        AsyncDieselConnectionManager,
+        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
         deadpool::{Object, Pool},
     },
 };
@@ -53,7 +53,26 @@ pub enum StoreError {
     #[error("guarded update failed: {0}")]
     Guard(String),
     #[error("metadata query failed: {0}")]
-    Query(#[from] diesel::result::Error),
+    Query(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for StoreError {
+    /// A statement that failed because the connection is gone (the server restarted or the
+    /// network dropped it) means the metadata database is unavailable, not that hepdb is broken.
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match &e {
+            Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
+            | Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | Error::BrokenTransactionManager => Self::Unavailable(e.to_string()),
+            Error::DatabaseError(_, info)
+                if info.message().starts_with("terminating connection") =>
+            {
+                Self::Unavailable(e.to_string())
+            }
+            _ => Self::Query(e),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -61,7 +80,14 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 impl Store {
     /// Builds the pool; connections are opened lazily, so this succeeds while the database is down.
     pub fn connect(url: &str, pool_size: usize) -> Result<Self> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        // No test query on every checkout: it was a round trip per request. A connection
+        // whose socket the server closed is still discarded at checkout; one that dies
+        // mid-statement fails that statement as `Unavailable` (503 in the envelope, or a job
+        // retry) and is not returned to the pool.
+        let mut config = ManagerConfig::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .wait_timeout(Some(std::time::Duration::from_secs(5)))

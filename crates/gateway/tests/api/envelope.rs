@@ -172,3 +172,44 @@ async fn both_binaries_serve_prometheus_metrics() {
         assert!(worker.contains(want), "missing {want}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_metadata_connections_are_503_then_replaced_never_500() {
+    let app = spawn_app().await;
+    let (_, created) = app.create(serde_json::json!({"name": "kept"})).await;
+    let id = data(&created)["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.list().await.0, 200);
+
+    // What a metadata restart does to pooled connections: the server ends them.
+    let url = app.settings.metadata.url.expose();
+    let (dbname, admin) = (
+        url.rsplit('/').next().unwrap(),
+        url.rsplit_once('/').unwrap().0,
+    );
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{admin}/postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let ended = client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&dbname],
+        )
+        .await
+        .unwrap();
+    assert!(ended > 0, "the pools had connections to end");
+
+    // Each request either works on a fresh connection or says the metadata database is
+    // unavailable; the broken connections are discarded, so the answers come back.
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let (s, b) = app.reveal(&id).await;
+        if s != 200 {
+            assert_error(s, &b, 503, Some("METADATA_UNAVAILABLE"));
+        }
+        answers.push(s.as_u16());
+    }
+    assert!(answers.ends_with(&[200, 200, 200]), "{answers:?}");
+}
