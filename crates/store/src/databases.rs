@@ -110,7 +110,8 @@ impl Store {
                 .await
                 .optional()?
                 .ok_or(ReserveError::NoAccount)?;
-            // Three independent reads under the account lock, pipelined: one round trip.
+            // Three independent reads under the account lock (taken by the awaited statement
+            // above), pipelined: one round trip.
             let p: &AsyncPgConnection = c;
             let used = databases::table
                 .filter(databases::account_id.eq(&account_id))
@@ -140,7 +141,9 @@ impl Store {
                 .ok_or_else(|| StoreError::Guard("account db_tag is malformed".into()))?;
             let names = EngineNames::new(&tag, u32::try_from(seq).unwrap_or_default());
             let job = JobId::new();
-            // Three writes, pipelined; the server runs them in this order.
+            // The sequence bump and the row are independent and share a round trip; the job
+            // follows once the row exists (pipelined statements may reach the server out of
+            // order, and the job references the row).
             let p: &AsyncPgConnection = c;
             let bump = diesel::update(accounts::table.find(&account_id))
                 .set(accounts::next_db_seq.eq(seq + 1))
@@ -160,7 +163,10 @@ impl Store {
                 ))
                 .returning(Database::as_returning())
                 .get_result(&mut &*p);
-            let intent = diesel::insert_into(jobs::table)
+            let (bump, db) = tokio::join!(bump, db);
+            bump?;
+            let db = db?;
+            diesel::insert_into(jobs::table)
                 .values((
                     jobs::id.eq(job.to_text()),
                     jobs::database_id.eq(Some(new.id.to_text())),
@@ -170,11 +176,8 @@ impl Store {
                     // it even after later rotations.
                     jobs::password_sealed.eq(Some(&new.password_sealed)),
                 ))
-                .execute(&mut &*p);
-            let (bump, db, intent) = tokio::join!(bump, db, intent);
-            bump?;
-            let db = db?;
-            intent?;
+                .execute(c)
+                .await?;
             crate::idempotency::bind(c, &account_id, new.idempotency, job).await?;
             Ok(Reserved {
                 database: db,
@@ -183,19 +186,6 @@ impl Store {
             })
         })
         .await
-    }
-
-    /// The account's visible databases, oldest first.
-    #[tracing::instrument(name = "metadata.list_databases", skip_all)]
-    pub async fn list_databases(&self, account: AccountId) -> Result<Vec<Database>> {
-        let mut conn = self.conn().await?;
-        Ok(databases::table
-            .filter(databases::account_id.eq(account.to_text()))
-            .filter(databases::state.eq_any(VISIBLE))
-            .order((databases::created_at.asc(), databases::id.asc()))
-            .select(Database::as_select())
-            .load(&mut conn)
-            .await?)
     }
 
     /// One visible database with its host, only if `account` owns it.

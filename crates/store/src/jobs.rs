@@ -15,7 +15,7 @@ use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
     sql_types::Text,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use hepdb_core::{
     Access, AccountId, DatabaseId, DatabaseState, JobId, JobState, job::JobFailure, state::JobKind,
 };
@@ -209,29 +209,28 @@ impl Store {
         let mut conn = self.conn().await?;
         let (job, db) = (job.to_text(), db.to_text());
         conn.transaction(async move |c| {
-            // Lock, then read the job and the row, in one round trip: the server runs pipelined
-            // statements in order, so both reads happen under the lock.
-            let p: &AsyncPgConnection = c;
-            let lock = diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            // In sequence, not pipelined: pipelined statements are not guaranteed to reach
+            // the server in order (one may still be preparing), and the reads must happen
+            // under the lock.
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind::<Text, _>(&db)
-                .execute(&mut &*p);
+                .execute(c)
+                .await?;
             let row = jobs::table
                 .find(&job)
                 .for_update()
                 .select(Job::as_select())
-                .first(&mut &*p);
+                .first(c)
+                .await?;
+            if row.state() != JobState::Running {
+                return Err(LockedError::AlreadyFinished);
+            }
             let current = databases::table
                 .find(&db)
                 .for_update()
                 .select(Database::as_select())
-                .first(&mut &*p);
-            let (lock, row, current) = tokio::join!(lock, row, current);
-            lock?;
-            let row: Job = row?;
-            if row.state() != JobState::Running {
-                return Err(LockedError::AlreadyFinished);
-            }
-            let current: Database = current?;
+                .first(c)
+                .await?;
             let suspended: bool = accounts::table
                 .find(&current.account_id)
                 .select(accounts::suspended)
@@ -284,6 +283,52 @@ impl Store {
                 .execute(c)
                 .await?;
             exactly_one(n, "mark job done")?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Gives up on a rotate that may have reached the engine in an earlier delivery (one
+    /// killed between the engine step and its commit): under the database's lock, `undo`
+    /// puts the password metadata holds back on the engine, and only then is the job marked
+    /// failed, so engine and metadata agree again. If `undo` fails, nothing is recorded and
+    /// the job stays open for another delivery.
+    #[tracing::instrument(name = "metadata.fail_locked", skip_all)]
+    pub async fn fail_locked<E, F, Fut>(
+        &self,
+        job: JobId,
+        db: DatabaseId,
+        failure: JobFailure,
+        undo: F,
+    ) -> std::result::Result<(), LockedError<E>>
+    where
+        E: Send,
+        F: FnOnce(Database) -> Fut + Send,
+        Fut: Future<Output = std::result::Result<(), E>> + Send,
+    {
+        let mut conn = self.conn().await?;
+        let (job, db) = (job.to_text(), db.to_text());
+        conn.transaction(async move |c| {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind::<Text, _>(&db)
+                .execute(c)
+                .await?;
+            let row = jobs::table
+                .find(&job)
+                .for_update()
+                .select(Job::as_select())
+                .first(c)
+                .await?;
+            if !matches!(row.state(), JobState::Pending | JobState::Running) {
+                return Err(LockedError::AlreadyFinished);
+            }
+            let current = databases::table
+                .find(&db)
+                .select(Database::as_select())
+                .first(c)
+                .await?;
+            undo(current).await.map_err(LockedError::Engine)?;
+            mark_failed(c, &job, failure).await?;
             Ok(())
         })
         .await

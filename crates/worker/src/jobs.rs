@@ -232,6 +232,11 @@ async fn fail(
                 .fail_create(msg.job_id, msg.database_id, failure, engine_clean)
                 .await
         }
+        // A rotate given up after many deliveries may have changed the engine in one that
+        // died before its commit: put metadata's password back first.
+        JobKind::Rotate if failure == JobFailure::Poisoned => {
+            return give_up_rotate(ctx, msg, dead_letter).await;
+        }
         JobKind::Rotate | JobKind::Access => ctx.store.fail_job(msg.job_id, failure).await,
     };
     if let Err(error) = recorded {
@@ -241,6 +246,54 @@ async fn fail(
     Disposition::Finished {
         outcome: JobOutcome::Failed(failure),
         dead_letter,
+    }
+}
+
+/// Fails a poisoned rotate only once the engine holds the password metadata holds again.
+async fn give_up_rotate(
+    ctx: &JobContext,
+    msg: &JobMessage,
+    dead_letter: Option<&'static str>,
+) -> Disposition {
+    let failure = JobFailure::Poisoned;
+    let resolved = match ctx.store.database(msg.database_id).await {
+        Ok(Some(db)) => resolve(ctx, &db),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(%error, job = %msg.job_id, "cannot read the database row, will retry");
+            return Disposition::Retry;
+        }
+    };
+    let Some((target, driver)) = resolved else {
+        // No row or no driver: nothing of ours on an engine to put back.
+        return match ctx.store.fail_job(msg.job_id, failure).await {
+            Ok(()) => Disposition::Finished {
+                outcome: JobOutcome::Failed(failure),
+                dead_letter,
+            },
+            Err(_) => Disposition::Retry,
+        };
+    };
+    let key = ctx.key.clone();
+    let undone = ctx
+        .store
+        .fail_locked(msg.job_id, msg.database_id, failure, |current| async move {
+            let password = key
+                .open(current.database_id(), &current.password_sealed)
+                .map_err(|_| EngineError::Failed("sealed password does not open".into()))?;
+            driver.restore_password(&target, &password).await
+        })
+        .await;
+    match undone {
+        Ok(()) => Disposition::Finished {
+            outcome: JobOutcome::Failed(failure),
+            dead_letter,
+        },
+        Err(LockedError::AlreadyFinished) => recorded(ctx, msg.job_id).await,
+        Err(error) => {
+            tracing::warn!(%error, job = %msg.job_id, "could not put the previous password back; will retry");
+            Disposition::Retry
+        }
     }
 }
 

@@ -132,3 +132,72 @@ async fn unreadable_and_exhausted_jobs_are_dead_lettered_with_a_reason() {
     assert!(engine_databases(&app.tag().await).await.is_empty());
     assert_eq!(app.create(json!({"name": "poison"})).await.0, 201);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poisoned_rotate_puts_the_metadata_password_back_on_the_engine() {
+    let app = spawn_app_with(Options::default(), |s| s.worker.max_attempts = 3).await;
+    let (_conn, channel, topology) = channel(&app).await;
+    let (s, created) = app.create(json!({"name": "half-rotated"})).await;
+    assert_eq!(s, 201);
+    let d = data(&created).clone();
+    let (cs, old) = (
+        d["connectionString"].as_str().unwrap(),
+        d["password"].as_str().unwrap(),
+    );
+    let id: hepdb_core::DatabaseId = d["id"].as_str().unwrap().parse().unwrap();
+
+    // A rotate whose earlier delivery changed the engine and died before its commit, and which
+    // has since been delivered as often as allowed.
+    let new = hepdb_core::secret::Password::generate();
+    let sealed = app.settings.crypto.master_key().unwrap().seal(id, &new);
+    let job = app
+        .store
+        .insert_rotate_job(app.account, id, sealed, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut root = mysql_async::Conn::new(mysql_async::Opts::from_url(&root_url()).unwrap())
+        .await
+        .unwrap();
+    mysql_async::prelude::Queryable::query_drop(
+        &mut root,
+        format!(
+            "ALTER USER '{}'@'%' IDENTIFIED BY '{}'",
+            d["dbUser"].as_str().unwrap(),
+            new.expose()
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(can_login(&cs.replace(old, new.expose())).await);
+    let n = app
+        .metadata_sql(&format!(
+            "UPDATE jobs SET attempts = 3, state = 'running' WHERE id = '{job}'"
+        ))
+        .await;
+    assert_eq!(n, 1);
+    let message = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: job,
+        database_id: id,
+        kind: JobKindWire::Rotate,
+    };
+    publish(
+        &channel,
+        &topology.jobs_queue(),
+        &serde_json::to_vec(&message).unwrap(),
+    )
+    .await;
+    let (_, reason) = next_dead(&channel, &topology).await;
+    assert_eq!(reason, "too many attempts");
+    let job = app.store.job(job).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state.as_str(), job.error_code.as_deref()),
+        ("failed", Some("POISONED"))
+    );
+    // Engine and metadata agree again: the password reveal shows is the one that logs in.
+    assert!(can_login(cs).await, "the metadata password logs in again");
+    assert!(!can_login(&cs.replace(old, new.expose())).await);
+    let (_, revealed) = app.reveal(&id.to_text()).await;
+    assert_eq!(data(&revealed)["password"], old);
+}

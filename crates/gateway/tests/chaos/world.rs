@@ -55,6 +55,9 @@ struct LedgerInner {
     passwords: HashMap<String, Vec<String>>,
     /// Rotates whose outcome the client could not know (503 JOB_TIMEOUT).
     uncertain: HashSet<String>,
+    /// Creates answered 503 JOB_TIMEOUT: each may finish later, as a database the client
+    /// has not seen (it finds it by listing, and its password by revealing).
+    uncertain_creates: usize,
     created: Vec<String>,
     /// Answers by status and code.
     answers: HashMap<String, usize>,
@@ -79,10 +82,12 @@ impl Ledger {
                 .entry(id)
                 .or_default()
                 .push(d["password"].as_str().unwrap().to_owned());
-        } else if body["code"] == "JOB_TIMEOUT"
-            && let Some(db) = db
-        {
-            l.uncertain.insert(db.to_owned());
+        } else if body["code"] == "JOB_TIMEOUT" {
+            if let Some(db) = db {
+                l.uncertain.insert(db.to_owned());
+            } else {
+                l.uncertain_creates += 1;
+            }
         }
     }
 
@@ -152,6 +157,22 @@ async fn engine_objects(tag: &str) -> (HashSet<String>, HashSet<String>) {
     (maria, pg)
 }
 
+/// Prints a database's jobs, to explain an inconsistency.
+async fn job_history(app: &TestApp, id: &str) {
+    let url = app.settings.metadata.url.expose();
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let sql = "SELECT kind, state, attempts, coalesce(error_code, ''), updated_at::text \
+               FROM jobs WHERE database_id = $1 ORDER BY created_at";
+    for r in client.query(sql, &[&id]).await.unwrap() {
+        let (kind, state, attempts, error, at): (String, String, i32, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        eprintln!("chaos:   {id}: {kind} {state} attempts={attempts} {error} {at}");
+    }
+}
+
 /// Compares API answers, metadata and engines; returns how many things disagree, and prints
 /// each.
 pub async fn inconsistencies(app: &TestApp, ledger: &Ledger) -> usize {
@@ -168,6 +189,18 @@ pub async fn inconsistencies(app: &TestApp, ledger: &Ledger) -> usize {
         if !listed_ids.contains(id.as_str()) {
             complain(format!("created {id} (201) is not listed"));
         }
+    }
+    let unseen: HashSet<&str> = listed_ids
+        .iter()
+        .copied()
+        .filter(|id| !l.created.iter().any(|c| c == id))
+        .collect();
+    if unseen.len() > l.uncertain_creates {
+        complain(format!(
+            "{} databases listed that no create answered, but only {} creates timed out",
+            unseen.len(),
+            l.uncertain_creates
+        ));
     }
     // Every row is settled: nothing stuck in creating, failed or deleting holds a slot.
     for state in [
@@ -202,10 +235,11 @@ pub async fn inconsistencies(app: &TestApp, ledger: &Ledger) -> usize {
             r["password"].as_str().unwrap(),
         );
         if !can_login(cs).await {
+            job_history(app, id).await;
             complain(format!("{id}: the revealed password does not log in"));
         }
         let known = l.passwords.get(id).cloned().unwrap_or_default();
-        if !known.iter().any(|k| k == pw) && !l.uncertain.contains(id) {
+        if !known.iter().any(|k| k == pw) && !l.uncertain.contains(id) && !unseen.contains(id) {
             complain(format!("{id}: revealed password was never returned"));
         }
         for old in known.iter().filter(|k| *k != pw) {
