@@ -209,19 +209,7 @@ impl Store {
         let mut conn = self.conn().await?;
         let (job, db) = (job.to_text(), db.to_text());
         conn.transaction(async move |c| {
-            // In sequence, not pipelined: pipelined statements are not guaranteed to reach
-            // the server in order (one may still be preparing), and the reads must happen
-            // under the lock.
-            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind::<Text, _>(&db)
-                .execute(c)
-                .await?;
-            let row = jobs::table
-                .find(&job)
-                .for_update()
-                .select(Job::as_select())
-                .first(c)
-                .await?;
+            let row = lock_and_read_job(c, &db, &job).await?;
             if row.state() != JobState::Running {
                 return Err(LockedError::AlreadyFinished);
             }
@@ -309,16 +297,7 @@ impl Store {
         let mut conn = self.conn().await?;
         let (job, db) = (job.to_text(), db.to_text());
         conn.transaction(async move |c| {
-            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind::<Text, _>(&db)
-                .execute(c)
-                .await?;
-            let row = jobs::table
-                .find(&job)
-                .for_update()
-                .select(Job::as_select())
-                .first(c)
-                .await?;
+            let row = lock_and_read_job(c, &db, &job).await?;
             if !matches!(row.state(), JobState::Pending | JobState::Running) {
                 return Err(LockedError::AlreadyFinished);
             }
@@ -370,6 +349,26 @@ impl Store {
         let mut conn = self.conn().await?;
         mark_failed(&mut conn, &job.to_text(), failure).await
     }
+}
+
+/// Takes the database's advisory lock for the rest of the transaction, then reads the job
+/// under it. In sequence, not pipelined: pipelined statements may reach the server out of
+/// order (one may still be preparing), and the read must happen under the lock.
+async fn lock_and_read_job(
+    c: &mut diesel_async::AsyncPgConnection,
+    db: &str,
+    job: &str,
+) -> diesel::QueryResult<Job> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind::<Text, _>(db)
+        .execute(c)
+        .await?;
+    jobs::table
+        .find(job)
+        .for_update()
+        .select(Job::as_select())
+        .first(c)
+        .await
 }
 
 async fn mark_failed(
