@@ -61,8 +61,9 @@ impl Drop for Telemetry {
 
 /// Installs the global subscriber: JSON or compact lines on stderr, filtered by
 /// `telemetry.log_filter` (an `EnvFilter` directive such as `info,hepdb_worker=debug`), plus
-/// export of every info-level span to `telemetry.otlp_endpoint` as `service` when it is set. The first call in a
-/// process wins; later ones (tests that build several apps) change nothing.
+/// export of every info-level span to `telemetry.otlp_endpoint` as `service` when it is set.
+/// The first call in a process wins; later ones (tests that build several apps) change
+/// nothing.
 pub fn init(settings: &TelemetrySettings, service: &'static str) -> Telemetry {
     let filter =
         EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
