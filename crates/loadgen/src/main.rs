@@ -273,25 +273,21 @@ async fn baseline(args: &Args, tag: &str) -> anyhow::Result<(String, Measured)> 
             .await;
             let c = conns[0].lock().await;
             let pattern = format!("lb\\_{tag}\\_%");
-            for r in c
-                .query(
+            // Databases first: a role cannot go while it owns one.
+            for (list, drop) in [
+                (
                     "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
-                    &[&pattern],
-                )
-                .await?
-            {
-                c.batch_execute(&format!("DROP DATABASE {}", r.get::<_, String>(0)))
-                    .await?;
-            }
-            for r in c
-                .query(
+                    "DROP DATABASE",
+                ),
+                (
                     "SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1",
-                    &[&pattern],
-                )
-                .await?
-            {
-                c.batch_execute(&format!("DROP ROLE {}", r.get::<_, String>(0)))
-                    .await?;
+                    "DROP ROLE",
+                ),
+            ] {
+                for r in c.query(list, &[&pattern]).await? {
+                    c.batch_execute(&format!("{drop} {}", r.get::<_, String>(0)))
+                        .await?;
+                }
             }
             let what = if rotate {
                 "ALTER ROLE"
