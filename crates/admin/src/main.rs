@@ -229,12 +229,23 @@ async fn bootstrap(
         None => bail!("the {engine} engine has several hosts: name one with --host"),
     };
     let admin_url = host.settings.admin_url.expose();
-    let user = match engine {
-        Engine::Mariadb => MariaDb::bootstrap(root_url, admin_url).await?,
-        Engine::Postgres => Postgres::bootstrap(root_url, admin_url).await?,
-        Engine::Mongo => Mongo::bootstrap(root_url, admin_url).await?,
+    let (user, upgraded) = match engine {
+        Engine::Mariadb => {
+            let b = MariaDb::bootstrap(root_url, admin_url).await?;
+            (b.provisioner, b.upgraded_databases)
+        }
+        Engine::Postgres => {
+            let b = Postgres::bootstrap(root_url, admin_url).await?;
+            (b.provisioner, b.upgraded_databases)
+        }
+        Engine::Mongo => (Mongo::bootstrap(root_url, admin_url).await?, 0),
     };
-    Ok(json!({ "engine": engine, "host": host.name, "provisioner": user }))
+    Ok(json!({
+        "engine": engine,
+        "host": host.name,
+        "provisioner": user,
+        "upgraded_databases": upgraded,
+    }))
 }
 
 async fn host(store: &Store, cmd: HostCmd) -> anyhow::Result<Value> {
@@ -418,7 +429,7 @@ async fn delete_database(
         .engines
         .host(&db.host)
         .with_context(|| format!("host `{}` of this database is not configured here", db.host))?;
-    let driver = EngineDriver::new(engine, host.settings.admin_url.expose())?;
+    let driver = EngineDriver::for_host(&host)?;
     driver.drop_owned(&Target { id, names }).await?;
     store.remove_deleted(id).await?;
     audit(

@@ -127,6 +127,8 @@ struct RawEngineSettings {
     public_host: String,
     public_port: u16,
     capacity: u32,
+    #[serde(default = "default_connection_limit")]
+    tenant_connection_limit: u32,
     #[serde(default)]
     hosts: BTreeMap<String, HostSettings>,
 }
@@ -140,6 +142,7 @@ impl From<RawEngineSettings> for EngineSettings {
                 public_host: r.public_host,
                 public_port: r.public_port,
                 capacity: r.capacity,
+                tenant_connection_limit: r.tenant_connection_limit,
             },
             hosts: r.hosts,
         }
@@ -156,7 +159,18 @@ pub struct HostSettings {
     pub public_port: u16,
     /// How many databases this server may hold; placement fills the emptiest first.
     pub capacity: u32,
+    /// Sessions one tenant user may hold at once (MariaDB `MAX_USER_CONNECTIONS`, PostgreSQL
+    /// `CONNECTION LIMIT`), so that no tenant can take the whole server.
+    #[serde(default = "default_connection_limit")]
+    pub tenant_connection_limit: u32,
 }
+
+fn default_connection_limit() -> u32 {
+    DEFAULT_TENANT_CONNECTION_LIMIT
+}
+
+/// The default of [`HostSettings::tenant_connection_limit`].
+pub const DEFAULT_TENANT_CONNECTION_LIMIT: u32 = 20;
 
 /// A configured engine server with its name.
 #[derive(Debug, Clone, Copy)]
@@ -399,6 +413,12 @@ impl Settings {
                 }
                 if h.public_port == 0 {
                     return Err(invalid(&key("public_port"), "must be a port number"));
+                }
+                if h.tenant_connection_limit == 0 || h.tenant_connection_limit > 10_000 {
+                    return Err(invalid(
+                        &key("tenant_connection_limit"),
+                        "must be between 1 and 10000",
+                    ));
                 }
             }
         }

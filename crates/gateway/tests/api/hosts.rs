@@ -107,6 +107,7 @@ fn host(url: &str, port: u16, capacity: u32) -> HostSettings {
         public_host: "127.0.0.1".into(),
         public_port: port,
         capacity,
+        tenant_connection_limit: hepdb_core::settings::DEFAULT_TENANT_CONNECTION_LIMIT,
     }
 }
 

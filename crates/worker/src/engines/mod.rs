@@ -52,6 +52,14 @@ pub(crate) fn parse_mark(mark: &str) -> Option<String> {
     id.parse::<DatabaseId>().ok().map(|_| id.to_owned())
 }
 
+/// What `engine bootstrap` did, for the operator.
+#[derive(Debug, serde::Serialize)]
+pub struct Bootstrapped {
+    pub provisioner: String,
+    /// Tenant databases of an earlier installation brought up to this one's ownership rules.
+    pub upgraded_databases: usize,
+}
+
 /// Why an engine operation failed. Messages never contain a password.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -100,12 +108,26 @@ macro_rules! each {
 impl EngineDriver {
     /// Builds the driver for `engine` from its provisioner URL. Connections open lazily, so
     /// this succeeds while the server is down.
-    pub fn new(engine: Engine, admin_url: &str) -> Result<Self, EngineError> {
+    pub fn new(
+        engine: Engine,
+        admin_url: &str,
+        connection_limit: u32,
+    ) -> Result<Self, EngineError> {
         Ok(match engine {
-            Engine::Mariadb => Self::Mariadb(MariaDb::new(admin_url)?),
-            Engine::Postgres => Self::Postgres(Postgres::new(admin_url)?),
+            Engine::Mariadb => Self::Mariadb(MariaDb::new(admin_url, connection_limit)?),
+            Engine::Postgres => Self::Postgres(Postgres::new(admin_url, connection_limit)?),
+            // MongoDB has no per-user connection limit (README, "Tenant isolation").
             Engine::Mongo => Self::Mongo(Mongo::new(admin_url)?),
         })
+    }
+
+    /// The driver of one configured host.
+    pub fn for_host(host: &Host<'_>) -> Result<Self, EngineError> {
+        Self::new(
+            host.engine,
+            host.settings.admin_url.expose(),
+            host.settings.tenant_connection_limit,
+        )
     }
 
     /// Creates the database and its user with `password`, with rights on that database only,
@@ -225,10 +247,7 @@ impl Engines {
         let drivers = settings
             .enabled_hosts()
             .into_iter()
-            .map(|h: Host<'_>| {
-                EngineDriver::new(h.engine, h.settings.admin_url.expose())
-                    .map(|d| (h.name.to_owned(), d))
-            })
+            .map(|h: Host<'_>| EngineDriver::for_host(&h).map(|d| (h.name.to_owned(), d)))
             .collect::<Result<_, _>>()?;
         Ok(Self { drivers })
     }

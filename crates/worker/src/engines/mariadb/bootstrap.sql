@@ -1,0 +1,95 @@
+-- What `hepdb-admin engine bootstrap mariadb` installs, as root. Re-running it upgrades in place.
+--
+-- The provisioner (:prov) holds no global privilege: `ALL` on `um\_%`.* (its tenants'
+-- databases, to create, grant and drop them), its ownership registry, and `EXECUTE` on these
+-- procedures. They run as :definer, a locked account that nobody logs in as, accept only
+-- hepdb's generated user names, and only for a database hepdb has claimed in `hepdb.owners`.
+-- Tenants cannot read or write the registry, so they cannot forge or erase an ownership claim.
+
+CREATE DATABASE IF NOT EXISTS hepdb;
+CREATE TABLE IF NOT EXISTS hepdb.owners (
+  db_name VARCHAR(64) NOT NULL PRIMARY KEY,
+  mark VARCHAR(64) NOT NULL
+) ENGINE = InnoDB;
+
+CREATE OR REPLACE DEFINER = :definer FUNCTION hepdb.checked_user(u VARCHAR(128))
+RETURNS VARCHAR(160) SQL SECURITY DEFINER READS SQL DATA
+BEGIN
+  IF u IS NULL OR u NOT REGEXP '^dum_[0-9a-f]{10}_[0-9]{1,10}$' THEN
+    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: not a tenant user name', MYSQL_ERRNO = 1227;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM hepdb.owners WHERE db_name = SUBSTRING(u, 2)) THEN
+    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: no ownership claim for this user', MYSQL_ERRNO = 1227;
+  END IF;
+  RETURN CONCAT(QUOTE(u), '@''%''');
+END;
+
+CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.create_user(
+  IN u VARCHAR(128), IN hash VARCHAR(64), IN max_connections INT)
+SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DECLARE who VARCHAR(160) DEFAULT hepdb.checked_user(u);
+  IF hash IS NULL OR hash NOT REGEXP '^[*][0-9A-F]{40}$' THEN
+    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: not a password hash', MYSQL_ERRNO = 1227;
+  END IF;
+  EXECUTE IMMEDIATE CONCAT('CREATE USER ', who, ' IDENTIFIED BY PASSWORD ', QUOTE(hash),
+    ' WITH MAX_USER_CONNECTIONS ', GREATEST(COALESCE(max_connections, 1), 1));
+END;
+
+-- NULL leaves a field as it is.
+CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.alter_user(
+  IN u VARCHAR(128), IN hash VARCHAR(64), IN max_connections INT, IN locked BOOLEAN)
+SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DECLARE who VARCHAR(160) DEFAULT hepdb.checked_user(u);
+  IF hash IS NOT NULL AND hash NOT REGEXP '^[*][0-9A-F]{40}$' THEN
+    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: not a password hash', MYSQL_ERRNO = 1227;
+  END IF;
+  IF hash IS NOT NULL THEN
+    EXECUTE IMMEDIATE CONCAT('ALTER USER ', who, ' IDENTIFIED BY PASSWORD ', QUOTE(hash));
+  END IF;
+  IF max_connections IS NOT NULL THEN
+    EXECUTE IMMEDIATE CONCAT('ALTER USER ', who, ' WITH MAX_USER_CONNECTIONS ',
+      GREATEST(max_connections, 1));
+  END IF;
+  IF locked IS NOT NULL THEN
+    EXECUTE IMMEDIATE CONCAT('ALTER USER ', who, IF(locked, ' ACCOUNT LOCK', ' ACCOUNT UNLOCK'));
+  END IF;
+END;
+
+CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.end_sessions(IN u VARCHAR(128))
+SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DECLARE who VARCHAR(160) DEFAULT hepdb.checked_user(u);
+  EXECUTE IMMEDIATE CONCAT('KILL CONNECTION USER ', who);
+END;
+
+CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.drop_user(IN u VARCHAR(128))
+SQL SECURITY DEFINER MODIFIES SQL DATA
+BEGIN
+  DECLARE who VARCHAR(160) DEFAULT hepdb.checked_user(u);
+  EXECUTE IMMEDIATE CONCAT('DROP USER IF EXISTS ', who);
+END;
+
+-- On-disk bytes of every tenant database: the allocated size of each InnoDB tablespace file
+-- (not the statistics, which lag), plus data and index length of tables in other storage
+-- engines (their own files, or memory).
+CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.database_sizes()
+SQL SECURITY DEFINER READS SQL DATA
+BEGIN
+  SELECT s.SCHEMA_NAME,
+         CAST(COALESCE(i.bytes, 0) + COALESCE(o.bytes, 0) AS SIGNED)
+  FROM information_schema.SCHEMATA s
+  LEFT JOIN (
+    SELECT SUBSTRING_INDEX(NAME, '/', 1) AS db, SUM(ALLOCATED_SIZE) AS bytes
+    FROM information_schema.INNODB_SYS_TABLESPACES
+    WHERE NAME LIKE 'um\_%/%' GROUP BY db
+  ) i ON i.db = s.SCHEMA_NAME
+  LEFT JOIN (
+    SELECT TABLE_SCHEMA AS db, SUM(COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0)) AS bytes
+    FROM information_schema.TABLES
+    WHERE TABLE_SCHEMA LIKE 'um\_%' AND TABLE_TYPE <> 'VIEW' AND ENGINE <> 'InnoDB'
+    GROUP BY TABLE_SCHEMA
+  ) o ON o.db = s.SCHEMA_NAME
+  WHERE s.SCHEMA_NAME REGEXP '^um_[0-9a-f]{10}_[0-9]+$';
+END;
