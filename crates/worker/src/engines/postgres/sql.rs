@@ -34,7 +34,9 @@ pub(super) fn secure_new_database(t: &Target) -> String {
     )
 }
 
-/// Hands everything the tenant owns to the holder role, then gives back:
+/// Hands everything the tenant owns to the holder role, takes back every grant on it (the
+/// tenant's own grants to itself or `PUBLIC` would otherwise outlive its ownership), then
+/// gives back:
 /// - `USAGE` on its schemas and `SELECT` on its relations;
 /// - `DELETE` and `TRUNCATE` on plain tables that run no code on delete: no user triggers, no
 ///   rules, no inheritance children, not referenced by a foreign key (a rule or a cascade
@@ -60,10 +62,12 @@ pub(super) fn restrict(t: &Target, frozen: &str) -> String {
            o record; \
          BEGIN \
            FOR o IN SELECT nspname FROM pg_catalog.pg_namespace WHERE nspowner = holder LOOP \
+             EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA %I FROM PUBLIC, %I', o.nspname, tenant); \
              EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', o.nspname, tenant); \
            END LOOP; \
            FOR o IN SELECT c.oid, c.relkind FROM pg_catalog.pg_class c \
                     WHERE c.relowner = holder AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') LOOP \
+             EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM PUBLIC, %I', o.oid::pg_catalog.regclass, tenant); \
              EXECUTE pg_catalog.format('GRANT SELECT ON %s TO %I', o.oid::pg_catalog.regclass, tenant); \
              IF o.relkind = 'r' \
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g \
@@ -80,6 +84,10 @@ pub(super) fn restrict(t: &Target, frozen: &str) -> String {
                     WHERE p.proowner = holder AND p.prosecdef LOOP \
              EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM PUBLIC, %I', \
                                        o.oid::pg_catalog.regprocedure, tenant); \
+           END LOOP; \
+           FOR o IN SELECT m.oid FROM pg_catalog.pg_largeobject_metadata m \
+                    WHERE m.lomowner = holder LOOP \
+             EXECUTE pg_catalog.format('REVOKE ALL ON LARGE OBJECT %s FROM PUBLIC, %I', o.oid, tenant); \
            END LOOP; \
          END $hepdb$;"
     )
