@@ -140,6 +140,18 @@ async fn intent(app: &TestApp, name: &str) -> (JobMessage, Password, String, Str
     (msg, password, db.db_name, db.db_user)
 }
 
+/// What the MariaDB driver's first steps leave: our claim in the registry, then the database.
+async fn claim_and_create(root: &mut mysql_async::Conn, db: &str, id: impl std::fmt::Display) {
+    root.query_drop(format!(
+        "INSERT INTO hepdb.owners (db_name, mark) VALUES ('{db}', 'hepdb:{id}')"
+    ))
+    .await
+    .unwrap();
+    root.query_drop(format!("CREATE DATABASE `{db}`"))
+        .await
+        .unwrap();
+}
+
 fn url(user: &str, pw: &Password, db: &str) -> String {
     format!("mysql://{user}:{}@127.0.0.1:3306/{db}", pw.expose())
 }
@@ -169,25 +181,15 @@ async fn redelivered_create_converges_from_every_partial_state() {
     assert_eq!(handle(ctx, &msg).await, DONE);
     use_database(&url(&user, &pw, &db)).await.unwrap();
 
-    // Crashed after CREATE DATABASE.
+    // Crashed after claiming the name and CREATE DATABASE.
     let (msg, pw, db, user) = intent(&app, "after-db").await;
-    root.query_drop(format!(
-        "CREATE DATABASE `{db}` COMMENT 'hepdb:{}'",
-        msg.database_id
-    ))
-    .await
-    .unwrap();
+    claim_and_create(&mut root, &db, msg.database_id).await;
     assert_eq!(handle(ctx, &msg).await, DONE);
     use_database(&url(&user, &pw, &db)).await.unwrap();
 
     // Crashed after CREATE USER, with the user's password drifted: converges to metadata's.
     let (msg, pw, db, user) = intent(&app, "after-user").await;
-    root.query_drop(format!(
-        "CREATE DATABASE `{db}` COMMENT 'hepdb:{}'",
-        msg.database_id
-    ))
-    .await
-    .unwrap();
+    claim_and_create(&mut root, &db, msg.database_id).await;
     root.query_drop(format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'drifted'"))
         .await
         .unwrap();

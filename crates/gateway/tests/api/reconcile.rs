@@ -142,9 +142,12 @@ async fn marked_objects_without_a_row_are_reported_and_left_alone() {
     let stray = DatabaseId::new();
     let name = format!("um_{tag}_99");
     let mut root = root().await;
-    root.query_drop(format!("CREATE DATABASE `{name}` COMMENT 'hepdb:{stray}'"))
-        .await
-        .unwrap();
+    for sql in [
+        format!("INSERT INTO hepdb.owners (db_name, mark) VALUES ('{name}', 'hepdb:{stray}')"),
+        format!("CREATE DATABASE `{name}`"),
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
 
     let report = app.worker.as_ref().unwrap().reconcile(false).await.unwrap();
     let found = report
@@ -161,9 +164,12 @@ async fn marked_objects_without_a_row_are_reported_and_left_alone() {
         [name.as_str()],
         "left in place"
     );
-    root.query_drop(format!("DROP DATABASE `{name}`"))
-        .await
-        .unwrap();
+    for sql in [
+        format!("DROP DATABASE `{name}`"),
+        format!("DELETE FROM hepdb.owners WHERE db_name = '{name}'"),
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
