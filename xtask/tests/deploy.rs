@@ -162,9 +162,11 @@ fn every_reference_in_the_kubernetes_manifests_resolves() {
         "RabbitMQ comes from the cluster operator"
     );
 
-    // Every secret setting is in the Secret, and every enabled engine has its admin URL there.
+    // Every secret setting is in a Secret; the engines' admin URLs are in one that only the
+    // worker mounts, so the internet-facing gateway never holds an engine credential.
     let config = &d.config_maps["hepdb-config"];
     let secret = &d.secrets["hepdb-secrets"];
+    let engine_secret = &d.secrets["hepdb-engine-secrets"];
     for key in [
         "HEPDB__CRYPTO__MASTER_KEY",
         "HEPDB__METADATA__URL",
@@ -174,9 +176,69 @@ fn every_reference_in_the_kubernetes_manifests_resolves() {
         assert!(!config.contains(key), "{key} must not be in the ConfigMap");
     }
     for engine in ["MARIADB", "POSTGRES", "MONGO"] {
+        let key = format!("HEPDB__ENGINES__{engine}__ADMIN_URL");
+        assert!(
+            !secret.contains(&key),
+            "{key} must not be in the gateway's Secret"
+        );
+        assert!(!config.contains(&key), "{key} must not be in the ConfigMap");
         if config.contains(&format!("HEPDB__ENGINES__{engine}__ENABLED")) {
+            assert!(
+                engine_secret.contains(&key),
+                "hepdb-engine-secrets lacks {key}"
+            );
+        }
+    }
+    let mounts = |deployment: &str| -> BTreeSet<String> {
+        let dep = deployments
+            .iter()
+            .find(|x| x["metadata"]["name"].as_str() == Some(deployment))
+            .unwrap();
+        list(&dep["spec"]["template"]["spec"]["containers"])
+            .iter()
+            .flat_map(|c| list(&c["envFrom"]))
+            .filter_map(|f| f["secretRef"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(mounts("hepdb-worker").contains("hepdb-engine-secrets"));
+    assert!(!mounts("hepdb-gateway").contains("hepdb-engine-secrets"));
+}
+
+/// A compose service's environment, with `<<` merge keys resolved.
+fn environment(service: &Yaml) -> BTreeMap<String, String> {
+    fn add(into: &mut BTreeMap<String, String>, map: &Yaml) {
+        for (k, v) in map.as_hash().expect("environment map") {
+            match k.as_str() {
+                Some("<<") => match v {
+                    Yaml::Array(maps) => maps.iter().for_each(|m| add(into, m)),
+                    m => add(into, m),
+                },
+                Some(key) => {
+                    into.insert(key.to_owned(), str_of(v, key).to_owned());
+                }
+                None => panic!("environment key is not a string"),
+            }
+        }
+    }
+    let mut env = BTreeMap::new();
+    add(&mut env, &service["environment"]);
+    env
+}
+
+#[test]
+fn only_the_worker_and_setup_get_engine_credentials_in_compose() {
+    let compose = &load(&root().join("docker-compose.yml"))[0];
+    let services = &compose["services"];
+    let gateway = environment(&services["gateway"]);
+    assert!(
+        !gateway.keys().any(|k| k.ends_with("__ADMIN_URL")),
+        "the gateway gets an engine credential"
+    );
+    for app in ["worker", "setup"] {
+        let env = environment(&services[app]);
+        for engine in ["MARIADB", "POSTGRES", "MONGO"] {
             let key = format!("HEPDB__ENGINES__{engine}__ADMIN_URL");
-            assert!(secret.contains(&key), "Secret lacks {key}");
+            assert!(env.contains_key(&key), "{app} lacks {key}");
         }
     }
 }
@@ -215,10 +277,10 @@ fn the_compose_stack_sends_traces_to_its_collector() {
     let compose = &load(&root().join("docker-compose.yml"))[0];
     let services = &compose["services"];
     for app in ["gateway", "worker"] {
-        let endpoint = str_of(
-            &services[app]["environment"]["HEPDB__TELEMETRY__OTLP_ENDPOINT"],
-            "the OTLP endpoint",
-        );
+        let env = environment(&services[app]);
+        let endpoint = env
+            .get("HEPDB__TELEMETRY__OTLP_ENDPOINT")
+            .expect("the OTLP endpoint");
         let (host, port) = endpoint
             .strip_prefix("http://")
             .and_then(|rest| rest.split_once(':'))

@@ -228,7 +228,7 @@ async fn bootstrap(
         None if hosts.len() == 1 => &hosts[0],
         None => bail!("the {engine} engine has several hosts: name one with --host"),
     };
-    let admin_url = host.settings.admin_url.expose();
+    let admin_url = host.admin_url()?;
     let (user, upgraded) = match engine {
         Engine::Mariadb => {
             let b = MariaDb::bootstrap(root_url, admin_url).await?;

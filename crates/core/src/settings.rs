@@ -123,7 +123,8 @@ pub struct EngineSettings {
 #[derive(Deserialize)]
 struct RawEngineSettings {
     enabled: bool,
-    admin_url: Secret,
+    #[serde(default)]
+    admin_url: Option<Secret>,
     public_host: String,
     public_port: u16,
     capacity: u32,
@@ -152,8 +153,10 @@ impl From<RawEngineSettings> for EngineSettings {
 /// One engine server.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HostSettings {
-    /// The provisioner account's URL (carries its password).
-    pub admin_url: Secret,
+    /// The provisioner account's URL (carries its password). Only the worker and
+    /// `hepdb-admin` need it; the gateway runs without it (see [`EnginesSettings::forget_credentials`]).
+    #[serde(default)]
+    pub admin_url: Option<Secret>,
     /// Host and port written into users' connection strings.
     pub public_host: String,
     pub public_port: u16,
@@ -180,6 +183,26 @@ pub struct Host<'a> {
     pub settings: &'a HostSettings,
 }
 
+impl Host<'_> {
+    /// The provisioner URL. Only the worker and `hepdb-admin` are given one.
+    pub fn admin_url(&self) -> Result<&str, SettingsError> {
+        self.settings
+            .admin_url
+            .as_ref()
+            .map(Secret::expose)
+            .ok_or_else(|| {
+                SettingsError(format!(
+                    "the {} host `{}` has no admin_url: the worker and hepdb-admin need the \
+                     provisioner URL of every enabled host (HEPDB__ENGINES__{}__ADMIN_URL, or \
+                     the host's entry in the hosts table)",
+                    self.engine,
+                    self.name,
+                    self.engine.as_str().to_uppercase()
+                ))
+            })
+    }
+}
+
 impl EngineSettings {
     /// This engine's servers: the `hosts` table, or the single host named after the engine.
     pub fn hosts(&self, engine: Engine) -> Vec<Host<'_>> {
@@ -203,6 +226,18 @@ impl EngineSettings {
 }
 
 impl EnginesSettings {
+    /// Drops every provisioner URL: what the internet-facing gateway does right after loading
+    /// its settings, so that it never holds an engine credential.
+    pub fn forget_credentials(&mut self) {
+        for engine in Engine::ALL {
+            let e = self.get_mut(engine);
+            e.single.admin_url = None;
+            for host in e.hosts.values_mut() {
+                host.admin_url = None;
+            }
+        }
+    }
+
     /// Every server of every enabled engine.
     pub fn enabled_hosts(&self) -> Vec<Host<'_>> {
         self.enabled().flat_map(|e| self.get(e).hosts(e)).collect()
@@ -407,7 +442,9 @@ impl Settings {
                     ));
                 }
                 let h = host.settings;
-                check_scheme(&key("admin_url"), &h.admin_url, schemes)?;
+                if let Some(url) = &h.admin_url {
+                    check_scheme(&key("admin_url"), url, schemes)?;
+                }
                 if h.public_host.trim().is_empty() {
                     return Err(invalid(&key("public_host"), "must not be empty"));
                 }
@@ -475,6 +512,42 @@ mod tests {
         assert!(s.engines.mariadb.enabled);
         assert!(s.crypto.is_dev_key());
         assert_eq!(s.engines.enabled().collect::<Vec<_>>(), [Engine::Mariadb]);
+    }
+
+    #[test]
+    fn the_gateway_can_forget_every_engine_credential() {
+        let mut s = Settings::load_from(
+            None,
+            env(&[
+                ("HEPDB__ENGINES__POSTGRES__ENABLED", "true"),
+                (
+                    "HEPDB__ENGINES__MONGO__HOSTS__M1__ADMIN_URL",
+                    "mongodb://p:secret@m1/admin",
+                ),
+                ("HEPDB__ENGINES__MONGO__HOSTS__M1__PUBLIC_HOST", "m1"),
+                ("HEPDB__ENGINES__MONGO__HOSTS__M1__PUBLIC_PORT", "27017"),
+                ("HEPDB__ENGINES__MONGO__HOSTS__M1__CAPACITY", "10"),
+            ]),
+        )
+        .unwrap();
+        let every_host = |s: &Settings| -> Vec<bool> {
+            Engine::ALL
+                .into_iter()
+                .flat_map(|e| s.engines.get(e).hosts(e))
+                .map(|h| h.admin_url().is_ok())
+                .collect()
+        };
+        assert!(every_host(&s).iter().all(|ok| *ok));
+        s.engines.forget_credentials();
+        assert!(every_host(&s).iter().all(|ok| !*ok));
+        // What it still has is enough to validate and to place databases.
+        s.validate().unwrap();
+        let err = s.engines.enabled_hosts()[0].admin_url().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("HEPDB__ENGINES__MARIADB__ADMIN_URL"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@ use hepdb_gateway::Application;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (settings, _telemetry) = hepdb_telemetry::boot("hepdb-gateway")?;
+    let (mut settings, _telemetry) = hepdb_telemetry::boot("hepdb-gateway")?;
+    // The internet-facing process holds no engine credential, even where its environment
+    // (a development machine, the built-in defaults) would give it one.
+    settings.engines.forget_credentials();
     let app = Application::build(&settings)
         .await
         .context("starting the gateway")?;

@@ -41,6 +41,8 @@ fn provisioner_url(engine: Engine) -> String {
         .get(engine)
         .single
         .admin_url
+        .as_ref()
+        .unwrap()
         .expose()
         .to_owned()
 }

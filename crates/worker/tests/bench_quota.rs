@@ -50,7 +50,14 @@ async fn quota_pass_over_ten_thousand_databases() {
         .unwrap();
     MariaDb::bootstrap(
         "mysql://root@127.0.0.1:3306",
-        settings.engines.mariadb.single.admin_url.expose(),
+        settings
+            .engines
+            .mariadb
+            .single
+            .admin_url
+            .as_ref()
+            .unwrap()
+            .expose(),
     )
     .await
     .unwrap();

@@ -106,12 +106,18 @@ async fn drivers() -> (Vec<(Engine, EngineDriver)>, PrivateMongo) {
     let e = &settings.engines;
     BOOTSTRAPPED
         .get_or_init(|| async {
-            MariaDb::bootstrap(&mariadb_root(), e.mariadb.single.admin_url.expose())
-                .await
-                .unwrap();
-            Postgres::bootstrap(&postgres_root(), e.postgres.single.admin_url.expose())
-                .await
-                .unwrap();
+            MariaDb::bootstrap(
+                &mariadb_root(),
+                e.mariadb.single.admin_url.as_ref().unwrap().expose(),
+            )
+            .await
+            .unwrap();
+            Postgres::bootstrap(
+                &postgres_root(),
+                e.postgres.single.admin_url.as_ref().unwrap().expose(),
+            )
+            .await
+            .unwrap();
         })
         .await;
     let mongo = PrivateMongo::start();
@@ -123,7 +129,14 @@ async fn drivers() -> (Vec<(Engine, EngineDriver)>, PrivateMongo) {
         .map(|engine| {
             let url = match engine {
                 Engine::Mongo => mongo.provisioner_url(),
-                _ => e.get(engine).single.admin_url.expose().to_owned(),
+                _ => e
+                    .get(engine)
+                    .single
+                    .admin_url
+                    .as_ref()
+                    .unwrap()
+                    .expose()
+                    .to_owned(),
             };
             (engine, EngineDriver::new(engine, &url, 5).unwrap())
         })

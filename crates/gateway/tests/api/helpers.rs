@@ -57,15 +57,24 @@ async fn bootstrap_provisioners(settings: &Settings) {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
         let e = &settings.engines;
-        MariaDb::bootstrap(&root_url(), e.mariadb.single.admin_url.expose())
-            .await
-            .expect("bootstrap the MariaDB provisioner");
-        Postgres::bootstrap(&postgres_root_url(), e.postgres.single.admin_url.expose())
-            .await
-            .expect("bootstrap the PostgreSQL provisioner (is the tenant instance on 5433 up?)");
-        Mongo::bootstrap(&mongo_root_url(), e.mongo.single.admin_url.expose())
-            .await
-            .expect("bootstrap the MongoDB provisioner (is the engine on 27017 up?)");
+        MariaDb::bootstrap(
+            &root_url(),
+            e.mariadb.single.admin_url.as_ref().unwrap().expose(),
+        )
+        .await
+        .expect("bootstrap the MariaDB provisioner");
+        Postgres::bootstrap(
+            &postgres_root_url(),
+            e.postgres.single.admin_url.as_ref().unwrap().expose(),
+        )
+        .await
+        .expect("bootstrap the PostgreSQL provisioner (is the tenant instance on 5433 up?)");
+        Mongo::bootstrap(
+            &mongo_root_url(),
+            e.mongo.single.admin_url.as_ref().unwrap().expose(),
+        )
+        .await
+        .expect("bootstrap the MongoDB provisioner (is the engine on 27017 up?)");
     })
     .await;
 }
@@ -111,7 +120,12 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
             "worker never connected"
         );
     }
-    let app = Application::build(&settings).await.expect("gateway");
+    // The gateway runs as in production: without any engine credential.
+    let mut gateway_settings = settings.clone();
+    gateway_settings.engines.forget_credentials();
+    let app = Application::build(&gateway_settings)
+        .await
+        .expect("gateway");
     let port = app.port();
     if !options.no_broker_wait {
         assert!(

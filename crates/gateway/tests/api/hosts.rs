@@ -103,7 +103,7 @@ impl Drop for SecondMariadb {
 
 fn host(url: &str, port: u16, capacity: u32) -> HostSettings {
     HostSettings {
-        admin_url: Secret::new(url),
+        admin_url: Some(Secret::new(url)),
         public_host: "127.0.0.1".into(),
         public_port: port,
         capacity,

@@ -111,7 +111,8 @@ async fn engine_down_is_503_and_releases_the_slot() {
             ..Default::default()
         },
         |s| {
-            s.engines.mariadb.single.admin_url = dead("mysql://hepdb_provisioner:x@127.0.0.1:1");
+            s.engines.mariadb.single.admin_url =
+                Some(dead("mysql://hepdb_provisioner:x@127.0.0.1:1"));
         },
     )
     .await;
@@ -298,6 +299,8 @@ async fn the_worker_provisioner_is_not_root() {
         .mariadb
         .single
         .admin_url
+        .as_ref()
+        .unwrap()
         .expose()
         .to_owned();
     let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&url).unwrap())
@@ -341,7 +344,7 @@ async fn the_worker_admin_port_reports_each_dependency() {
 
     // An engine host that does not answer makes the worker not ready, and says which.
     let down = spawn_app_with(Options::default(), |s| {
-        s.engines.mariadb.single.admin_url = dead("mysql://hepdb_provisioner:x@127.0.0.1:1");
+        s.engines.mariadb.single.admin_url = Some(dead("mysql://hepdb_provisioner:x@127.0.0.1:1"));
     })
     .await;
     let port = down.worker.as_ref().unwrap().admin_port();

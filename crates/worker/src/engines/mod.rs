@@ -123,11 +123,10 @@ impl EngineDriver {
 
     /// The driver of one configured host.
     pub fn for_host(host: &Host<'_>) -> Result<Self, EngineError> {
-        Self::new(
-            host.engine,
-            host.settings.admin_url.expose(),
-            host.settings.tenant_connection_limit,
-        )
+        let url = host
+            .admin_url()
+            .map_err(|e| EngineError::Failed(e.to_string()))?;
+        Self::new(host.engine, url, host.settings.tenant_connection_limit)
     }
 
     /// Creates the database and its user with `password`, with rights on that database only,
