@@ -86,9 +86,10 @@ fn classify(e: &tokio_postgres::Error, what: &str) -> EngineError {
             format!("{what}: server refuses connections: {}", db.message()),
         ),
         Some(db) => EngineError::Failed(format!(
-            "{what}: server error {}: {}",
+            "{what}: server error {}: {}{}",
             db.code().code(),
-            db.message()
+            db.message(),
+            db.where_().map(|w| format!(" ({w})")).unwrap_or_default()
         )),
         None => EngineError::Unavailable(format!("{what}: {e}")),
     }

@@ -34,6 +34,21 @@ pub(super) fn secure_new_database(t: &Target) -> String {
     )
 }
 
+/// `REASSIGN OWNED` moves objects one by one, and PostgreSQL requires the new owner of an
+/// object to have `CREATE` on its schema, whether or not that schema has moved yet: give it
+/// first on every schema `from` owns.
+fn create_on_schemas(from: &str, to: &str) -> String {
+    let (from, to) = (literal(from), literal(to));
+    format!(
+        "DO $hepdb$ DECLARE o record; BEGIN \
+           FOR o IN SELECT n.nspname FROM pg_catalog.pg_namespace n \
+                    JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner WHERE r.rolname = {from} LOOP \
+             EXECUTE pg_catalog.format('GRANT CREATE ON SCHEMA %I TO %I', o.nspname, {to}); \
+           END LOOP; \
+         END $hepdb$;"
+    )
+}
+
 /// Hands everything the tenant owns to the holder role, takes back every grant on it (the
 /// tenant's own grants to itself or `PUBLIC` would otherwise outlive its ownership), then
 /// gives back:
@@ -51,8 +66,10 @@ pub(super) fn restrict(t: &Target, frozen: &str) -> String {
         ident(frozen),
     );
     let (role, holder) = (literal(t.names.db_user()), literal(frozen));
+    let before = create_on_schemas(t.names.db_user(), frozen);
     format!(
-        "REASSIGN OWNED BY {r} TO {f}; \
+        "{before} \
+         REASSIGN OWNED BY {r} TO {f}; \
          REVOKE CREATE, TEMPORARY ON DATABASE {d} FROM {r}; \
          GRANT CONNECT ON DATABASE {d} TO {r}; \
          REVOKE EXECUTE ON FUNCTION {LARGE_OBJECT_CREATORS} FROM {r}; \
@@ -103,8 +120,10 @@ pub(super) fn restore(t: &Target, frozen: &str) -> String {
         ident(frozen),
     );
     let role = literal(t.names.db_user());
+    let before = create_on_schemas(frozen, t.names.db_user());
     format!(
-        "REASSIGN OWNED BY {f} TO {r}; \
+        "{before} \
+         REASSIGN OWNED BY {f} TO {r}; \
          GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {d} TO {r}; \
          GRANT EXECUTE ON FUNCTION {LARGE_OBJECT_CREATORS} TO {r}; \
          DO $hepdb$ DECLARE \
