@@ -185,6 +185,7 @@ async fn operator_commands_print_json_and_fail_clearly() {
         engines: Engines::from_settings(&settings.engines).unwrap(),
         key: settings.crypto.master_key().unwrap(),
         max_attempts: 5,
+        max_unmeasured_passes: 3,
     };
     let db_id = DatabaseId::new();
     let reserved = store

@@ -30,6 +30,9 @@ pub struct QuotaSettings {
     /// Seconds between quota watcher passes, across all workers together (0: only
     /// `hepdb-admin quota refresh`).
     pub interval_secs: u64,
+    /// Passes in a row a database may go unmeasured (its host answered, but not for it) before
+    /// its account counts as over quota; until then it keeps its last size.
+    pub max_unmeasured_passes: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +355,9 @@ impl Settings {
 
     /// Checks what serde cannot: addresses, URL schemes, the master key, ranges.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.quota.max_unmeasured_passes == 0 {
+            return Err(invalid("quota.max_unmeasured_passes", "must be at least 1"));
+        }
         self.gateway
             .listen
             .parse::<SocketAddr>()

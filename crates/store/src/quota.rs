@@ -30,6 +30,23 @@ pub struct Transition {
     pub job: JobId,
 }
 
+/// What one host's measurement changed in metadata.
+#[derive(Debug, Clone)]
+pub struct SizeRecord {
+    /// Databases whose size was stored.
+    pub measured: usize,
+    /// Quota-managed databases of the host that it did not measure, with the passes in a row
+    /// they have gone without a size.
+    pub unmeasured: Vec<Unmeasured>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unmeasured {
+    pub database: String,
+    pub db_name: String,
+    pub passes: i32,
+}
+
 /// Inserts one pending access job per database, inside the caller's transaction.
 pub(crate) async fn insert_access_jobs(
     c: &mut AsyncPgConnection,
@@ -58,28 +75,66 @@ pub(crate) async fn insert_access_jobs(
 const QUOTA_STATES: [&str; 2] = ["active", "over_quota"];
 
 impl Store {
-    /// Stores one host's measured sizes (`db_name`, bytes) in one statement; returns how many
-    /// rows it updated.
-    pub async fn record_sizes(&self, host: &str, sizes: &[(String, i64)]) -> Result<usize> {
+    /// Stores one host's measured sizes (`db_name`, bytes) and counts a pass without a size
+    /// for every quota-managed database of the host that the host did not report (it keeps its
+    /// last size), in one transaction.
+    pub async fn record_sizes(&self, host: &str, sizes: &[(String, i64)]) -> Result<SizeRecord> {
         let mut conn = self.conn().await?;
         let (names, bytes): (Vec<&str>, Vec<i64>) =
             sizes.iter().map(|(n, b)| (n.as_str(), *b)).unzip();
-        Ok(diesel::sql_query(
-            "UPDATE databases d SET size_bytes = m.bytes, size_refreshed_at = now() \
-             FROM unnest($1::text[], $2::bigint[]) AS m(name, bytes) \
-             WHERE d.host = $3 AND d.db_name = m.name",
-        )
-        .bind::<Array<Text>, _>(names)
-        .bind::<Array<BigInt>, _>(bytes)
-        .bind::<Text, _>(host)
-        .execute(&mut conn)
-        .await?)
+        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        Ok(conn
+            .transaction(async |c| {
+                let measured = diesel::sql_query(
+                    "UPDATE databases d SET size_bytes = m.bytes, size_refreshed_at = now(), \
+                     unmeasured_passes = 0 \
+                     FROM unnest($1::text[], $2::bigint[]) AS m(name, bytes) \
+                     WHERE d.host = $3 AND d.db_name = m.name",
+                )
+                .bind::<Array<Text>, _>(&names)
+                .bind::<Array<BigInt>, _>(&bytes)
+                .bind::<Text, _>(host)
+                .execute(c)
+                .await?;
+                let unmeasured: Vec<Unmeasured> = diesel::update(
+                    databases::table
+                        .filter(databases::host.eq(host))
+                        .filter(databases::state.eq_any(SLOT_HOLDING_OR_VISIBLE))
+                        .filter(databases::db_name.ne_all(&names)),
+                )
+                .set(databases::unmeasured_passes.eq(databases::unmeasured_passes + 1))
+                .returning((
+                    databases::id,
+                    databases::db_name,
+                    databases::unmeasured_passes,
+                ))
+                .get_results::<(String, String, i32)>(c)
+                .await?
+                .into_iter()
+                .map(|(id, db_name, passes)| Unmeasured {
+                    database: id,
+                    db_name,
+                    passes,
+                })
+                .collect();
+                Ok::<_, diesel::result::Error>(SizeRecord {
+                    measured,
+                    unmeasured,
+                })
+            })
+            .await?)
     }
 
     /// Moves databases between `active` and `over_quota` by their account's measured total
     /// (all of `account`'s, or every account's), and records an access job for each change, in
-    /// one transaction. Suspended accounts are left alone.
-    pub async fn quota_transitions(&self, account: Option<AccountId>) -> Result<Vec<Transition>> {
+    /// one transaction. Suspended accounts are left alone. An account with a database that has
+    /// gone `max_unmeasured` passes without a size counts as over its quota.
+    pub async fn quota_transitions(
+        &self,
+        account: Option<AccountId>,
+        max_unmeasured: u32,
+    ) -> Result<Vec<Transition>> {
+        let max_unmeasured = i32::try_from(max_unmeasured).unwrap_or(i32::MAX);
         let mut conn = self.conn().await?;
         let only = account.map(|a| a.to_text());
         conn.transaction(async |c| {
@@ -93,21 +148,28 @@ impl Store {
                     databases::state,
                     databases::size_bytes,
                     accounts::storage_mb,
+                    databases::unmeasured_passes,
                 ))
                 .into_boxed();
             if let Some(a) = &only {
                 q = q.filter(databases::account_id.eq(a));
             }
-            let rows: Vec<(String, String, String, i64, i64)> = q.load(c).await?;
+            let rows: Vec<(String, String, String, i64, i64, i32)> = q.load(c).await?;
             let mut totals = std::collections::HashMap::<&str, (i64, i64)>::new();
-            for (_, account, _, size, quota_mb) in &rows {
+            for (_, account, _, size, quota_mb, unmeasured) in &rows {
                 let t = totals
                     .entry(account)
                     .or_insert((0, quota_mb.saturating_mul(MB)));
-                t.0 = t.0.saturating_add(*size);
+                // A size that cannot be read for too long cannot be used to hide one.
+                let size = if *unmeasured >= max_unmeasured {
+                    i64::MAX
+                } else {
+                    *size
+                };
+                t.0 = t.0.saturating_add(size);
             }
             let mut changes = Vec::new();
-            for (id, account, state, _, _) in &rows {
+            for (id, account, state, ..) in &rows {
                 let (used, quota) = totals[account.as_str()];
                 let to = if used > quota {
                     DatabaseState::OverQuota

@@ -41,6 +41,7 @@ diesel::table! {
         created_at -> Timestamptz,
         host -> Text,
         engine_access -> Text,
+        unmeasured_passes -> Int4,
     }
 }
 

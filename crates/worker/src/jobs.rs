@@ -23,6 +23,8 @@ pub struct JobContext {
     pub engines: Engines,
     pub key: MasterKey,
     pub max_attempts: u32,
+    /// `quota.max_unmeasured_passes`, for the quota watcher.
+    pub max_unmeasured_passes: u32,
 }
 
 /// What to do with the message.

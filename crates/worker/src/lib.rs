@@ -49,6 +49,7 @@ impl Worker {
             engines,
             key,
             max_attempts: settings.worker.max_attempts,
+            max_unmeasured_passes: settings.quota.max_unmeasured_passes,
         };
         let topology = Topology::new(
             &settings.amqp.queue_prefix,
@@ -211,6 +212,7 @@ pub fn context(settings: &Settings) -> anyhow::Result<JobContext> {
         engines: Engines::from_settings(&settings.engines).context("engine drivers")?,
         key: settings.crypto.master_key().context("crypto.master_key")?,
         max_attempts: settings.worker.max_attempts,
+        max_unmeasured_passes: settings.quota.max_unmeasured_passes,
     })
 }
 

@@ -21,6 +21,8 @@ pub struct QuotaReport {
     /// Per host: databases measured.
     pub measured: Vec<Measured>,
     pub unreachable_hosts: Vec<String>,
+    /// Databases their (reachable) host did not measure this pass; each keeps its last size.
+    pub unmeasured: Vec<hepdb_store::quota::Unmeasured>,
     pub changes: Vec<Change>,
 }
 
@@ -50,12 +52,13 @@ pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaR
     for (host, driver) in ctx.engines.iter() {
         match driver.sizes().await {
             Ok(sizes) => {
-                let databases = ctx.store.record_sizes(host, &sizes).await?;
+                let record = ctx.store.record_sizes(host, &sizes).await?;
                 report.measured.push(Measured {
                     host: host.to_owned(),
-                    databases,
+                    databases: record.measured,
                     bytes: sizes.iter().map(|(_, b)| b).sum(),
                 });
+                report.unmeasured.extend(record.unmeasured);
             }
             Err(error) => {
                 tracing::warn!(%error, host, "quota watcher cannot measure the host");
@@ -63,7 +66,26 @@ pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaR
             }
         }
     }
-    for t in ctx.store.quota_transitions(account).await? {
+    if !report.unmeasured.is_empty() {
+        let names: Vec<&str> = report
+            .unmeasured
+            .iter()
+            .map(|u| u.db_name.as_str())
+            .collect();
+        tracing::warn!(
+            alert = true,
+            count = names.len(),
+            databases = ?names,
+            max_passes = ctx.max_unmeasured_passes,
+            "quota watcher could not measure some databases; they keep their last size, and \
+             count as over quota after max_unmeasured_passes passes in a row"
+        );
+    }
+    let transitions = ctx
+        .store
+        .quota_transitions(account, ctx.max_unmeasured_passes)
+        .await?;
+    for t in transitions {
         let message = JobMessage {
             v: MESSAGE_VERSION,
             job_id: t.job,

@@ -322,3 +322,83 @@ async fn concurrent_reveals_are_each_audited_before_they_answer() {
         .count();
     assert_eq!(reveals, 60);
 }
+
+/// A database its (reachable) host does not report keeps its last size for
+/// `quota.max_unmeasured_passes` passes, with the others on the host measured as usual; then
+/// its account counts as over quota, until it can be measured again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_cannot_be_measured_does_not_stop_the_others_and_cannot_hide_its_size() {
+    let app = spawn_app().await;
+    let worker = app.worker.as_ref().unwrap();
+    let max = app.settings.quota.max_unmeasured_passes;
+    let (account, auth) = app.tenant_with_quota(1024).await;
+    let mut made = vec![];
+    for name in ["hidden", "other"] {
+        let (s, b) = call(
+            &app,
+            &auth,
+            Method::POST,
+            "/api/v1/db/databases",
+            Some(json!({"name": name, "engine": "postgres"})),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let d = data(&b);
+        made.push((
+            d["id"].as_str().unwrap().to_owned(),
+            d["dbName"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let report = worker.quota_pass(Some(account)).await.unwrap();
+    assert!(report.unmeasured.is_empty(), "{:?}", report.unmeasured);
+    let size_of = |id: &str| {
+        let store = app.store.clone();
+        let id = id.parse().unwrap();
+        async move { store.database(id).await.unwrap().unwrap().size_bytes }
+    };
+    let measured = size_of(&made[0].0).await;
+    assert!(measured > 0);
+
+    // The engine no longer reports it under its name (an operator renamed it, a restore went
+    // wrong): the host still answers for everything else.
+    let (root, conn) = tokio_postgres::connect(&postgres_root_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (hidden, away) = (&made[0].1, format!("{}_away", made[0].1));
+    root.batch_execute(&format!("ALTER DATABASE \"{hidden}\" RENAME TO \"{away}\""))
+        .await
+        .unwrap();
+    for pass in 1..max {
+        let report = worker.quota_pass(Some(account)).await.unwrap();
+        let unmeasured: Vec<_> = report
+            .unmeasured
+            .iter()
+            .map(|u| (&u.db_name, u.passes))
+            .collect();
+        assert_eq!(unmeasured, [(hidden, pass as i32)], "pass {pass}");
+        assert!(
+            report
+                .measured
+                .iter()
+                .any(|m| m.host == "postgres" && m.databases >= 1)
+        );
+        assert!(report.changes.is_empty(), "{:?}", report.changes);
+        assert_eq!(size_of(&made[0].0).await, measured, "keeps its last size");
+        assert_eq!(status_of(&app, &auth, &made[0].0).await, "active");
+    }
+    let report = worker.quota_pass(Some(account)).await.unwrap();
+    assert_eq!(report.changes.len(), 2, "{:?}", report.changes);
+    for (id, _) in &made {
+        assert_eq!(status_of(&app, &auth, id).await, "over_quota");
+    }
+
+    root.batch_execute(&format!("ALTER DATABASE \"{away}\" RENAME TO \"{hidden}\""))
+        .await
+        .unwrap();
+    let report = worker.quota_pass(Some(account)).await.unwrap();
+    assert!(report.unmeasured.is_empty());
+    for (id, _) in &made {
+        assert_eq!(status_of(&app, &auth, id).await, "active");
+    }
+}

@@ -473,7 +473,7 @@ impl Mongo {
     }
 
     /// `dbStats` storage size of every registered database (MongoDB has no one-query form
-    /// that needs only database-level rights).
+    /// that needs only database-level rights); a database whose `dbStats` fails is left out.
     pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {
         use futures_util::TryStreamExt;
         let s = self.session().await?;
@@ -489,7 +489,15 @@ impl Mongo {
                     .map_err(|e| classify(&e, "read ownership registry"))?;
             let mut sizes = Vec::with_capacity(claims.len());
             for db in claims.iter().filter_map(|c| c.get_str("db").ok()) {
-                let stats = s.command(db, doc! { "dbStats": 1 }, "dbStats").await?;
+                // One database that cannot be measured never stops the others: it is left out,
+                // and the watcher counts it as unmeasured.
+                let stats = match s.command(db, doc! { "dbStats": 1 }, "dbStats").await {
+                    Ok(stats) => stats,
+                    Err(error) => {
+                        tracing::warn!(%error, db, "cannot measure a database");
+                        continue;
+                    }
+                };
                 let bytes = ["storageSize", "dataSize"]
                     .iter()
                     .find_map(|k| stats.get(*k).and_then(bson_i64))

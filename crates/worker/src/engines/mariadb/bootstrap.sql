@@ -71,25 +71,24 @@ BEGIN
   EXECUTE IMMEDIATE CONCAT('DROP USER IF EXISTS ', who);
 END;
 
--- On-disk bytes of every tenant database: the allocated size of each InnoDB tablespace file
--- (not the statistics, which lag), plus data and index length of tables in other storage
--- engines (their own files, or memory).
+-- On-disk bytes of every database hepdb claimed: the allocated size of each InnoDB tablespace
+-- file (not the statistics, which lag), plus data and index length of tables in other storage
+-- engines (their own files, or memory). A claimed database the tenant dropped measures 0.
 CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.database_sizes()
 SQL SECURITY DEFINER READS SQL DATA
 BEGIN
-  SELECT s.SCHEMA_NAME,
-         CAST(COALESCE(i.bytes, 0) + COALESCE(o.bytes, 0) AS SIGNED)
-  FROM information_schema.SCHEMATA s
+  SELECT o.db_name,
+         CAST(COALESCE(i.bytes, 0) + COALESCE(x.bytes, 0) AS SIGNED)
+  FROM hepdb.owners o
   LEFT JOIN (
     SELECT SUBSTRING_INDEX(NAME, '/', 1) AS db, SUM(ALLOCATED_SIZE) AS bytes
     FROM information_schema.INNODB_SYS_TABLESPACES
     WHERE NAME LIKE 'um\_%/%' GROUP BY db
-  ) i ON i.db = s.SCHEMA_NAME
+  ) i ON i.db = o.db_name
   LEFT JOIN (
     SELECT TABLE_SCHEMA AS db, SUM(COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0)) AS bytes
     FROM information_schema.TABLES
     WHERE TABLE_SCHEMA LIKE 'um\_%' AND TABLE_TYPE <> 'VIEW' AND ENGINE <> 'InnoDB'
     GROUP BY TABLE_SCHEMA
-  ) o ON o.db = s.SCHEMA_NAME
-  WHERE s.SCHEMA_NAME REGEXP '^um_[0-9a-f]{10}_[0-9]+$';
+  ) x ON x.db = o.db_name;
 END;
