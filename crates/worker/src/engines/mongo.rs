@@ -355,13 +355,12 @@ impl Mongo {
             .await
     }
 
-    /// `read` plus `dbAdmin` (which can drop collections to free space); no inserts.
+    /// `read` only. `dbAdmin` would let the tenant drop collections, but also build indexes,
+    /// create (capped) collections and turn on the profiler, each of which grows storage; the
+    /// built-in roles have nothing between, and a custom role (`createRole`) is not something
+    /// every server this runs against supports.
     pub async fn restrict_writes(&self, target: &Target) -> Result<(), EngineError> {
-        let db = target.names.db_name();
-        let roles = vec![
-            doc! { "role": "read", "db": db },
-            doc! { "role": "dbAdmin", "db": db },
-        ];
+        let roles = vec![doc! { "role": "read", "db": target.names.db_name() }];
         self.set_roles(target, roles).await
     }
 
