@@ -6,7 +6,7 @@
 //! one namespace, so its `dropDatabase` empties the whole server, and these tests drop.
 
 use hepdb_core::{
-    DatabaseId, Engine,
+    Access, DatabaseId, Engine,
     naming::{DbTag, EngineNames},
     secret::Password,
     settings::Settings,
@@ -686,7 +686,7 @@ async fn writes_restrict_and_restore_and_logins_lock_and_unlock() {
         assert_eq!(abilities(&m, engine, &t, &pw).await, ALL, "{engine}");
 
         for _ in 0..2 {
-            d.restrict_writes(&t)
+            d.set_access(&t, Access::Restricted)
                 .await
                 .unwrap_or_else(|e| panic!("{engine}: {e}"));
             // MongoDB keeps read only: dbAdmin, which could drop collections, can also grow
@@ -703,7 +703,7 @@ async fn writes_restrict_and_restore_and_logins_lock_and_unlock() {
             );
         }
         for _ in 0..2 {
-            d.restore_writes(&t).await.unwrap();
+            d.set_access(&t, Access::Full).await.unwrap();
             assert_eq!(
                 abilities(&m, engine, &t, &pw).await,
                 ALL,
@@ -717,7 +717,7 @@ async fn writes_restrict_and_restore_and_logins_lock_and_unlock() {
             assert!(!abilities(&m, engine, &t, &pw).await.read, "{engine}");
         }
         // What an unsuspension runs: rights first, then the login.
-        d.set_access(&t, hepdb_core::Access::Full).await.unwrap();
+        d.set_access(&t, Access::Full).await.unwrap();
         assert_eq!(
             abilities(&m, engine, &t, &pw).await,
             ALL,

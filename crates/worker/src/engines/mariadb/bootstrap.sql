@@ -15,10 +15,11 @@ CREATE TABLE IF NOT EXISTS hepdb.owners (
 CREATE OR REPLACE DEFINER = :definer FUNCTION hepdb.checked_user(u VARCHAR(128))
 RETURNS VARCHAR(160) SQL SECURITY DEFINER READS SQL DATA
 BEGIN
-  IF u IS NULL OR u NOT REGEXP '^dum_[0-9a-f]{10}_[0-9]{1,10}$' THEN
+  -- A binary comparison: REGEXP on a text value ignores case, and `$` allows a final newline.
+  IF u IS NULL OR CAST(u AS BINARY) NOT REGEXP '^dum_[0-9a-f]{10}_[0-9]{1,10}\\z' THEN
     SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: not a tenant user name', MYSQL_ERRNO = 1227;
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM hepdb.owners WHERE db_name = SUBSTRING(u, 2)) THEN
+  IF NOT EXISTS (SELECT 1 FROM hepdb.owners WHERE BINARY db_name = SUBSTRING(u, 2)) THEN
     SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: no ownership claim for this user', MYSQL_ERRNO = 1227;
   END IF;
   RETURN CONCAT(QUOTE(u), '@''%''');
@@ -72,13 +73,16 @@ BEGIN
 END;
 
 -- On-disk bytes of every database hepdb claimed: the allocated size of each InnoDB tablespace
--- file (not the statistics, which lag), plus data and index length of tables in other storage
--- engines (their own files, or memory). A claimed database the tenant dropped measures 0.
+-- file (not the statistics, which lag), plus data and index length of Aria, MyISAM, MEMORY and
+-- ARCHIVE tables (their own files, or memory). A claimed database the tenant dropped measures 0.
+-- A database holding a table in any other engine (CSV reports 0 bytes for any amount of data)
+-- measures NULL: unmeasured, which the quota watcher does not let last.
 CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.database_sizes()
 SQL SECURITY DEFINER READS SQL DATA
 BEGIN
   SELECT o.db_name,
-         CAST(COALESCE(i.bytes, 0) + COALESCE(x.bytes, 0) AS SIGNED)
+         IF(COALESCE(x.unmeasurable, 0) > 0, NULL,
+            CAST(COALESCE(i.bytes, 0) + COALESCE(x.bytes, 0) AS SIGNED))
   FROM hepdb.owners o
   LEFT JOIN (
     SELECT SUBSTRING_INDEX(NAME, '/', 1) AS db, SUM(ALLOCATED_SIZE) AS bytes
@@ -86,9 +90,13 @@ BEGIN
     WHERE NAME LIKE 'um\_%/%' GROUP BY db
   ) i ON i.db = o.db_name
   LEFT JOIN (
-    SELECT TABLE_SCHEMA AS db, SUM(COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0)) AS bytes
+    SELECT TABLE_SCHEMA AS db,
+           SUM(IF(ENGINE IN ('Aria', 'MyISAM', 'MEMORY', 'ARCHIVE'),
+                  COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0), 0)) AS bytes,
+           SUM(ENGINE NOT IN ('InnoDB', 'Aria', 'MyISAM', 'MEMORY', 'ARCHIVE', 'SEQUENCE',
+                              'MRG_MyISAM')) AS unmeasurable
     FROM information_schema.TABLES
-    WHERE TABLE_SCHEMA LIKE 'um\_%' AND TABLE_TYPE <> 'VIEW' AND ENGINE <> 'InnoDB'
+    WHERE TABLE_SCHEMA LIKE 'um\_%' AND TABLE_TYPE <> 'VIEW'
     GROUP BY TABLE_SCHEMA
   ) x ON x.db = o.db_name;
 END;

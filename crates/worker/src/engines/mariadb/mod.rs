@@ -473,12 +473,19 @@ impl MariaDb {
             .collect())
     }
 
-    /// On-disk bytes of every `um_` database, empty ones included, in one call
-    /// (`hepdb.database_sizes`: allocated tablespace files, not InnoDB statistics).
+    /// On-disk bytes of every claimed database, empty ones included, in one call
+    /// (`hepdb.database_sizes`: allocated tablespace files, not InnoDB statistics). A database
+    /// with a table in an engine that cannot be measured (CSV) is left out.
     pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {
         let mut c = self.conn().await?;
-        c.query("CALL hepdb.database_sizes()")
+        let rows: Vec<(String, Option<i64>)> = c
+            .query("CALL hepdb.database_sizes()")
             .await
-            .map_err(|e| classify(e, "measure sizes"))
+            .map_err(|e| classify(e, "measure sizes"))?;
+        // NULL: a table in an engine whose size cannot be read; left out, so unmeasured.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(db, bytes)| Some((db, bytes?)))
+            .collect())
     }
 }

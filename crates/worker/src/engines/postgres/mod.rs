@@ -121,6 +121,14 @@ fn verifier(password: &Password) -> Result<String, EngineError> {
     ))
 }
 
+/// Whose sessions [`Postgres::end_sessions`] ends.
+enum Sessions {
+    /// The tenant role's, anywhere, and anyone's in its database.
+    All,
+    /// Anyone's in its database but the tenant role's.
+    OthersInDatabase,
+}
+
 /// What a call of `hepdb.alter_role` changes; `None` leaves a field as it is.
 #[derive(Default)]
 struct RoleChange {
@@ -315,7 +323,12 @@ impl Postgres {
         let owner = match Self::database_owner(&c, db).await? {
             Some(owner) => Some(owner),
             None => {
-                let sql = format!("CREATE DATABASE {} TEMPLATE {}", ident(db), ident(TEMPLATE));
+                // Closed until its privileges are set: a new database lets `PUBLIC` connect.
+                let sql = format!(
+                    "CREATE DATABASE {} TEMPLATE {} ALLOW_CONNECTIONS false",
+                    ident(db),
+                    ident(TEMPLATE)
+                );
                 match c.batch_execute(&sql).await {
                     Ok(()) => None,
                     Err(e) if code(&e) == Some(&SqlState::DUPLICATE_DATABASE) => {
@@ -335,6 +348,18 @@ impl Postgres {
             }
             return Err(conflict);
         }
+        let (d, r) = (ident(db), ident(role));
+        for sql in [
+            format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC"),
+            format!("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {d} TO {r}"),
+            format!("ALTER DATABASE {d} WITH ALLOW_CONNECTIONS true"),
+        ] {
+            c.batch_execute(&sql)
+                .await
+                .map_err(|e| classify(&e, "secure database"))?;
+        }
+        // Nobody but the tenant belongs in it (a session from before an upgrade, say).
+        Self::end_sessions(&c, target, Sessions::OthersInDatabase).await?;
         drop(c);
         self.in_tenant_db(target, "secure database", &sql::secure_new_database(target))
             .await?;
@@ -417,14 +442,21 @@ impl Postgres {
         result
     }
 
-    /// Ends every session of the role and every other session in its database that the
-    /// provisioner may end (tenant roles; never root's or another provisioner's).
-    async fn end_sessions(c: &Object, target: &Target) -> Result<(), EngineError> {
+    /// Ends sessions the provisioner may end (tenant roles; never root's or another
+    /// provisioner's), and waits for them to be gone.
+    async fn end_sessions(c: &Object, target: &Target, which: Sessions) -> Result<(), EngineError> {
+        let only_others = matches!(which, Sessions::OthersInDatabase);
         c.execute(
-            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity \
+            "SELECT pg_catalog.pg_terminate_backend(pid, 5000) FROM pg_catalog.pg_stat_activity \
              WHERE pid <> pg_catalog.pg_backend_pid() AND usename <> current_user \
-             AND (usename = $1 OR datname = $2) AND pg_catalog.pg_has_role(usesysid, 'MEMBER')",
-            &[&target.names.db_user(), &target.names.db_name()],
+             AND pg_catalog.pg_has_role(usesysid, 'MEMBER') \
+             AND (CASE WHEN $3 THEN datname = $2 AND usename <> $1 \
+                       ELSE usename = $1 OR datname = $2 END)",
+            &[
+                &target.names.db_user(),
+                &target.names.db_name(),
+                &only_others,
+            ],
         )
         .await
         .map(drop)
@@ -440,7 +472,7 @@ impl Postgres {
             ..RoleChange::default()
         };
         Self::alter_role(&c, target, target.names.db_user(), change).await?;
-        Self::end_sessions(&c, target).await
+        Self::end_sessions(&c, target, Sessions::All).await
     }
 
     pub async fn unlock_login(&self, target: &Target) -> Result<(), EngineError> {
@@ -455,17 +487,23 @@ impl Postgres {
 
     /// An owner bypasses privileges, so writes are restricted by handing everything the tenant
     /// owns to a NOLOGIN holder role (`<user>_frozen`, marked as ours) and granting back read,
-    /// and `DELETE`/`TRUNCATE` where they run no code of the tenant's (see [`sql::restrict`]).
-    /// Nobody else keeps the tenant role's rights, so grants it made to other roles lead
-    /// nowhere: only the tenant role may connect to the database.
+    /// and `DELETE` where it runs no code of the tenant's (see [`sql::restrict`]). Nobody else
+    /// keeps the tenant role's rights, so grants it made to other roles lead nowhere: only the
+    /// tenant role may connect to the database.
+    ///
+    /// The role's sessions are ended first, with its login off, so that none holds a lock the
+    /// hand-over waits for or a large object open for writing; the login comes back with
+    /// [`super::EngineDriver::set_access`], which unlocks after restricting.
     pub async fn restrict_writes(&self, target: &Target) -> Result<(), EngineError> {
         let c = self.conn().await?;
         let (role, frozen) = (target.names.db_user(), frozen_role(target));
         let isolate = RoleChange {
+            login: Some(false),
             isolate: true,
             ..RoleChange::default()
         };
         Self::alter_role(&c, target, role, isolate).await?;
+        Self::end_sessions(&c, target, Sessions::All).await?;
         self.ensure_role(&c, target, &frozen, None).await?;
         drop(c);
         self.in_tenant_db(target, "restrict writes", &sql::restrict(target, &frozen))
@@ -510,7 +548,7 @@ impl Postgres {
         // still proves ownership and finishes.
         match Self::database_owner(&c, db).await? {
             Some(owner) if self.owns(target, &owner) => {
-                Self::end_sessions(&c, target).await?;
+                Self::end_sessions(&c, target, Sessions::All).await?;
                 Self::drop_database(&c, db).await?;
             }
             Some(_) => return Err(EngineError::collision("database", db)),

@@ -13,16 +13,14 @@ use super::Target;
 pub(super) const LARGE_OBJECT_CREATORS: &str = "pg_catalog.lo_creat(integer), \
      pg_catalog.lo_create(oid), pg_catalog.lo_from_bytea(oid, bytea)";
 
-/// A new database, cloned from the template and owned by the provisioner: only the tenant
-/// may connect; it may create schemas and temporary tables, and it owns `public`.
+/// Inside a new database (cloned from the template, owned by the provisioner, which already
+/// let only the tenant connect): the tenant may create large objects, and it owns `public`.
 pub(super) fn secure_new_database(t: &Target) -> String {
     let (d, r) = (ident(t.names.db_name()), ident(t.names.db_user()));
     let role = literal(t.names.db_user());
     let mark = literal(&t.mark());
     format!(
-        "REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
-         GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {d} TO {r}; \
-         GRANT EXECUTE ON FUNCTION {LARGE_OBJECT_CREATORS} TO {r}; \
+        "GRANT EXECUTE ON FUNCTION {LARGE_OBJECT_CREATORS} TO {r}; \
          COMMENT ON DATABASE {d} IS {mark}; \
          DO $hepdb$ BEGIN \
            IF EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'public' \
@@ -53,12 +51,15 @@ fn create_on_schemas(from: &str, to: &str) -> String {
 /// tenant's own grants to itself or `PUBLIC` would otherwise outlive its ownership), then
 /// gives back:
 /// - `USAGE` on its schemas and `SELECT` on its relations;
-/// - `DELETE` and `TRUNCATE` on plain tables that run no code on delete: no user triggers, no
+/// - `DELETE` and `TRUNCATE` on plain tables that run no code for them: no user triggers, no
 ///   rules, no inheritance children, not referenced by a foreign key (a rule or a cascade
-///   would run as the holder, which owns everything and so could write);
+///   would run as the holder, which owns everything and so could write), and no expression or
+///   partial index (`TRUNCATE` rebuilds indexes as their owner, which can run their functions);
 /// - nothing on `SECURITY DEFINER` routines, which would also run as the holder.
 ///
-/// `CREATE` and `TEMPORARY` on the database and large-object creation are taken away.
+/// `CREATE` and `TEMPORARY` on the database and large-object creation are taken away, and
+/// autovacuum is off on the holder's tables: its `ANALYZE` runs index expressions and type
+/// functions as the owner.
 pub(super) fn restrict(t: &Target, frozen: &str) -> String {
     let (d, r, f) = (
         ident(t.names.db_name()),
@@ -92,9 +93,19 @@ pub(super) fn restrict(t: &Target, frozen: &str) -> String {
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite w WHERE w.ev_class = o.oid) \
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = o.oid) \
                 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k WHERE k.confrelid = o.oid) \
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = o.oid \
+                                AND (x.indexprs IS NOT NULL OR x.indpred IS NOT NULL)) \
              THEN \
                EXECUTE pg_catalog.format('GRANT DELETE, TRUNCATE ON %s TO %I', \
                                          o.oid::pg_catalog.regclass, tenant); \
+             END IF; \
+             IF o.relkind = 'r' THEN \
+               EXECUTE pg_catalog.format('ALTER TABLE %s SET (autovacuum_enabled = off, \
+                 toast.autovacuum_enabled = off)', o.oid::pg_catalog.regclass); \
+             ELSIF o.relkind = 'm' THEN \
+               EXECUTE pg_catalog.format('ALTER MATERIALIZED VIEW %s SET \
+                 (autovacuum_enabled = off, toast.autovacuum_enabled = off)', \
+                 o.oid::pg_catalog.regclass); \
              END IF; \
            END LOOP; \
            FOR o IN SELECT p.oid FROM pg_catalog.pg_proc p \
@@ -111,7 +122,8 @@ pub(super) fn restrict(t: &Target, frozen: &str) -> String {
 }
 
 /// Hands everything back to the tenant and returns what `restrict` took: `CREATE` and
-/// `TEMPORARY`, large objects, and `EXECUTE` for `PUBLIC` on its `SECURITY DEFINER` routines
+/// `TEMPORARY`, large objects, autovacuum (the default; a table the tenant had set otherwise
+/// comes back to it too), and `EXECUTE` for `PUBLIC` on its `SECURITY DEFINER` routines
 /// (PostgreSQL's default; one the tenant had revoked itself comes back too).
 pub(super) fn restore(t: &Target, frozen: &str) -> String {
     let (d, r, f) = (
@@ -134,6 +146,13 @@ pub(super) fn restore(t: &Target, frozen: &str) -> String {
                     WHERE p.proowner = owner AND p.prosecdef LOOP \
              EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO PUBLIC', \
                                        o.oid::pg_catalog.regprocedure); \
+           END LOOP; \
+           FOR o IN SELECT c.oid, c.relkind FROM pg_catalog.pg_class c \
+                    WHERE c.relowner = owner AND c.relkind IN ('r', 'm') LOOP \
+             EXECUTE pg_catalog.format('ALTER %s %s RESET (autovacuum_enabled, \
+               toast.autovacuum_enabled)', \
+               CASE o.relkind WHEN 'r' THEN 'TABLE' ELSE 'MATERIALIZED VIEW' END, \
+               o.oid::pg_catalog.regclass); \
            END LOOP; \
          END $hepdb$;"
     )
