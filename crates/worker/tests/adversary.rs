@@ -769,3 +769,57 @@ async fn mariadb_tenants_see_only_their_own_database() {
         d.drop_owned(&t).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_scheduled_events_stop_writing_when_locked_or_restricted() {
+    let d = driver(Engine::Mariadb).await;
+    let mut root = my_root().await;
+    root.query_drop("SET GLOBAL event_scheduler = ON")
+        .await
+        .unwrap();
+    for access in [Access::Locked, Access::Restricted] {
+        let (a, pw) = tenant(&d).await;
+        let mut c = my_tenant(&a, &pw).await.unwrap();
+        for sql in [
+            "CREATE TABLE log (at DATETIME(6))",
+            // One long run that keeps writing, and a schedule that starts new ones.
+            "CREATE EVENT forever ON SCHEDULE EVERY 1 SECOND DO \
+             BEGIN DECLARE i INT DEFAULT 0; \
+               WHILE i < 600 DO INSERT INTO log VALUES (NOW(6)); DO SLEEP(0.05); SET i = i + 1; \
+               END WHILE; END",
+        ] {
+            c.query_drop(sql).await.unwrap();
+        }
+        drop(c);
+        let count = |db: String| async move {
+            let mut r = my_root().await;
+            let n: Option<i64> = r
+                .query_first(format!("SELECT COUNT(*) FROM `{db}`.log"))
+                .await
+                .unwrap();
+            n.unwrap()
+        };
+        let db = a.names.db_name().to_owned();
+        let started = std::time::Instant::now();
+        while count(db.clone()).await == 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "the event never ran"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        d.set_access(&a, access).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let after = count(db.clone()).await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert_eq!(
+            count(db.clone()).await,
+            after,
+            "{access:?}: the tenant's event kept writing"
+        );
+        d.drop_owned(&a).await.unwrap();
+    }
+    root.query_drop("SET GLOBAL event_scheduler = OFF")
+        .await
+        .unwrap();
+}
