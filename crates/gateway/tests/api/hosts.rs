@@ -240,3 +240,71 @@ async fn parallel_creates_of_many_accounts_never_overfill_a_host() {
     let mariadb = host.iter().find(|h| h.host.name == "mariadb").unwrap();
     assert_eq!(mariadb.databases, 3);
 }
+
+/// A tenant at its connection limit leaves room for everyone else, and a server that refuses
+/// connections altogether is `503 ENGINE_UNAVAILABLE`, never 500.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_limits_and_a_full_server() {
+    let b = SecondMariadb::start();
+    let url = format!(
+        "mysql://hepdb_provisioner:hepdb-dev-provisioner@127.0.0.1:{}",
+        b.port
+    );
+    MariaDb::bootstrap(&b.root_url(), &url).await.unwrap();
+    let port = b.port;
+    let app = spawn_app_with(Options::default(), move |s| {
+        let mut only = host(&url, port, 10);
+        only.tenant_connection_limit = 2;
+        s.engines.mariadb.hosts.insert("maria-b".into(), only);
+        s.gateway.job_timeout_ms = 8000;
+    })
+    .await;
+    let (s, body) = app.create(json!({"name": "busy"})).await;
+    assert_eq!(s, 201, "{body}");
+    let cs = data(&body)["connectionString"].as_str().unwrap().to_owned();
+    let session = || async {
+        let opts = mysql_async::Opts::from_url(&cs).unwrap();
+        mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false)).await
+    };
+    let held = [session().await.unwrap(), session().await.unwrap()];
+    assert!(session().await.is_err(), "a third session");
+    let (s, body) = app.create(json!({"name": "neighbour"})).await;
+    assert_eq!(
+        s, 201,
+        "hepdb keeps working beside a tenant at its limit: {body}"
+    );
+
+    let opts = mysql_async::Opts::from_url(&b.root_url()).unwrap();
+    let mut root =
+        mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false))
+            .await
+            .unwrap();
+    use mysql_async::prelude::Queryable;
+    // The whole server is full: its smallest max_connections, taken by another client.
+    root.query_drop("CREATE USER filler@'%' IDENTIFIED BY 'filler'")
+        .await
+        .unwrap();
+    root.query_drop("SET GLOBAL max_connections = 10")
+        .await
+        .unwrap();
+    let filler = format!("mysql://filler:filler@127.0.0.1:{port}");
+    let mut fillers = vec![];
+    for _ in 0..20 {
+        let opts = mysql_async::Opts::from_url(&filler).unwrap();
+        let opts = mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false);
+        match mysql_async::Conn::new(opts).await {
+            Ok(c) => fillers.push(c),
+            Err(_) => break,
+        }
+    }
+    assert!(fillers.len() < 20, "the server never filled up");
+    let (s, body) = app.create(json!({"name": "refused"})).await;
+    assert_error(s, &body, 503, Some("ENGINE_UNAVAILABLE"));
+    drop(fillers);
+    root.query_drop("SET GLOBAL max_connections = 151")
+        .await
+        .unwrap();
+    drop(held);
+    let (s, body) = app.create(json!({"name": "again"})).await;
+    assert_eq!(s, 201, "{body}");
+}
