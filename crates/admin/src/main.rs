@@ -229,22 +229,37 @@ async fn bootstrap(
         None => bail!("the {engine} engine has several hosts: name one with --host"),
     };
     let admin_url = host.admin_url()?;
-    let (user, upgraded) = match engine {
-        Engine::Mariadb => {
-            let b = MariaDb::bootstrap(root_url, admin_url).await?;
-            (b.provisioner, b.upgraded_databases)
+    let done = match engine {
+        Engine::Mariadb => MariaDb::bootstrap(root_url, admin_url).await?,
+        Engine::Postgres => Postgres::bootstrap(root_url, admin_url).await?,
+        Engine::Mongo => {
+            let provisioner = Mongo::bootstrap(root_url, admin_url).await?;
+            return Ok(json!({ "engine": engine, "host": host.name, "provisioner": provisioner }));
         }
-        Engine::Postgres => {
-            let b = Postgres::bootstrap(root_url, admin_url).await?;
-            (b.provisioner, b.upgraded_databases)
-        }
-        Engine::Mongo => (Mongo::bootstrap(root_url, admin_url).await?, 0),
     };
+    // Tenants at their limits must leave the provisioner room: a door of its own, or a
+    // server with more connections than all tenants together may hold.
+    let tenants =
+        u64::from(host.settings.capacity) * u64::from(host.settings.tenant_connection_limit);
+    let warning = (!done.reserved_door && tenants >= u64::from(done.max_connections)).then(|| {
+        format!(
+            "capacity x tenant_connection_limit = {tenants} sessions, but the server allows \
+             {}: tenants at their limits could leave the provisioner no connection. Give it a \
+             door of its own (README, \"Tenant isolation\") or raise max_connections",
+            done.max_connections
+        )
+    });
     Ok(json!({
         "engine": engine,
         "host": host.name,
-        "provisioner": user,
-        "upgraded_databases": upgraded,
+        "provisioner": done.provisioner,
+        "upgraded_databases": done.upgraded_databases,
+        "connections": {
+            "server_max": done.max_connections,
+            "tenants_max": tenants,
+            "provisioner_reserved": done.reserved_door,
+        },
+        "warning": warning,
     }))
 }
 

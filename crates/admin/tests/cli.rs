@@ -90,13 +90,23 @@ async fn operator_commands_print_json_and_fail_clearly() {
     assert_eq!(admin.ok(&["host", "undrain", "mariadb"])["state"], "open");
     let (ok, _, err) = admin.run(&["host", "drain", "nope"]);
     assert!(!ok && err.contains("no host named `nope`"), "{err}");
-    admin.ok(&[
+    let boot = admin.ok(&[
         "engine",
         "bootstrap",
         "mariadb",
         "--root-url",
         "mysql://root@127.0.0.1:3306",
     ]);
+    // 1000 databases x 20 sessions cannot fit this server's connections, and the provisioner
+    // has no door of its own here: the operator is told.
+    assert_eq!(boot["connections"]["tenants_max"], 20_000);
+    assert_eq!(boot["connections"]["provisioner_reserved"], false);
+    assert!(
+        boot["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("max_connections")),
+        "{boot}"
+    );
 
     let account = admin.ok(&[
         "account",

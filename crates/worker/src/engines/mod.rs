@@ -58,6 +58,12 @@ pub struct Bootstrapped {
     pub provisioner: String,
     /// Tenant databases of an earlier installation brought up to this one's ownership rules.
     pub upgraded_databases: usize,
+    /// The server's `max_connections`.
+    pub max_connections: u32,
+    /// Whether the provisioner has connections of its own that tenants cannot take (MariaDB:
+    /// its URL names the server's `extra_port`; PostgreSQL 16+: `reserved_connections` and
+    /// `pg_use_reserved_connections`, which bootstrap grants it).
+    pub reserved_door: bool,
 }
 
 /// Why an engine operation failed. Messages never contain a password.

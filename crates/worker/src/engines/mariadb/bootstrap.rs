@@ -89,10 +89,17 @@ impl MariaDb {
             Err(e) => return Err(classify(e, "revoke global privileges")),
         }
         let upgraded = Self::claim_marked_databases(&mut c).await?;
+        let (max_connections, extra_port): (u32, u16) = c
+            .query_first("SELECT @@max_connections, @@extra_port")
+            .await
+            .map_err(|e| classify(e, "read connection settings"))?
+            .unwrap_or_default();
         let _ = c.disconnect().await;
         Ok(Bootstrapped {
             provisioner: name.to_owned(),
             upgraded_databases: upgraded,
+            max_connections,
+            reserved_door: extra_port != 0 && admin.tcp_port() == extra_port,
         })
     }
 

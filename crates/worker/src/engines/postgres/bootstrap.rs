@@ -99,12 +99,44 @@ impl Postgres {
         run(&root, "install role functions", &functions).await?;
         Self::bootstrap_template(&root, &root_config, &prov).await?;
         let upgraded = Self::upgrade_databases(&root, &root_config, name).await?;
+        let reserved_door = Self::reserve_connections(&root, &prov).await?;
+        let max_connections: String = root
+            .query_one("SELECT pg_catalog.current_setting('max_connections')", &[])
+            .await
+            .map_err(|e| classify(&e, "read connection settings"))?
+            .get(0);
         drop(root);
         let _ = task.await;
         Ok(Bootstrapped {
             provisioner: name.to_owned(),
             upgraded_databases: upgraded,
+            max_connections: max_connections.parse().unwrap_or(0),
+            reserved_door,
         })
+    }
+
+    /// On PostgreSQL 16+, `reserved_connections` slots are kept for members of
+    /// `pg_use_reserved_connections`: the provisioner becomes one, so tenants at their limits
+    /// never take its last door. Returns whether such slots exist.
+    async fn reserve_connections(root: &Client, prov: &str) -> Result<bool, EngineError> {
+        let reserved: Option<String> = root
+            .query_opt(
+                "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'reserved_connections'",
+                &[],
+            )
+            .await
+            .map_err(|e| classify(&e, "read connection settings"))?
+            .map(|r| r.get(0));
+        let Some(reserved) = reserved else {
+            return Ok(false);
+        };
+        run(
+            root,
+            "reserve connections",
+            &format!("GRANT pg_use_reserved_connections TO {prov}"),
+        )
+        .await?;
+        Ok(reserved.parse::<u32>().unwrap_or(0) > 0)
     }
 
     /// `hepdb_template`: a copy of `template0` (which nobody can have changed) with large-object
