@@ -58,6 +58,10 @@ pub struct WorkerSettings {
     /// A pending or running job untouched this long is sent again by the reconciler. Longer
     /// than the gateway's job timeout, so a live gateway settles its own jobs first.
     pub stale_job_secs: u64,
+    /// The longest one engine step (a create, a rotate, an access change) may take before it
+    /// counts as the engine being unavailable. Keep it below `stale_job_secs`, so that the
+    /// reconciler never sends again a job whose step is still running.
+    pub engine_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -373,6 +377,9 @@ impl Settings {
             })?;
         if self.gateway.job_timeout_ms == 0 {
             return Err(invalid("gateway.job_timeout_ms", "must be positive"));
+        }
+        if self.worker.engine_timeout_secs == 0 {
+            return Err(invalid("worker.engine_timeout_secs", "must be positive"));
         }
         if self.worker.prefetch == 0 || self.worker.max_attempts == 0 {
             return Err(invalid(

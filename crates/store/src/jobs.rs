@@ -313,32 +313,52 @@ impl Store {
         .await
     }
 
-    /// A create failed. With `engine_clean` (the worker confirmed nothing of it remains on the
-    /// engine) the intent row is removed and the slot and name are free again; otherwise the
-    /// row is parked as `failed` for the reconciler or an operator.
+    /// A create failed. Under the database's lock, and only while the job is still live and
+    /// its row still `creating`, `cleanup` removes what the create left on the engine (it
+    /// answers whether nothing is left); then the intent row is removed, freeing the slot and
+    /// the name, or parked as `failed` for the reconciler to finish, and the job is failed.
+    /// A duplicate delivery that finished the create meanwhile (the row is `active`) makes this
+    /// [`LockedError::AlreadyFinished`]: nothing is undone.
     #[tracing::instrument(name = "metadata.fail_create", skip_all)]
-    pub async fn fail_create(
+    pub async fn fail_create<F, Fut>(
         &self,
         job: JobId,
         db: DatabaseId,
         failure: JobFailure,
-        engine_clean: bool,
-    ) -> Result<()> {
+        cleanup: F,
+    ) -> std::result::Result<(), LockedError<std::convert::Infallible>>
+    where
+        F: FnOnce(Database) -> Fut + Send,
+        Fut: Future<Output = bool> + Send,
+    {
         let mut conn = self.conn().await?;
         let (job, db) = (job.to_text(), db.to_text());
-        conn.transaction(async |c| {
+        conn.transaction(async move |c| {
+            let row = lock_and_read_job(c, &db, &job).await?;
+            if !matches!(row.state(), JobState::Pending | JobState::Running) {
+                return Err(LockedError::AlreadyFinished);
+            }
             let creating = databases::table
                 .find(&db)
                 .filter(databases::state.eq(DatabaseState::Creating.as_str()));
-            if engine_clean {
-                diesel::delete(creating).execute(c).await?;
-            } else {
-                diesel::update(creating)
-                    .set(databases::state.eq(DatabaseState::Failed.as_str()))
-                    .execute(c)
-                    .await?;
+            let current = creating
+                .for_update()
+                .select(Database::as_select())
+                .first(c)
+                .await
+                .optional()?;
+            if let Some(current) = current {
+                if cleanup(current).await {
+                    diesel::delete(creating).execute(c).await?;
+                } else {
+                    diesel::update(creating)
+                        .set(databases::state.eq(DatabaseState::Failed.as_str()))
+                        .execute(c)
+                        .await?;
+                }
             }
-            mark_failed(c, &job, failure).await
+            mark_failed(c, &job, failure).await?;
+            Ok(())
         })
         .await
     }

@@ -2,7 +2,7 @@
 //! engine state, records the result, and decides what the broker should do with the message.
 
 use hepdb_core::{
-    DatabaseId, JobId, JobState,
+    JobId, JobState,
     job::{JobFailure, JobKindWire, JobMessage, JobOutcome},
     secret::MasterKey,
     state::JobKind,
@@ -25,6 +25,8 @@ pub struct JobContext {
     pub max_attempts: u32,
     /// `quota.max_unmeasured_passes`, for the quota watcher.
     pub max_unmeasured_passes: u32,
+    /// `worker.engine_timeout_secs`: the bound of every engine step.
+    pub engine_timeout: std::time::Duration,
 }
 
 /// What to do with the message.
@@ -46,9 +48,30 @@ fn finished(outcome: JobOutcome) -> Disposition {
     }
 }
 
+/// Why a locked engine step did not complete.
+#[derive(Debug)]
+enum StepError {
+    /// The step failed and left the engine as metadata says it is.
+    Engine(EngineError),
+    /// A rotate failed and putting the previous password back failed too: the engine may hold
+    /// the new one. The job stays open and is retried; it is never marked failed like this.
+    Unsettled(EngineError),
+}
+
+/// Bounds one engine call: a hung statement counts as the engine being unavailable, and the
+/// database's lock and the metadata connection are given back.
+async fn bounded<T>(
+    limit: std::time::Duration,
+    call: impl Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(EngineError::Unavailable("engine step timed out".into())))
+}
+
 fn failure_of(e: &EngineError) -> JobFailure {
     match e {
-        EngineError::Unavailable(_) => JobFailure::EngineUnavailable,
+        EngineError::Unreachable(_) | EngineError::Unavailable(_) => JobFailure::EngineUnavailable,
         EngineError::Conflict(_) => JobFailure::EngineConflict,
         EngineError::Failed(_) => JobFailure::Internal,
     }
@@ -127,6 +150,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     };
 
     let key = ctx.key.clone();
+    let limit = ctx.engine_timeout;
     let engine = db.engine().as_str();
     let step_started = std::time::Instant::now();
     let ddl = tracing::info_span!(
@@ -139,33 +163,17 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     let result = ctx
         .store
         .run_locked(msg.job_id, msg.database_id, |locked: Locked| {
-            async move {
-            let current = locked.database;
-            match kind {
-                JobKind::Create => driver.create(&target, &password).await,
-                JobKind::Access => driver.set_access(&target, locked.wanted).await,
-                JobKind::Rotate => {
-                    let outcome = driver.set_password(&target, &password).await;
-                    if outcome.is_err() {
-                        // Put back the password metadata still holds, so the two never disagree.
-                        if let Ok(old) = key.open(current.database_id(), &current.password_sealed)
-                            && let Err(error) = driver.restore_password(&target, &old).await
-                        {
-                            tracing::error!(%error, database = %current.id, "could not restore the previous password after a failed rotate");
-                        }
-                    }
-                    outcome
-                }
-            }
-            }
-            .instrument(ddl)
+            step(driver, target, kind, locked, password, key, limit).instrument(ddl)
         })
         .await;
     let step_outcome = match &result {
         Ok(()) | Err(LockedError::AlreadyFinished) => "done",
-        Err(LockedError::Engine(EngineError::Unavailable(_))) => "engine_unavailable",
-        Err(LockedError::Engine(EngineError::Conflict(_))) => "engine_conflict",
-        Err(LockedError::Engine(EngineError::Failed(_))) => "engine_failed",
+        Err(LockedError::Engine(StepError::Unsettled(_))) => "unsettled",
+        Err(LockedError::Engine(StepError::Engine(e))) => match e {
+            EngineError::Unreachable(_) | EngineError::Unavailable(_) => "engine_unavailable",
+            EngineError::Conflict(_) => "engine_conflict",
+            EngineError::Failed(_) => "engine_failed",
+        },
         Err(LockedError::Store(_)) => "metadata_unavailable",
     };
     let labels = [
@@ -179,16 +187,68 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     match result {
         Ok(()) => finished(JobOutcome::Done),
         Err(LockedError::AlreadyFinished) => recorded(ctx, msg.job_id).await,
-        Err(LockedError::Engine(error)) => {
+        Err(LockedError::Engine(StepError::Engine(error))) => {
             let failure = failure_of(&error);
             tracing::warn!(%error, job = %msg.job_id, kind = kind.as_str(), "job failed on the engine");
             fail(ctx, msg, kind, failure, None).await
+        }
+        Err(LockedError::Engine(StepError::Unsettled(error))) => {
+            tracing::error!(
+                alert = true,
+                %error,
+                job = %msg.job_id,
+                "a failed rotate could not put the previous password back; the job stays open"
+            );
+            Disposition::Retry
         }
         Err(LockedError::Store(error)) => {
             // The engine step may have been applied; the job is still `running`, and the
             // redelivery applies the same intent again.
             tracing::warn!(%error, job = %msg.job_id, "could not record the job's result, will retry");
             Disposition::Retry
+        }
+    }
+}
+
+/// The engine step of one job, under the database's lock, each engine call bounded by `limit`.
+async fn step(
+    driver: &EngineDriver,
+    target: Target,
+    kind: JobKind,
+    locked: Locked,
+    password: hepdb_core::secret::Password,
+    key: MasterKey,
+    limit: std::time::Duration,
+) -> Result<(), StepError> {
+    let current = locked.database;
+    match kind {
+        JobKind::Create => bounded(limit, driver.create(&target, &password))
+            .await
+            .map_err(StepError::Engine),
+        JobKind::Access => bounded(limit, driver.set_access(&target, locked.wanted))
+            .await
+            .map_err(StepError::Engine),
+        JobKind::Rotate => {
+            let Err(error) = bounded(limit, driver.set_password(&target, &password)).await else {
+                return Ok(());
+            };
+            if let EngineError::Unreachable(_) = error {
+                // Nothing was sent: nothing to put back.
+                return Err(StepError::Engine(error));
+            }
+            // Put back the password metadata still holds, so the two never disagree; if even
+            // that fails, the engine may hold the new one, and the job must stay open.
+            let restored = match key.open(current.database_id(), &current.password_sealed) {
+                Ok(old) => bounded(limit, driver.restore_password(&target, &old)).await,
+                Err(_) => Err(EngineError::Failed("sealed password does not open".into())),
+            };
+            match restored {
+                Ok(()) => Err(StepError::Engine(error)),
+                Err(restore) => {
+                    tracing::warn!(%restore, database = %current.id, "could not put the previous password back");
+                    Err(StepError::Unsettled(error))
+                }
+            }
         }
     }
 }
@@ -224,16 +284,7 @@ async fn fail(
     dead_letter: Option<&'static str>,
 ) -> Disposition {
     let recorded = match kind {
-        JobKind::Create => {
-            let engine_clean = match failure {
-                // The driver already undid its own part and must not touch the other party's.
-                JobFailure::EngineConflict => true,
-                _ => cleanup_create(ctx, msg.database_id).await,
-            };
-            ctx.store
-                .fail_create(msg.job_id, msg.database_id, failure, engine_clean)
-                .await
-        }
+        JobKind::Create => return give_up_create(ctx, msg, failure, dead_letter).await,
         // A rotate given up after many deliveries may have changed the engine in one that
         // died before its commit: put metadata's password back first.
         JobKind::Rotate if failure == JobFailure::Poisoned => {
@@ -248,6 +299,58 @@ async fn fail(
     Disposition::Finished {
         outcome: JobOutcome::Failed(failure),
         dead_letter,
+    }
+}
+
+/// Fails a create, and undoes it on the engine, under the database's lock and only while the
+/// job is still live: a duplicate delivery may have finished the same create meanwhile, and
+/// its database must stay. What cannot be dropped now is parked as `failed` for the
+/// reconciler.
+pub async fn give_up_create(
+    ctx: &JobContext,
+    msg: &JobMessage,
+    failure: JobFailure,
+    dead_letter: Option<&'static str>,
+) -> Disposition {
+    let resolved = match ctx.store.database(msg.database_id).await {
+        Ok(Some(db)) => resolve(ctx, &db),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(%error, job = %msg.job_id, "cannot read the database row, will retry");
+            return Disposition::Retry;
+        }
+    };
+    let limit = ctx.engine_timeout;
+    let undone = ctx
+        .store
+        .fail_create(msg.job_id, msg.database_id, failure, |row| async move {
+            // After a name collision the driver already undid its own part, and must not
+            // touch the other party's.
+            if failure == JobFailure::EngineConflict {
+                return true;
+            }
+            let Some((target, driver)) = resolved else {
+                return false;
+            };
+            match bounded(limit, driver.drop_owned(&target)).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, database = %row.id, "could not clean up a failed create; parking it as failed");
+                    false
+                }
+            }
+        })
+        .await;
+    match undone {
+        Ok(()) => Disposition::Finished {
+            outcome: JobOutcome::Failed(failure),
+            dead_letter,
+        },
+        Err(LockedError::AlreadyFinished) => recorded(ctx, msg.job_id).await,
+        Err(error) => {
+            tracing::warn!(%error, job = %msg.job_id, "could not record the failure, will retry");
+            Disposition::Retry
+        }
     }
 }
 
@@ -277,13 +380,14 @@ async fn give_up_rotate(
         };
     };
     let key = ctx.key.clone();
+    let limit = ctx.engine_timeout;
     let undone = ctx
         .store
         .fail_locked(msg.job_id, msg.database_id, failure, |current| async move {
             let password = key
                 .open(current.database_id(), &current.password_sealed)
                 .map_err(|_| EngineError::Failed("sealed password does not open".into()))?;
-            driver.restore_password(&target, &password).await
+            bounded(limit, driver.restore_password(&target, &password)).await
         })
         .await;
     match undone {
@@ -295,22 +399,6 @@ async fn give_up_rotate(
         Err(error) => {
             tracing::warn!(%error, job = %msg.job_id, "could not put the previous password back; will retry");
             Disposition::Retry
-        }
-    }
-}
-
-async fn cleanup_create(ctx: &JobContext, id: DatabaseId) -> bool {
-    let Ok(Some(db)) = ctx.store.database(id).await else {
-        return false;
-    };
-    let Some((target, driver)) = resolve(ctx, &db) else {
-        return false;
-    };
-    match driver.drop_owned(&target).await {
-        Ok(()) => true,
-        Err(error) => {
-            tracing::warn!(%error, database = %db.id, "could not clean up a failed create; parking it as failed");
-            false
         }
     }
 }

@@ -50,6 +50,7 @@ impl Worker {
             key,
             max_attempts: settings.worker.max_attempts,
             max_unmeasured_passes: settings.quota.max_unmeasured_passes,
+            engine_timeout: Duration::from_secs(settings.worker.engine_timeout_secs),
         };
         let topology = Topology::new(
             &settings.amqp.queue_prefix,
@@ -213,6 +214,7 @@ pub fn context(settings: &Settings) -> anyhow::Result<JobContext> {
         key: settings.crypto.master_key().context("crypto.master_key")?,
         max_attempts: settings.worker.max_attempts,
         max_unmeasured_passes: settings.quota.max_unmeasured_passes,
+        engine_timeout: std::time::Duration::from_secs(settings.worker.engine_timeout_secs),
     })
 }
 

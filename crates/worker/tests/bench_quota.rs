@@ -106,6 +106,7 @@ async fn quota_pass_over_ten_thousand_databases() {
         key: settings.crypto.master_key().unwrap(),
         max_attempts: 5,
         max_unmeasured_passes: 3,
+        engine_timeout: std::time::Duration::from_secs(45),
     };
     let driver = ctx.engines.get("mariadb").unwrap().clone();
     let mut baseline = vec![];

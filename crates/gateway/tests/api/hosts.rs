@@ -241,24 +241,120 @@ async fn parallel_creates_of_many_accounts_never_overfill_a_host() {
     assert_eq!(mariadb.databases, 3);
 }
 
-/// A tenant at its connection limit leaves room for everyone else, and a server that refuses
-/// connections altogether is `503 ENGINE_UNAVAILABLE`, never 500.
-#[tokio::test(flavor = "multi_thread")]
-async fn connection_limits_and_a_full_server() {
-    let b = SecondMariadb::start();
+/// An app whose only MariaDB host is `b`, each tenant user allowed `limit` sessions.
+async fn b_only_app(b: &SecondMariadb, limit: u32) -> TestApp {
     let url = format!(
         "mysql://hepdb_provisioner:hepdb-dev-provisioner@127.0.0.1:{}",
         b.port
     );
     MariaDb::bootstrap(&b.root_url(), &url).await.unwrap();
     let port = b.port;
-    let app = spawn_app_with(Options::default(), move |s| {
+    spawn_app_with(Options::default(), move |s| {
         let mut only = host(&url, port, 10);
-        only.tenant_connection_limit = 2;
+        only.tenant_connection_limit = limit;
         s.engines.mariadb.hosts.insert("maria-b".into(), only);
         s.gateway.job_timeout_ms = 8000;
     })
-    .await;
+    .await
+}
+
+/// A rotate whose engine step fails after the new password reached the engine, and whose
+/// rollback fails too, leaves the engine holding the new password: the job stays open, and a
+/// later delivery finishes it. It is never marked failed in that state. Here the login check
+/// fails because the tenant is at its connection limit, and the rollback because metadata's
+/// sealed password cannot be opened.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotate_that_cannot_be_rolled_back_stays_open_and_finishes_later() {
+    use hepdb_core::job::{JobKindWire, JobMessage, JobOutcome, MESSAGE_VERSION};
+    use hepdb_worker::jobs::{Disposition, handle};
+    let b = SecondMariadb::start();
+    let app = b_only_app(&b, 2).await;
+    let (s, body) = app.create(json!({"name": "rotating"})).await;
+    assert_eq!(s, 201, "{body}");
+    let d = data(&body).clone();
+    let (cs, old) = (
+        d["connectionString"].as_str().unwrap().to_owned(),
+        d["password"].as_str().unwrap().to_owned(),
+    );
+    let id: hepdb_core::DatabaseId = d["id"].as_str().unwrap().parse().unwrap();
+    let new = hepdb_core::secret::Password::generate();
+    let sealed = app.settings.crypto.master_key().unwrap().seal(id, &new);
+    let job = app
+        .store
+        .insert_rotate_job(app.account, id, sealed, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let msg = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: job,
+        database_id: id,
+        kind: JobKindWire::Rotate,
+    };
+    let session = |cs: String| async move {
+        let opts = mysql_async::Opts::from_url(&cs).unwrap();
+        mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false)).await
+    };
+    let mut held = vec![
+        session(cs.clone()).await.unwrap(),
+        session(cs.clone()).await.unwrap(),
+    ];
+    let original: Vec<u8> = app
+        .store
+        .database(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_sealed;
+    let hex: String = original.iter().map(|b| format!("{b:02x}")).collect();
+    let sealed_sql = |bytes: &str| {
+        format!("UPDATE databases SET password_sealed = decode('{bytes}', 'hex') WHERE id = '{id}'")
+    };
+    assert_eq!(app.metadata_sql(&sealed_sql("00")).await, 1);
+
+    let ctx = app.worker.as_ref().unwrap().context();
+    assert_eq!(handle(ctx, &msg).await, Disposition::Retry);
+    let state = app.store.job(job).await.unwrap().unwrap().state;
+    assert_eq!(state, "running", "left open, not failed");
+    held.pop();
+    let new_cs = cs.replace(&old, new.expose());
+    assert!(
+        session(new_cs.clone()).await.is_ok(),
+        "the engine holds the new password"
+    );
+
+    assert_eq!(app.metadata_sql(&sealed_sql(&hex)).await, 1);
+    drop(held);
+    assert_eq!(
+        handle(ctx, &msg).await,
+        Disposition::Finished {
+            outcome: JobOutcome::Done,
+            dead_letter: None
+        }
+    );
+    assert!(use_database(&new_cs).await.is_ok());
+    assert!(
+        use_database(&cs).await.is_err(),
+        "the old password is refused"
+    );
+    let (_, revealed) = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/v1/db/databases/{id}"),
+            Some(&app.key),
+            None,
+        )
+        .await;
+    assert_eq!(data(&revealed)["password"], new.expose());
+}
+
+/// A tenant at its connection limit leaves room for everyone else, and a server that refuses
+/// connections altogether is `503 ENGINE_UNAVAILABLE`, never 500.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_limits_and_a_full_server() {
+    let b = SecondMariadb::start();
+    let port = b.port;
+    let app = b_only_app(&b, 2).await;
     let (s, body) = app.create(json!({"name": "busy"})).await;
     assert_eq!(s, 201, "{body}");
     let cs = data(&body)["connectionString"].as_str().unwrap().to_owned();

@@ -7,7 +7,7 @@ use hepdb_core::{
     secret::Password,
     settings::Secret,
 };
-use hepdb_worker::jobs::{Disposition, handle};
+use hepdb_worker::jobs::{Disposition, give_up_create, handle};
 use mysql_async::prelude::Queryable;
 use reqwest::Method;
 use serde_json::json;
@@ -398,4 +398,40 @@ async fn a_stopping_worker_finishes_its_running_job_and_takes_no_new_one() {
     // A stopped worker takes nothing new.
     let (s, b) = app.create(json!({"name": "after-stop"})).await;
     assert_error(s, &b, 503, Some("WORKER_UNAVAILABLE"));
+}
+
+/// Race: delivery D1 runs a create's engine step; the broker redelivers the message as D2,
+/// which waits on the lock; D1's step fails; D2 converges and commits `active` (the client gets
+/// 201); only then does D1's cleanup run. It must find the job finished and undo nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_delivery_never_undoes_a_create_another_delivery_finished() {
+    let app = spawn_app().await;
+    let ctx = app.worker.as_ref().unwrap().context();
+    let tag = app.tag().await;
+    let (msg, pw, db, user) = intent(&app, "raced").await;
+    assert_eq!(handle(ctx, &msg).await, DONE, "D2 converges");
+    assert_eq!(
+        give_up_create(ctx, &msg, JobFailure::EngineUnavailable, None).await,
+        DONE,
+        "D1's cleanup answers what metadata holds"
+    );
+    use_database(&url(&user, &pw, &db)).await.unwrap();
+    let row = app.store.database(msg.database_id).await.unwrap().unwrap();
+    assert_eq!(row.state, "active");
+
+    // A create that is still live is undone, under the lock: nothing of it is left on the
+    // engine, and its slot is free again.
+    let (msg, _, db, _) = intent(&app, "undone").await;
+    app.store.claim_job(msg.job_id).await.unwrap().unwrap();
+    let mut root = root().await;
+    claim_and_create(&mut root, &db, msg.database_id).await;
+    assert_eq!(
+        give_up_create(ctx, &msg, JobFailure::EngineUnavailable, None).await,
+        Disposition::Finished {
+            outcome: JobOutcome::Failed(JobFailure::EngineUnavailable),
+            dead_letter: None,
+        }
+    );
+    assert!(!engine_databases(&tag).await.contains(&db));
+    assert!(app.store.database(msg.database_id).await.unwrap().is_none());
 }

@@ -69,7 +69,11 @@ pub struct Bootstrapped {
 /// Why an engine operation failed. Messages never contain a password.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// Cannot reach the server, or the provisioner cannot log in: nothing was changed by us.
+    /// The provisioner could not even connect: no statement was sent, nothing changed.
+    #[error("engine unreachable: {0}")]
+    Unreachable(String),
+    /// The server failed or went away during the operation (or refused it for lack of
+    /// connections): what it did before is unknown.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
     /// An object with our generated name exists and does not carry our mark.
@@ -80,6 +84,22 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// A failure to connect, which means nothing was sent: [`EngineError::Unreachable`].
+    pub(crate) fn at_connect(self) -> Self {
+        match self {
+            EngineError::Unavailable(m) => EngineError::Unreachable(m),
+            other => other,
+        }
+    }
+
+    /// After a change was sent, not even a failure to connect proves nothing changed.
+    fn after_change(self) -> Self {
+        match self {
+            EngineError::Unreachable(m) => EngineError::Unavailable(m),
+            other => other,
+        }
+    }
+
     /// Logs a name collision as an operator alert and returns the error for it.
     pub(crate) fn collision(what: &str, name: &str) -> Self {
         tracing::error!(
@@ -150,12 +170,12 @@ impl EngineDriver {
         password: &Password,
     ) -> Result<(), EngineError> {
         self.restore_password(target, password).await?;
-        if self.can_login(target, password).await? {
-            Ok(())
-        } else {
-            Err(EngineError::Failed(
+        match self.can_login(target, password).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EngineError::Failed(
                 "the new password does not log in".into(),
-            ))
+            )),
+            Err(e) => Err(e.after_change()),
         }
     }
 

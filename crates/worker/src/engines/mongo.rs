@@ -73,10 +73,12 @@ fn classify(e: &Error, what: &str) -> EngineError {
         ErrorKind::Write(WriteFailure::WriteError(w)) => {
             EngineError::Failed(format!("{what}: write error {}", w.code))
         }
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. } => {
-            EngineError::Unavailable(format!("{what}: server unreachable"))
+        // No server was selected: the command was never sent.
+        ErrorKind::ServerSelection { .. } => {
+            EngineError::Unreachable(format!("{what}: server unreachable"))
+        }
+        ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => {
+            EngineError::Unavailable(format!("{what}: connection lost"))
         }
         _ => EngineError::Failed(format!("{what}: {e}")),
     }

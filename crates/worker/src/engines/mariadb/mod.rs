@@ -156,8 +156,8 @@ impl MariaDb {
     async fn conn(&self) -> Result<Conn, EngineError> {
         match tokio::time::timeout(CONNECT_TIMEOUT, self.pool.get_conn()).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(classify(e, "connect")),
-            Err(_) => Err(EngineError::Unavailable("connect: timed out".into())),
+            Ok(Err(e)) => Err(classify(e, "connect").at_connect()),
+            Err(_) => Err(EngineError::Unreachable("connect: timed out".into())),
         }
     }
 

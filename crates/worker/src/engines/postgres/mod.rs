@@ -169,9 +169,12 @@ impl Postgres {
     }
 
     async fn conn(&self) -> Result<Object, EngineError> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => classify(&e, "connect"),
-            other => EngineError::Unavailable(format!("connect: {other}")),
+        self.pool.get().await.map_err(|e| {
+            match e {
+                deadpool_postgres::PoolError::Backend(e) => classify(&e, "connect"),
+                other => EngineError::Unavailable(format!("connect: {other}")),
+            }
+            .at_connect()
         })
     }
 
