@@ -86,6 +86,19 @@ fn main() -> anyhow::Result<()> {
                 "--",
                 "--ignored",
                 "--nocapture",
+            ]))?;
+            // Release: the soak sends a million requests.
+            run(cargo().args([
+                "test",
+                "--release",
+                "-p",
+                "hepdb-gateway",
+                "--test",
+                "api",
+                "soak::",
+                "--",
+                "--ignored",
+                "--nocapture",
             ]))
         }
         Task::Ci => {

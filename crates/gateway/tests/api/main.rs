@@ -12,3 +12,4 @@ mod pipeline;
 mod quota;
 mod reconcile;
 mod reveal_rotate;
+mod soak;
