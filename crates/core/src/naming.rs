@@ -82,6 +82,13 @@ impl EngineNames {
         (names.db_user == db_user && names.db_name == db_name).then_some(names)
     }
 
+    /// The names of an engine object hepdb lists as marked: a database `um_…` or a user or
+    /// role `dum_…` names both.
+    pub fn of_object(object: &str) -> Option<Self> {
+        let db_name = object.strip_prefix('d').unwrap_or(object);
+        Self::parse(db_name, &format!("d{db_name}"))
+    }
+
     pub fn db_name(&self) -> &str {
         &self.db_name
     }
@@ -132,7 +139,7 @@ mod tests {
         assert_eq!(names.db_user(), "dum_0a1b2c3d4e_1");
         assert_eq!(
             EngineNames::parse("um_0a1b2c3d4e_1", "dum_0a1b2c3d4e_1"),
-            Some(names)
+            Some(names.clone())
         );
         assert_eq!(
             EngineNames::parse("um_0a1b2c3d4e_1", "dum_0a1b2c3d4e_2"),
@@ -152,5 +159,15 @@ mod tests {
         );
         let fresh = DbTag::generate();
         assert!(DbTag::parse(fresh.as_str()).is_some());
+        for object in ["um_0a1b2c3d4e_1", "dum_0a1b2c3d4e_1"] {
+            assert_eq!(EngineNames::of_object(object), Some(names.clone()));
+        }
+        for other in [
+            "xum_0a1b2c3d4e_1",
+            "dum_0a1b2c3d4e_1_frozen",
+            "ddum_0a1b2c3d4e_1",
+        ] {
+            assert_eq!(EngineNames::of_object(other), None, "{other}");
+        }
     }
 }

@@ -123,6 +123,20 @@ impl Store {
         exactly_one(n, "remove failed create")
     }
 
+    /// Of `ids` (databases without a row), those whose create job failed or was cancelled:
+    /// hepdb made them, and nobody will ever want what is left of them.
+    pub async fn failed_create_ids(&self, ids: &[String]) -> Result<HashSet<String>> {
+        let mut conn = self.conn().await?;
+        let found: Vec<Option<String>> = jobs::table
+            .filter(jobs::kind.eq(hepdb_core::state::JobKind::Create.as_str()))
+            .filter(jobs::state.eq_any([JobState::Failed.as_str(), JobState::Cancelled.as_str()]))
+            .filter(jobs::database_id.eq_any(ids))
+            .select(jobs::database_id)
+            .load(&mut conn)
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
     /// The ids of every database row on `host`, whatever its state.
     pub async fn database_ids_on_host(&self, host: &str) -> Result<HashSet<String>> {
         let mut conn = self.conn().await?;

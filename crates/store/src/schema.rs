@@ -105,7 +105,6 @@ diesel::table! {
 diesel::joinable!(api_keys -> accounts (account_id));
 diesel::joinable!(idempotency_keys -> jobs (job_id));
 diesel::joinable!(databases -> accounts (account_id));
-diesel::joinable!(jobs -> databases (database_id));
 diesel::joinable!(databases -> engine_hosts (host));
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,

@@ -6,8 +6,10 @@
 //!   delivers; the job itself is idempotent, so a duplicate is harmless);
 //! - a `deleting` row (an operator deletion that was interrupted) is finished;
 //! - a `failed` create whose engine cleanup did not complete is cleaned up and removed;
-//! - a marked engine object without a row is reported, never dropped: it may belong to another
-//!   deployment sharing the server, or to metadata restored from an older backup.
+//! - a marked engine object without a row is dropped if its id is that of a create that failed
+//!   (a late statement of an abandoned create can leave one after the create was undone);
+//!   any other is reported, never dropped: it may belong to another deployment sharing the
+//!   server, or to metadata restored from an older backup. Alerts are one summary per pass.
 //!
 //! One pass runs at a time across all processes (a PostgreSQL advisory lease).
 
@@ -36,6 +38,8 @@ pub struct Report {
     /// quota change).
     pub access: Vec<Action>,
     pub orphans: Vec<Orphan>,
+    /// Marked engine objects of creates that failed, dropped.
+    pub failed_create_leftovers: Vec<Action>,
     pub unreachable_hosts: Vec<String>,
     pub expired_idempotency_keys: usize,
 }
@@ -48,6 +52,7 @@ impl Report {
             && self.failed_creates.is_empty()
             && self.access.is_empty()
             && self.orphans.is_empty()
+            && self.failed_create_leftovers.is_empty()
     }
 }
 
@@ -187,20 +192,53 @@ async fn pass(
             }
         };
         let known = ctx.store.database_ids_on_host(host).await?;
-        for m in marked.into_iter().filter(|m| !known.contains(&m.id)) {
-            tracing::error!(
-                alert = true,
-                host,
-                id = %m.id,
-                object = %m.object,
-                "engine object carries hepdb's mark but has no metadata row; left in place"
-            );
-            report.orphans.push(Orphan {
-                host: host.to_owned(),
-                id: m.id,
-                object: m.object,
-            });
+        let unknown: Vec<_> = marked
+            .into_iter()
+            .filter(|m| !known.contains(&m.id))
+            .collect();
+        let ids: Vec<String> = unknown.iter().map(|m| m.id.clone()).collect();
+        let failed = ctx.store.failed_create_ids(&ids).await?;
+        for m in unknown {
+            if failed.contains(&m.id) {
+                let result = if dry_run {
+                    Ok(())
+                } else {
+                    drop_leftover(driver, &m).await
+                };
+                report.failed_create_leftovers.push(Action {
+                    id: m.id,
+                    what: format!("drop {} on {host}, left by a failed create", m.object),
+                    outcome: outcome(dry_run, || result),
+                });
+            } else {
+                tracing::debug!(host, id = %m.id, object = %m.object, "orphan");
+                report.orphans.push(Orphan {
+                    host: host.to_owned(),
+                    id: m.id,
+                    object: m.object,
+                });
+            }
         }
+    }
+    if !report.orphans.is_empty() {
+        tracing::error!(
+            alert = true,
+            orphans = report.orphans.len(),
+            "engine objects carry hepdb's mark but have no metadata row; left in place \
+             (their ids: debug log, or hepdb-admin reconcile --dry-run)"
+        );
+    }
+    let cleaned = &report.failed_create_leftovers;
+    if !cleaned.is_empty() {
+        let failed = cleaned
+            .iter()
+            .filter(|a| a.outcome.starts_with("error"))
+            .count();
+        tracing::warn!(
+            dropped = cleaned.len() - failed,
+            failed,
+            "engine objects left by failed creates"
+        );
     }
     if !dry_run {
         report.expired_idempotency_keys = ctx.store.purge_idempotency_keys().await?;
@@ -270,6 +308,21 @@ async fn run_here(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<
         } => Ok(()),
         other => Err(format!("{other:?}")),
     }
+}
+
+/// Drops what a failed create left: its names come from the object, and the driver drops only
+/// what carries this id's mark.
+async fn drop_leftover(
+    driver: &crate::engines::EngineDriver,
+    m: &crate::engines::Marked,
+) -> Result<(), String> {
+    let id: DatabaseId = m.id.parse().map_err(|_| "malformed mark".to_owned())?;
+    let names = hepdb_core::naming::EngineNames::of_object(&m.object)
+        .ok_or_else(|| format!("{} is not a generated name", m.object))?;
+    driver
+        .drop_owned(&crate::engines::Target { id, names })
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Drops the database's marked engine objects, then runs `finish` on its row.

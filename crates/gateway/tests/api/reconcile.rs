@@ -196,3 +196,65 @@ async fn engine_access_that_drifted_from_metadata_is_brought_back() {
     let again = app.worker.as_ref().unwrap().reconcile(true).await.unwrap();
     assert!(again.access.is_empty());
 }
+
+/// A create that was undone can still leave a marked database behind, when a statement of the
+/// abandoned attempt completes on the server afterwards (an engine session killed or timed out
+/// mid-statement). Its id is a failed create's, so the reconciler drops it instead of reporting
+/// it forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_failed_create_leaves_behind_is_dropped_not_reported() {
+    use hepdb_core::job::{JobFailure, JobKindWire, JobMessage, MESSAGE_VERSION};
+    let app = app().await;
+    let tag = app.tag().await;
+    let ctx = app.worker.as_ref().unwrap().context();
+    let (reserved, _) = app.reserve_intent("abandoned").await;
+    let msg = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: reserved.job,
+        database_id: reserved.database.database_id(),
+        kind: JobKindWire::Create,
+    };
+    app.store.claim_job(msg.job_id).await.unwrap().unwrap();
+    hepdb_worker::jobs::give_up_create(ctx, &msg, JobFailure::EngineUnavailable, None).await;
+    assert!(app.store.database(msg.database_id).await.unwrap().is_none());
+    // The abandoned attempt's statements land after all.
+    let name = reserved.database.db_name.clone();
+    let mut root = root().await;
+    for sql in [
+        format!(
+            "INSERT INTO hepdb.owners (db_name, mark) VALUES ('{name}', 'hepdb:{}')",
+            msg.database_id
+        ),
+        format!("CREATE DATABASE `{name}`"),
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+
+    let dry = app.worker.as_ref().unwrap().reconcile(true).await.unwrap();
+    assert_eq!(
+        dry.failed_create_leftovers.len(),
+        1,
+        "{:?}",
+        dry.failed_create_leftovers
+    );
+    assert_eq!(dry.failed_create_leftovers[0].outcome, "planned");
+    let report = app.worker.as_ref().unwrap().reconcile(false).await.unwrap();
+    assert!(
+        !report
+            .orphans
+            .iter()
+            .any(|o| o.id == msg.database_id.to_text()),
+        "not reported as an orphan"
+    );
+    assert_eq!(report.failed_create_leftovers.len(), 1);
+    assert_eq!(report.failed_create_leftovers[0].outcome, "done");
+    assert!(engine_databases(&tag).await.is_empty());
+    let claims: Vec<String> = root
+        .exec(
+            "SELECT db_name FROM hepdb.owners WHERE db_name = ?",
+            (&name,),
+        )
+        .await
+        .unwrap();
+    assert!(claims.is_empty(), "the claim went with it");
+}
