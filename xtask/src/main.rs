@@ -17,6 +17,8 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+mod cleanup;
+
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
 struct Cli {
@@ -166,7 +168,8 @@ fn test() -> anyhow::Result<()> {
     run(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]))
 }
 
-/// Each test makes its own `hepdb_test_*` metadata database; drop those earlier runs left.
+/// Each test makes its own `hepdb_test_*` metadata database; drop those earlier runs left, and
+/// the tenant databases and users their accounts made on the engines.
 /// Best effort: a failure here only leaves clutter, so it is reported and ignored.
 fn drop_stale_test_databases() {
     let psql = || {
@@ -188,7 +191,10 @@ fn drop_stale_test_databases() {
         Ok(names) => names,
         Err(e) => return eprintln!("xtask: not cleaning old test databases: {e:#}"),
     };
-    for name in names.lines().filter(|n| !n.is_empty()) {
+    let names: Vec<&str> = names.lines().filter(|n| !n.is_empty()).collect();
+    // Their tenants first: the accounts in them name what the tests made on the engines.
+    cleanup::drop_test_tenants(&cleanup::test_tags(&names));
+    for name in names {
         let _ = output(psql().arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")));
     }
 }
@@ -314,6 +320,18 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// account with room for any run, and hepdb-load against it.
 fn load(args: &[String]) -> anyhow::Result<()> {
     services()?;
+    // What the previous load run made goes first, so that runs do not add up on the engines.
+    cleanup::drop_test_tenants(&cleanup::test_tags(&["hepdb_load"]));
+    let _ = output(Command::new("psql").args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-Atqc",
+        "DROP DATABASE IF EXISTS hepdb_load WITH (FORCE)",
+    ]));
     let metadata = "postgres://postgres@127.0.0.1:5432/hepdb_load";
     let env = owned(&[
         ("HEPDB__METADATA__URL", metadata),

@@ -1,0 +1,198 @@
+//! What earlier test runs left on the local engines. Every test keeps its accounts in a
+//! `hepdb_test_*` metadata database of its own, so the 10-hex tags of those accounts name
+//! exactly the tenant databases, users and roles the suite made (`um_<tag>_<n>`,
+//! `dum_<tag>_<n>`); nothing else on the engines is touched. Run before the stale metadata
+//! databases are dropped, so that a machine that runs the suite a hundred times stays as fast
+//! as a new one. Best effort: a failure is reported and ignored.
+
+use std::{
+    collections::HashSet,
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, bail};
+
+/// The root password of the engines `.ci/services.sh` starts.
+const ROOT_PW: &str = "hepdb-dev-root";
+
+fn psql(port: u16, db: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .env("PGPASSWORD", ROOT_PW)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-d", db, "-Atq", "-c", sql])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Feeds `script` to `program` on standard input; statement errors are not fatal.
+fn feed(program: &mut Command, script: &str) -> anyhow::Result<()> {
+    let mut child = program
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting an engine client")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(script.as_bytes())?;
+    child.wait()?;
+    Ok(())
+}
+
+/// The tag of a generated name (`um_<tag>_<n>` or `dum_<tag>_<n>`, `_frozen` allowed), if it
+/// is one.
+fn tag_of(name: &str) -> Option<&str> {
+    let rest = name
+        .strip_prefix("dum_")
+        .or_else(|| name.strip_prefix("um_"))?;
+    let (tag, _) = rest.split_once('_')?;
+    let generated = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    (tag.len() == 10 && generated).then_some(tag)
+}
+
+/// The account tags of every `hepdb_test_*` metadata database.
+pub fn test_tags(metadata_dbs: &[&str]) -> HashSet<String> {
+    metadata_dbs
+        .iter()
+        .filter_map(|db| psql(5432, db, "SELECT db_tag FROM accounts").ok())
+        .flat_map(|out| out.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Drops the tenant objects of `tags` on the local MariaDB, PostgreSQL and MongoDB engines.
+pub fn drop_test_tenants(tags: &HashSet<String>) {
+    if tags.is_empty() {
+        return;
+    }
+    let ours = |name: &&str| tag_of(name).is_some_and(|t| tags.contains(t));
+    let mut dropped = 0;
+    match mariadb_names() {
+        Ok((dbs, users)) => {
+            let mut script = String::new();
+            for db in dbs.iter().map(String::as_str).filter(ours) {
+                script.push_str(&format!(
+                    "DROP DATABASE IF EXISTS `{db}`;\nDELETE FROM hepdb.owners WHERE db_name = '{db}';\n"
+                ));
+                dropped += 1;
+            }
+            for user in users.iter().map(String::as_str).filter(ours) {
+                script.push_str(&format!("DROP USER IF EXISTS '{user}'@'%';\n"));
+            }
+            if let Err(e) = feed(Command::new("mariadb").args(["-uroot", "--force"]), &script) {
+                eprintln!("xtask: not cleaning MariaDB: {e:#}");
+            }
+        }
+        Err(e) => eprintln!("xtask: not cleaning MariaDB: {e:#}"),
+    }
+    match postgres_names() {
+        Ok((dbs, roles)) => {
+            let mut script = String::new();
+            for db in dbs.iter().map(String::as_str).filter(ours) {
+                script.push_str(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE);\n"));
+                dropped += 1;
+            }
+            // Holder roles first: a tenant role may not go while its holder is a member.
+            let mut roles: Vec<&str> = roles.iter().map(String::as_str).filter(ours).collect();
+            roles.sort_by_key(|r| !r.ends_with("_frozen"));
+            for role in roles {
+                script.push_str(&format!("DROP ROLE IF EXISTS \"{role}\";\n"));
+            }
+            let mut c = Command::new("psql");
+            c.env("PGPASSWORD", ROOT_PW).args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "5433",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ]);
+            if let Err(e) = feed(&mut c, &script) {
+                eprintln!("xtask: not cleaning the PostgreSQL engine: {e:#}");
+            }
+        }
+        Err(e) => eprintln!("xtask: not cleaning the PostgreSQL engine: {e:#}"),
+    }
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    if let Err(e) = mongo_drop_users(&tags) {
+        eprintln!("xtask: not cleaning MongoDB: {e:#}");
+    }
+    eprintln!("xtask: dropped {dropped} tenant databases left by earlier test runs");
+}
+
+fn mariadb_names() -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let query = |sql: &str| -> anyhow::Result<Vec<String>> {
+        let out = Command::new("mariadb")
+            .args(["-uroot", "-N", "-B", "-e", sql])
+            .output()
+            .context("running mariadb")?;
+        if !out.status.success() {
+            bail!("mariadb: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    };
+    Ok((
+        query(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'um\\_%'",
+        )?,
+        query("SELECT User FROM mysql.user WHERE User LIKE 'dum\\_%'")?,
+    ))
+}
+
+fn postgres_names() -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let lines = |s: String| s.lines().map(str::to_owned).collect::<Vec<_>>();
+    Ok((
+        lines(psql(
+            5433,
+            "postgres",
+            "SELECT datname FROM pg_database WHERE datname LIKE 'um\\_%'",
+        )?),
+        lines(psql(
+            5433,
+            "postgres",
+            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'dum\\_%'",
+        )?),
+    ))
+}
+
+/// MongoDB users (and their ownership claims) of `tags`, through pymongo, which the smongo
+/// stand-in brings. Databases are left: the stand-in's `dropDatabase` empties the whole server.
+fn mongo_drop_users(tags: &[&str]) -> anyhow::Result<()> {
+    let script = format!(
+        r#"
+import sys
+from pymongo import MongoClient
+tags = set({tags:?})
+c = MongoClient("mongodb://root:{ROOT_PW}@127.0.0.1:27017/admin", serverSelectionTimeoutMS=3000)
+users = c.admin.command("usersInfo")["users"]
+for u in users:
+    name = u["user"]
+    parts = name.split("_")
+    if name.startswith("dum_") and len(parts) >= 3 and parts[1] in tags:
+        c.admin.command("dropUser", name)
+        c.hepdb.owners.delete_one({{"_id": name}})
+"#
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .context("running python3")?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
