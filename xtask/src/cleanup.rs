@@ -1,9 +1,9 @@
-//! What earlier test runs left on the local engines. Every test keeps its accounts in a
-//! `hepdb_test_*` metadata database of its own, so the 10-hex tags of those accounts name
-//! exactly the tenant databases, users and roles the suite made (`um_<tag>_<n>`,
-//! `dum_<tag>_<n>`); nothing else on the engines is touched. Run before the stale metadata
-//! databases are dropped, so that a machine that runs the suite a hundred times stays as fast
-//! as a new one. Best effort: a failure is reported and ignored.
+//! What earlier test and load runs left on the local engines (the ones `.ci/services.sh`
+//! starts, which only hepdb's own runs use). A tenant database, user or role with a generated
+//! name (`um_<tag>_<n>`, `dum_<tag>_<n>`) is kept while some metadata database on the local
+//! server still has an account with its tag (the `cargo xtask dev` stack's, say); every other
+//! one was made by a run whose metadata is gone or about to go, and is dropped. Nothing without
+//! a generated name is touched. Best effort: a failure is reported and ignored.
 
 use std::{
     collections::HashSet,
@@ -59,22 +59,29 @@ fn tag_of(name: &str) -> Option<&str> {
     (tag.len() == 10 && generated).then_some(tag)
 }
 
-/// The account tags of every `hepdb_test_*` metadata database.
-pub fn test_tags(metadata_dbs: &[&str]) -> HashSet<String> {
-    metadata_dbs
-        .iter()
+/// The account tags of every database on the local metadata server, except those `dropping`
+/// names (stale test databases, about to go).
+pub fn live_tags(dropping: impl Fn(&str) -> bool) -> anyhow::Result<HashSet<String>> {
+    let dbs = psql(
+        5432,
+        "postgres",
+        "SELECT datname FROM pg_database WHERE NOT datistemplate",
+    )?;
+    Ok(dbs
+        .lines()
+        .filter(|db| !db.is_empty() && !dropping(db))
+        // Databases without an `accounts` table are not hepdb's: the query fails, and they
+        // add nothing.
         .filter_map(|db| psql(5432, db, "SELECT db_tag FROM accounts").ok())
         .flat_map(|out| out.lines().map(str::to_owned).collect::<Vec<_>>())
         .filter(|t| !t.is_empty())
-        .collect()
+        .collect())
 }
 
-/// Drops the tenant objects of `tags` on the local MariaDB, PostgreSQL and MongoDB engines.
-pub fn drop_test_tenants(tags: &HashSet<String>) {
-    if tags.is_empty() {
-        return;
-    }
-    let ours = |name: &&str| tag_of(name).is_some_and(|t| tags.contains(t));
+/// Drops every tenant object on the local MariaDB, PostgreSQL and MongoDB engines whose tag is
+/// not in `live`.
+pub fn drop_stale_tenants(live: &HashSet<String>) {
+    let ours = |name: &&str| tag_of(name).is_some_and(|t| !live.contains(t));
     let mut dropped = 0;
     match mariadb_names() {
         Ok((dbs, users)) => {
@@ -124,11 +131,11 @@ pub fn drop_test_tenants(tags: &HashSet<String>) {
         }
         Err(e) => eprintln!("xtask: not cleaning the PostgreSQL engine: {e:#}"),
     }
-    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-    if let Err(e) = mongo_drop_users(&tags) {
+    let live: Vec<&str> = live.iter().map(String::as_str).collect();
+    if let Err(e) = mongo_drop_users(&live) {
         eprintln!("xtask: not cleaning MongoDB: {e:#}");
     }
-    eprintln!("xtask: dropped {dropped} tenant databases left by earlier test runs");
+    eprintln!("xtask: dropped {dropped} tenant databases left by earlier runs");
 }
 
 fn mariadb_names() -> anyhow::Result<(Vec<String>, Vec<String>)> {
@@ -169,20 +176,21 @@ fn postgres_names() -> anyhow::Result<(Vec<String>, Vec<String>)> {
     ))
 }
 
-/// MongoDB users (and their ownership claims) of `tags`, through pymongo, which the smongo
-/// stand-in brings. Databases are left: the stand-in's `dropDatabase` empties the whole server.
-fn mongo_drop_users(tags: &[&str]) -> anyhow::Result<()> {
+/// MongoDB users (and their ownership claims) whose tag is not in `live`, through pymongo,
+/// which the smongo stand-in brings. Databases are left: the stand-in's `dropDatabase` empties
+/// the whole server.
+fn mongo_drop_users(live: &[&str]) -> anyhow::Result<()> {
     let script = format!(
         r#"
 import sys
 from pymongo import MongoClient
-tags = set({tags:?})
+live = set({live:?})
 c = MongoClient("mongodb://root:{ROOT_PW}@127.0.0.1:27017/admin", serverSelectionTimeoutMS=3000)
 users = c.admin.command("usersInfo")["users"]
 for u in users:
     name = u["user"]
     parts = name.split("_")
-    if name.startswith("dum_") and len(parts) >= 3 and parts[1] in tags:
+    if name.startswith("dum_") and len(parts) >= 3 and len(parts[1]) == 10 and parts[1] not in live:
         c.admin.command("dropUser", name)
         c.hepdb.owners.delete_one({{"_id": name}})
 "#

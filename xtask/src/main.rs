@@ -8,6 +8,7 @@
 //! - `bench`: benchmarks, each printing its ratio to a baseline measured in the same run.
 //! - `chaos`: the fault-injection scenarios, one at a time, each printing its counts.
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, `test`, then `chaos` (what CI runs).
+//! - `clean`: drop what earlier test runs left in metadata and on the local engines.
 
 use std::{
     path::{Path, PathBuf},
@@ -61,6 +62,10 @@ enum Task {
     },
     /// fmt --check, clippy -D warnings, and the tests: the CI gate.
     Ci,
+    /// Drop what earlier test runs left: their metadata databases, and the tenant databases
+    /// and users that no remaining metadata database claims on the local engines (`test`
+    /// does this first).
+    Clean,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +80,10 @@ fn main() -> anyhow::Result<()> {
             ("mongo", &mongo_root_url),
         ]),
         Task::Test => test(),
+        Task::Clean => {
+            drop_stale_test_databases();
+            Ok(())
+        }
         Task::Chaos => chaos(),
         Task::Load { args } => load(&args),
         Task::Bench => {
@@ -191,10 +200,12 @@ fn drop_stale_test_databases() {
         Ok(names) => names,
         Err(e) => return eprintln!("xtask: not cleaning old test databases: {e:#}"),
     };
-    let names: Vec<&str> = names.lines().filter(|n| !n.is_empty()).collect();
-    // Their tenants first: the accounts in them name what the tests made on the engines.
-    cleanup::drop_test_tenants(&cleanup::test_tags(&names));
-    for name in names {
+    // Tenants first: whatever no other metadata database claims was made by tests.
+    match cleanup::live_tags(|db| db.starts_with("hepdb_test_")) {
+        Ok(live) => cleanup::drop_stale_tenants(&live),
+        Err(e) => eprintln!("xtask: not cleaning the engines: {e:#}"),
+    }
+    for name in names.lines().filter(|n| !n.is_empty()) {
         let _ = output(psql().arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")));
     }
 }
@@ -321,7 +332,10 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 fn load(args: &[String]) -> anyhow::Result<()> {
     services()?;
     // What the previous load run made goes first, so that runs do not add up on the engines.
-    cleanup::drop_test_tenants(&cleanup::test_tags(&["hepdb_load"]));
+    match cleanup::live_tags(|db| db == "hepdb_load") {
+        Ok(live) => cleanup::drop_stale_tenants(&live),
+        Err(e) => eprintln!("xtask: not cleaning the engines: {e:#}"),
+    }
     let _ = output(Command::new("psql").args([
         "-h",
         "127.0.0.1",
