@@ -9,6 +9,9 @@ macro_rules! text_enum {
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
@@ -44,6 +47,33 @@ text_enum!(
 );
 
 impl DatabaseState {
+    /// Holds one of its account's slots and its name: from the intent until it is deleted.
+    /// A failed create holds neither.
+    pub fn holds_slot(self) -> bool {
+        !matches!(self, DatabaseState::Failed)
+    }
+
+    /// Shown to its owner through the API (has a public `status`).
+    pub fn is_visible(self) -> bool {
+        self.public_status().is_some()
+    }
+
+    /// Moves between `active` and `over_quota` with its account's measured total, and becomes
+    /// `disabled` when the account is suspended. (A disabled database waits for unsuspension.)
+    pub fn is_quota_managed(self) -> bool {
+        matches!(self, DatabaseState::Active | DatabaseState::OverQuota)
+    }
+
+    /// The stored text of every state for which `pred` holds: for filters in metadata queries.
+    pub fn texts(pred: fn(Self) -> bool) -> Vec<&'static str> {
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(|s| pred(*s))
+            .map(Self::as_str)
+            .collect()
+    }
+
     /// The spec's `status` value, or `None` when the database is not visible to its owner.
     pub fn public_status(self) -> Option<&'static str> {
         match self {

@@ -135,11 +135,9 @@ impl Store {
             };
             let of_account = databases::account_id.eq(&id);
             if suspend {
-                diesel::update(
-                    databases::table
-                        .filter(of_account)
-                        .filter(databases::state.eq_any(["active", "over_quota"])),
-                )
+                diesel::update(databases::table.filter(of_account).filter(
+                    databases::state.eq_any(DatabaseState::texts(DatabaseState::is_quota_managed)),
+                ))
                 .set(databases::state.eq(DatabaseState::Disabled.as_str()))
                 .execute(c)
                 .await?;
@@ -161,7 +159,7 @@ impl Store {
             }
             let ids: Vec<String> = databases::table
                 .filter(databases::account_id.eq(&id))
-                .filter(databases::state.eq_any(["active", "over_quota", "disabled"]))
+                .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::is_visible)))
                 .select(databases::id)
                 .load(c)
                 .await?;

@@ -84,10 +84,14 @@ impl From<DieselError> for ReserveError {
 }
 
 /// The states that hold a slot, and room on a host: everything but a failed create.
-pub(crate) const SLOT_HOLDING: [&str; 5] =
-    ["creating", "active", "over_quota", "disabled", "deleting"];
+pub(crate) fn slot_holding() -> Vec<&'static str> {
+    DatabaseState::texts(DatabaseState::holds_slot)
+}
+
 /// The states visible through the API.
-pub(crate) const VISIBLE: [&str; 3] = ["active", "over_quota", "disabled"];
+pub(crate) fn visible() -> Vec<&'static str> {
+    DatabaseState::texts(DatabaseState::is_visible)
+}
 
 impl Store {
     /// Records the intent to create a database and its create job, in one transaction that
@@ -115,7 +119,7 @@ impl Store {
             let p: &AsyncPgConnection = c;
             let used = databases::table
                 .filter(databases::account_id.eq(&account_id))
-                .filter(databases::state.eq_any(SLOT_HOLDING))
+                .filter(databases::state.eq_any(slot_holding()))
                 .count()
                 .get_result::<i64>(&mut &*p);
             let bytes = crate::quota::used_bytes(p, &account_id);
@@ -200,7 +204,7 @@ impl Store {
             .inner_join(engine_hosts::table)
             .filter(databases::id.eq(id.to_text()))
             .filter(databases::account_id.eq(account.to_text()))
-            .filter(databases::state.eq_any(VISIBLE))
+            .filter(databases::state.eq_any(visible()))
             .select((Database::as_select(), EngineHost::as_select()))
             .first(&mut conn)
             .await
@@ -283,7 +287,7 @@ async fn place(
     let names: Vec<&str> = candidates.iter().map(|h| h.name.as_str()).collect();
     let used: Vec<(String, i64)> = databases::table
         .filter(databases::host.eq_any(&names))
-        .filter(databases::state.eq_any(SLOT_HOLDING))
+        .filter(databases::state.eq_any(slot_holding()))
         .group_by(databases::host)
         .select((databases::host, diesel::dsl::count_star()))
         .load(c)

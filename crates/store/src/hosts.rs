@@ -8,7 +8,7 @@ use hepdb_core::{Engine, settings::Host};
 
 use crate::{
     Result, Store, StoreError,
-    databases::SLOT_HOLDING,
+    databases::slot_holding,
     models::EngineHost,
     schema::{databases, engine_hosts},
 };
@@ -136,7 +136,7 @@ impl Store {
             "CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT)",
         );
         let totals: Vec<(String, i64, i64)> = databases::table
-            .filter(databases::state.eq_any(SLOT_HOLDING))
+            .filter(databases::state.eq_any(slot_holding()))
             .group_by(databases::host)
             .select((databases::host, diesel::dsl::count_star(), total_size))
             .load(&mut conn)

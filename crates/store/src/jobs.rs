@@ -246,11 +246,12 @@ impl Store {
                     let sealed = row
                         .password_sealed
                         .ok_or_else(|| StoreError::Guard("rotate job without a password".into()))?;
-                    diesel::update(databases::table.find(&db).filter(databases::state.eq_any([
-                        DatabaseState::Active.as_str(),
-                        DatabaseState::OverQuota.as_str(),
-                        DatabaseState::Disabled.as_str(),
-                    ])))
+                    let visible = DatabaseState::texts(DatabaseState::is_visible);
+                    diesel::update(
+                        databases::table
+                            .find(&db)
+                            .filter(databases::state.eq_any(visible)),
+                    )
                     .set(databases::password_sealed.eq(sealed))
                     .execute(c)
                     .await?

@@ -7,7 +7,7 @@ use hepdb_core::{AccountId, DatabaseId, KeyId, secret::ApiKey, secret::KeyHash};
 
 use crate::{
     Result, Store,
-    databases::VISIBLE,
+    databases::visible,
     models::{Account, ApiKeyRow, Database, EngineHost},
     schema::{accounts, api_keys, databases, engine_hosts},
 };
@@ -79,7 +79,7 @@ impl Store {
         let databases = databases::table
             .inner_join(accounts::table.inner_join(api_keys::table))
             .filter(api_keys::key_hash.eq(&hash.0[..]))
-            .filter(databases::state.eq_any(VISIBLE))
+            .filter(databases::state.eq_any(visible()))
             .order((databases::created_at.asc(), databases::id.asc()))
             .select(Database::as_select())
             .load(&mut &*conn);
@@ -106,7 +106,7 @@ impl Store {
             .inner_join(accounts::table.inner_join(api_keys::table))
             .filter(api_keys::key_hash.eq(&hash.0[..]))
             .filter(databases::id.eq(id.to_text()))
-            .filter(databases::state.eq_any(VISIBLE))
+            .filter(databases::state.eq_any(visible()))
             .select((Database::as_select(), EngineHost::as_select()))
             .first(&mut &*conn);
         let (key, database) = tokio::join!(key, database);

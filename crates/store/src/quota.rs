@@ -71,9 +71,6 @@ pub(crate) async fn insert_access_jobs(
     Ok(out)
 }
 
-/// The states that can change with the quota (a disabled database waits for unsuspension).
-const QUOTA_STATES: [&str; 2] = ["active", "over_quota"];
-
 impl Store {
     /// Stores one host's measured sizes (`db_name`, bytes) and counts a pass without a size
     /// for every quota-managed database of the host that the host did not report (it keeps its
@@ -99,7 +96,10 @@ impl Store {
                 let unmeasured: Vec<Unmeasured> = diesel::update(
                     databases::table
                         .filter(databases::host.eq(host))
-                        .filter(databases::state.eq_any(SLOT_HOLDING_OR_VISIBLE))
+                        .filter(
+                            databases::state
+                                .eq_any(DatabaseState::texts(DatabaseState::is_visible)),
+                        )
                         .filter(databases::db_name.ne_all(&names)),
                 )
                 .set(databases::unmeasured_passes.eq(databases::unmeasured_passes + 1))
@@ -141,7 +141,7 @@ impl Store {
             let mut q = databases::table
                 .inner_join(accounts::table)
                 .filter(accounts::suspended.eq(false))
-                .filter(databases::state.eq_any(SLOT_HOLDING_OR_VISIBLE))
+                .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::is_visible)))
                 .select((
                     databases::id,
                     databases::account_id,
@@ -179,7 +179,7 @@ impl Store {
                 let from: DatabaseState = state
                     .parse()
                     .map_err(|_| diesel::result::Error::DeserializationError("bad state".into()))?;
-                if QUOTA_STATES.contains(&state.as_str()) && from != to {
+                if from.is_quota_managed() && from != to {
                     let n = diesel::update(
                         databases::table.find(id).filter(databases::state.eq(state)),
                     )
@@ -214,7 +214,7 @@ impl Store {
         let mut conn = self.conn().await?;
         let rows: Vec<(Database, bool)> = databases::table
             .inner_join(accounts::table)
-            .filter(databases::state.eq_any(SLOT_HOLDING_OR_VISIBLE))
+            .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::is_visible)))
             .select((Database::as_select(), accounts::suspended))
             .load(&mut conn)
             .await?;
@@ -283,14 +283,12 @@ struct Claimed {
     name: String,
 }
 
-const SLOT_HOLDING_OR_VISIBLE: [&str; 3] = ["active", "over_quota", "disabled"];
-
 /// Bytes the account's slot-holding databases use, by the last measurement.
 pub(crate) async fn used_bytes(c: &AsyncPgConnection, account: &str) -> diesel::QueryResult<i64> {
     let total = diesel::dsl::sql::<BigInt>("CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT)");
     databases::table
         .filter(databases::account_id.eq(account))
-        .filter(databases::state.eq_any(crate::databases::SLOT_HOLDING))
+        .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::holds_slot)))
         .select(total)
         .first(&mut &*c)
         .await
