@@ -153,4 +153,26 @@ mod tests {
         assert_eq!(public, ["active", "over_quota", "disabled"]);
         assert_eq!("over_quota".parse(), Ok(DatabaseState::OverQuota));
     }
+
+    #[test]
+    fn state_sets() {
+        assert_eq!(
+            DatabaseState::texts(DatabaseState::holds_slot),
+            ["creating", "active", "over_quota", "disabled", "deleting"]
+        );
+        assert_eq!(
+            DatabaseState::texts(DatabaseState::is_visible),
+            ["active", "over_quota", "disabled"]
+        );
+        assert_eq!(
+            DatabaseState::texts(DatabaseState::is_quota_managed),
+            ["active", "over_quota"]
+        );
+        for s in DatabaseState::ALL {
+            assert_eq!(s.as_str().parse::<DatabaseState>(), Ok(*s));
+            // Everything visible holds a slot; a failed create holds nothing.
+            assert!(!s.is_visible() || s.holds_slot());
+        }
+        assert!(!DatabaseState::Failed.holds_slot());
+    }
 }
