@@ -13,10 +13,10 @@ use hepdb_core::{
     job::{JobMessage, JobOutcome, JobReply, MESSAGE_VERSION},
     state::JobKind,
 };
-use hepdb_queue::{Supervised, Topology, publish_confirmed, supervise};
+use hepdb_queue::{Supervised, Topology, publish_job, supervise};
 use hepdb_store::{Store, jobs::CancelOutcome};
 use lapin::{
-    BasicProperties, Channel, Connection,
+    Channel, Connection,
     options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
@@ -102,7 +102,6 @@ impl Dispatcher {
             database_id: database,
             kind: kind.into(),
         };
-        let payload = serde_json::to_vec(&message).expect("job messages serialize");
         let queue = self.topology.jobs_queue();
         let span = tracing::info_span!(
             "publish",
@@ -120,14 +119,15 @@ impl Dispatcher {
         for (name, value) in hepdb_telemetry::trace_context(&span) {
             headers.insert(name.into(), AMQPValue::LongString(value.into()));
         }
-        let properties = BasicProperties::default()
-            .with_headers(headers)
-            .with_correlation_id(job.to_text().into())
-            .with_message_id(job.to_text().into())
-            .with_reply_to(session.reply_queue.as_str().into());
         let published = tokio::time::timeout(
             self.timeout,
-            publish_confirmed(&session.publisher, &queue, &payload, properties, true),
+            publish_job(
+                &session.publisher,
+                &self.topology,
+                &message,
+                headers,
+                Some(session.reply_queue.as_str()),
+            ),
         )
         .instrument(span)
         .await;

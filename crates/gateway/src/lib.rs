@@ -61,11 +61,7 @@ impl Application {
                 }
             });
         }
-        let topology = Topology::new(
-            &settings.amqp.queue_prefix,
-            settings.amqp.queue_expires_secs,
-        )
-        .with_quorum(settings.amqp.quorum_queues);
+        let topology = Topology::from_settings(&settings.amqp);
         let dispatcher = Dispatcher::start(
             settings.amqp.url.expose(),
             topology,

@@ -54,6 +54,28 @@ pub async fn publish_confirmed(
     }
 }
 
+/// Publishes a job message to the jobs queue: persistent, confirmed, with the job id as its
+/// message id and correlation id, `headers` (request id, trace context) and, when the publisher
+/// waits for the outcome, the queue its reply goes to. The one way any process sends a job.
+pub async fn publish_job(
+    channel: &Channel,
+    topology: &Topology,
+    message: &hepdb_core::job::JobMessage,
+    headers: lapin::types::FieldTable,
+    reply_to: Option<&str>,
+) -> Result<(), PublishError> {
+    let payload = serde_json::to_vec(message).expect("job messages serialize");
+    let id = message.job_id.to_text();
+    let mut properties = BasicProperties::default()
+        .with_headers(headers)
+        .with_message_id(id.as_str().into())
+        .with_correlation_id(id.as_str().into());
+    if let Some(queue) = reply_to {
+        properties = properties.with_reply_to(queue.into());
+    }
+    publish_confirmed(channel, &topology.jobs_queue(), &payload, properties, true).await
+}
+
 /// A text header of a message (`x-request-id`, `traceparent`, ...), if it has one.
 pub fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a str> {
     match properties.headers().as_ref()?.inner().get(name)? {

@@ -27,6 +27,11 @@ impl Topology {
 
     /// Quorum queues (replicated across a RabbitMQ cluster) instead of classic ones. A queue's
     /// type is fixed when it is first declared: choose before the first deploy.
+    /// The topology the AMQP settings describe: prefix, idle expiry, quorum queues.
+    pub fn from_settings(amqp: &hepdb_core::settings::AmqpSettings) -> Self {
+        Self::new(&amqp.queue_prefix, amqp.queue_expires_secs).with_quorum(amqp.quorum_queues)
+    }
+
     pub fn with_quorum(mut self, quorum: bool) -> Self {
         self.quorum = quorum;
         self

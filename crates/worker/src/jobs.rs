@@ -2,7 +2,7 @@
 //! engine state, records the result, and decides what the broker should do with the message.
 
 use hepdb_core::{
-    JobId, JobState,
+    DatabaseId, JobId, JobState,
     job::{JobFailure, JobKindWire, JobMessage, JobOutcome},
     secret::MasterKey,
     state::JobKind,
@@ -74,6 +74,24 @@ fn failure_of(e: &EngineError) -> JobFailure {
         EngineError::Unreachable(_) | EngineError::Unavailable(_) => JobFailure::EngineUnavailable,
         EngineError::Conflict(_) => JobFailure::EngineConflict,
         EngineError::Failed(_) => JobFailure::Internal,
+    }
+}
+
+/// Runs an access job in this process, now: it has no caller to answer, so it needs no trip
+/// through the broker (the quota watcher, the reconciler). `Ok` when the engine matches.
+pub async fn run_access(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<(), String> {
+    let message = JobMessage {
+        v: hepdb_core::job::MESSAGE_VERSION,
+        job_id: job,
+        database_id: database,
+        kind: JobKindWire::Access,
+    };
+    match handle(ctx, &message).await {
+        Disposition::Finished {
+            outcome: JobOutcome::Done,
+            ..
+        } => Ok(()),
+        other => Err(format!("{other:?}")),
     }
 }
 

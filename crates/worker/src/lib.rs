@@ -52,11 +52,7 @@ impl Worker {
             max_unmeasured_passes: settings.quota.max_unmeasured_passes,
             engine_timeout: Duration::from_secs(settings.worker.engine_timeout_secs),
         };
-        let topology = Topology::new(
-            &settings.amqp.queue_prefix,
-            settings.amqp.queue_expires_secs,
-        )
-        .with_quorum(settings.amqp.quorum_queues);
+        let topology = Topology::from_settings(&settings.amqp);
         let prefetch = settings.worker.prefetch;
         let (setup_ctx, setup_topology) = (ctx.clone(), topology.clone());
         let retries = consumer::Retries::default();
@@ -184,11 +180,7 @@ impl Worker {
 /// and, unless `dry_run`, its own broker connection for republishing.
 pub async fn reconcile_once(settings: &Settings, dry_run: bool) -> anyhow::Result<Report> {
     let ctx = context(settings)?;
-    let topology = Topology::new(
-        &settings.amqp.queue_prefix,
-        settings.amqp.queue_expires_secs,
-    )
-    .with_quorum(settings.amqp.quorum_queues);
+    let topology = Topology::from_settings(&settings.amqp);
     let channel = if dry_run {
         None
     } else {
@@ -247,11 +239,7 @@ pub async fn publish_jobs(
         hepdb_core::state::JobKind,
     )],
 ) -> usize {
-    let topology = Topology::new(
-        &settings.amqp.queue_prefix,
-        settings.amqp.queue_expires_secs,
-    )
-    .with_quorum(settings.amqp.quorum_queues);
+    let topology = Topology::from_settings(&settings.amqp);
     let Ok((conn, channel)) = broker(settings, &topology).await else {
         tracing::warn!("broker unreachable: the reconciler will deliver these jobs");
         return 0;
@@ -264,9 +252,8 @@ pub async fn publish_jobs(
             database_id: *database,
             kind: (*kind).into(),
         };
-        let payload = serde_json::to_vec(&message).expect("job messages serialize");
-        let props = lapin::BasicProperties::default().with_message_id(job.to_text().into());
-        if hepdb_queue::publish_confirmed(&channel, &topology.jobs_queue(), &payload, props, true)
+        let headers = lapin::types::FieldTable::default();
+        if hepdb_queue::publish_job(&channel, &topology, &message, headers, None)
             .await
             .is_ok()
         {

@@ -2,14 +2,11 @@
 //! sizes, moves databases between `active` and `over_quota` by their account's total, and
 //! applies each change on the engine through an access job run here and now.
 
-use hepdb_core::{
-    AccountId,
-    job::{JobKindWire, JobMessage, MESSAGE_VERSION},
-};
+use hepdb_core::AccountId;
 use hepdb_store::StoreError;
 use serde::Serialize;
 
-use crate::jobs::{Disposition, JobContext, handle};
+use crate::jobs::{JobContext, run_access};
 
 /// The name under which the watcher claims its interval in metadata.
 pub const PERIODIC_NAME: &str = "quota-watcher";
@@ -86,19 +83,7 @@ pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaR
         .quota_transitions(account, ctx.max_unmeasured_passes)
         .await?;
     for t in transitions {
-        let message = JobMessage {
-            v: MESSAGE_VERSION,
-            job_id: t.job,
-            database_id: t.database,
-            kind: JobKindWire::Access,
-        };
-        let applied = matches!(
-            handle(ctx, &message).await,
-            Disposition::Finished {
-                outcome: hepdb_core::job::JobOutcome::Done,
-                ..
-            }
-        );
+        let applied = run_access(ctx, t.job, t.database).await.is_ok();
         tracing::info!(database = %t.database, from = t.from.as_str(), to = t.to.as_str(), applied, "quota state changed");
         report.changes.push(Change {
             database: t.database.to_text(),

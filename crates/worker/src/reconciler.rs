@@ -17,9 +17,9 @@ use hepdb_core::{
     DatabaseId, DatabaseState, JobId,
     job::{JobFailure, JobKindWire, JobMessage, MESSAGE_VERSION},
 };
-use hepdb_queue::{Topology, publish_confirmed};
+use hepdb_queue::{Topology, publish_job};
 use hepdb_store::{StoreError, models::Database};
-use lapin::{BasicProperties, Channel};
+use lapin::Channel;
 use serde::Serialize;
 
 use crate::{engines::EngineError, jobs::JobContext};
@@ -173,7 +173,7 @@ async fn pass(
     };
     for (i, id) in drifted.iter().enumerate() {
         let result = match jobs.get(i) {
-            Some((job, database)) => run_here(ctx, *job, *database).await,
+            Some((job, database)) => crate::jobs::run_access(ctx, *job, *database).await,
             None => Ok(()),
         };
         report.access.push(Action {
@@ -278,36 +278,17 @@ async fn republish(
         database_id: database,
         kind: JobKindWire::from(job.kind()),
     };
-    let payload = serde_json::to_vec(&message).expect("job messages serialize");
-    let properties = BasicProperties::default().with_message_id(job.id.as_str().into());
-    publish_confirmed(
+    publish_job(
         outbox.channel,
-        &outbox.topology.jobs_queue(),
-        &payload,
-        properties,
-        true,
+        outbox.topology,
+        &message,
+        lapin::types::FieldTable::default(),
+        None,
     )
     .await
     .map_err(|e| e.to_string())?;
     tracing::info!(job = %job.id, kind = %job.kind, "stale job published again");
     Ok(())
-}
-
-/// Runs an access job in this process (it needs no caller, so no trip through the broker).
-async fn run_here(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<(), String> {
-    let message = JobMessage {
-        v: MESSAGE_VERSION,
-        job_id: job,
-        database_id: database,
-        kind: JobKindWire::Access,
-    };
-    match crate::jobs::handle(ctx, &message).await {
-        crate::jobs::Disposition::Finished {
-            outcome: hepdb_core::job::JobOutcome::Done,
-            ..
-        } => Ok(()),
-        other => Err(format!("{other:?}")),
-    }
 }
 
 /// Drops what a failed create left: its names come from the object, and the driver drops only

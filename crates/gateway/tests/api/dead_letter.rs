@@ -22,10 +22,7 @@ async fn channel(app: &TestApp) -> (Connection, lapin::Channel, Topology) {
     .await
     .unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let topology = Topology::new(
-        &app.settings.amqp.queue_prefix,
-        app.settings.amqp.queue_expires_secs,
-    );
+    let topology = Topology::from_settings(&app.settings.amqp);
     topology.declare(&channel).await.unwrap();
     (conn, channel, topology)
 }

@@ -205,7 +205,7 @@ async fn one_create_is_one_trace_across_gateway_broker_and_worker() {
         ],
     );
     assert!(worker.wait_ready(Duration::from_secs(30)).await);
-    let queue = hepdb_queue::Topology::new(&app.settings.amqp.queue_prefix, 0).jobs_queue();
+    let queue = hepdb_queue::Topology::from_settings(&app.settings.amqp).jobs_queue();
 
     // A create without a caller trace: the gateway starts one.
     let res = app
