@@ -197,6 +197,7 @@ async fn operator_commands_print_json_and_fail_clearly() {
         max_attempts: 5,
         max_unmeasured_passes: 3,
         engine_timeout: std::time::Duration::from_secs(45),
+        heartbeat: std::time::Duration::from_secs(20),
     };
     let db_id = DatabaseId::new();
     let reserved = store

@@ -27,6 +27,10 @@ pub struct JobContext {
     pub max_unmeasured_passes: u32,
     /// `worker.engine_timeout_secs`: the bound of every engine step.
     pub engine_timeout: std::time::Duration,
+    /// How often a delivery that holds a job (waiting for its database's lock, or running the
+    /// step) marks it alive, well within `worker.stale_job_secs`, so that the reconciler never
+    /// sends again a job that is still being worked on.
+    pub heartbeat: std::time::Duration,
 }
 
 /// What to do with the message.
@@ -56,6 +60,8 @@ enum StepError {
     /// A rotate failed and putting the previous password back failed too: the engine may hold
     /// the new one. The job stays open and is retried; it is never marked failed like this.
     Unsettled(EngineError),
+    /// The attempt could not be counted (metadata unreachable): nothing was run.
+    Uncounted(hepdb_store::StoreError),
 }
 
 /// Bounds one engine call: a hung statement counts as the engine being unavailable, and the
@@ -120,7 +126,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
         )
         .await;
     }
-    if u32::try_from(claimed.attempts).unwrap_or(u32::MAX) > ctx.max_attempts {
+    if u32::try_from(claimed.attempts).unwrap_or(u32::MAX) >= ctx.max_attempts {
         tracing::error!(job = %msg.job_id, attempts = claimed.attempts, "job keeps failing, dead-lettering it");
         return fail(
             ctx,
@@ -178,15 +184,26 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
         db.system.name = engine,
         server.address = %db.host,
     );
+    let (store, job) = (ctx.store.clone(), msg.job_id);
+    let heartbeat = tokio::spawn(keep_alive(ctx.store.clone(), job, ctx.heartbeat));
     let result = ctx
         .store
         .run_locked(msg.job_id, msg.database_id, |locked: Locked| {
-            step(driver, target, kind, locked, password, key, limit).instrument(ddl)
+            async move {
+                store
+                    .count_attempt(job)
+                    .await
+                    .map_err(StepError::Uncounted)?;
+                step(driver, target, kind, locked, password, key, limit).await
+            }
+            .instrument(ddl)
         })
         .await;
+    heartbeat.abort();
     let step_outcome = match &result {
         Ok(()) | Err(LockedError::AlreadyFinished) => "done",
         Err(LockedError::Engine(StepError::Unsettled(_))) => "unsettled",
+        Err(LockedError::Engine(StepError::Uncounted(_))) => "metadata_unavailable",
         Err(LockedError::Engine(StepError::Engine(e))) => match e {
             EngineError::Unreachable(_) | EngineError::Unavailable(_) => "engine_unavailable",
             EngineError::Conflict(_) => "engine_conflict",
@@ -219,11 +236,26 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
             );
             Disposition::Retry
         }
+        Err(LockedError::Engine(StepError::Uncounted(error))) => {
+            tracing::warn!(%error, job = %msg.job_id, "could not count the attempt, will retry");
+            Disposition::Retry
+        }
         Err(LockedError::Store(error)) => {
             // The engine step may have been applied; the job is still `running`, and the
             // redelivery applies the same intent again.
             tracing::warn!(%error, job = %msg.job_id, "could not record the job's result, will retry");
             Disposition::Retry
+        }
+    }
+}
+
+/// Marks the job alive every `every` until aborted: while this delivery waits for the
+/// database's lock behind other jobs, and while it runs the step.
+async fn keep_alive(store: hepdb_store::Store, job: JobId, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(error) = store.touch_job(job).await {
+            tracing::debug!(%error, %job, "heartbeat not recorded");
         }
     }
 }

@@ -51,6 +51,7 @@ impl Worker {
             max_attempts: settings.worker.max_attempts,
             max_unmeasured_passes: settings.quota.max_unmeasured_passes,
             engine_timeout: Duration::from_secs(settings.worker.engine_timeout_secs),
+            heartbeat: heartbeat(settings),
         };
         let topology = Topology::from_settings(&settings.amqp);
         let prefetch = settings.worker.prefetch;
@@ -207,7 +208,15 @@ pub fn context(settings: &Settings) -> anyhow::Result<JobContext> {
         max_attempts: settings.worker.max_attempts,
         max_unmeasured_passes: settings.quota.max_unmeasured_passes,
         engine_timeout: std::time::Duration::from_secs(settings.worker.engine_timeout_secs),
+        heartbeat: heartbeat(settings),
     })
+}
+
+/// A third of `worker.stale_job_secs`: a live job is marked alive three times before the
+/// reconciler would take it for stale.
+fn heartbeat(settings: &Settings) -> Duration {
+    Duration::from_millis(settings.worker.stale_job_secs.saturating_mul(1000) / 3)
+        .max(Duration::from_millis(100))
 }
 
 /// A one-off broker connection with a confirm-mode channel and the topology declared.

@@ -274,9 +274,10 @@ async fn a_job_that_keeps_failing_is_dead_lettered_and_cleaned_up() {
     .await;
     let ctx = app.worker.as_ref().unwrap().context();
     let (msg, _, _, _) = intent(&app, "poison").await;
-    // Two earlier deliveries that died mid-job.
+    // Two earlier deliveries that died in the engine step.
     for _ in 0..2 {
         app.store.claim_job(msg.job_id).await.unwrap().unwrap();
+        app.store.count_attempt(msg.job_id).await.unwrap();
     }
     assert_eq!(
         handle(ctx, &msg).await,
@@ -434,4 +435,54 @@ async fn a_failed_delivery_never_undoes_a_create_another_delivery_finished() {
     );
     assert!(!engine_databases(&tag).await.contains(&db));
     assert!(app.store.database(msg.database_id).await.unwrap().is_none());
+}
+
+/// A delivery that waits for its database's lock behind other work has not attempted anything,
+/// and it stays visibly alive: the reconciler leaves it alone however long it waits, instead of
+/// sending it again (and counting each copy as an attempt).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_waiting_for_the_lock_is_alive_and_not_an_attempt() {
+    let app = spawn_app_with(Options::default(), |s| {
+        s.worker.stale_job_secs = 2;
+        s.gateway.job_timeout_ms = 1000;
+    })
+    .await;
+    let worker = app.worker.as_ref().unwrap();
+    let ctx = worker.context().clone();
+    let (msg, pw, db, user) = intent(&app, "waiting").await;
+    // Another holder of the database's lock: another job of the same database, say.
+    let (holder, conn) =
+        tokio_postgres::connect(app.settings.metadata.url.expose(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{}', 0))",
+            msg.database_id
+        ))
+        .await
+        .unwrap();
+    let waiting = {
+        let msg = msg.clone();
+        tokio::spawn(async move { handle(&ctx, &msg).await })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let job = app.store.job(msg.job_id).await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.attempts), ("running", 0));
+    let report = worker.reconcile(false).await.unwrap();
+    assert!(
+        !report
+            .stale_jobs
+            .iter()
+            .any(|a| a.id == msg.job_id.to_text()),
+        "a job still being worked on was taken for stale"
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(waiting.await.unwrap(), DONE);
+    assert_eq!(
+        app.store.job(msg.job_id).await.unwrap().unwrap().attempts,
+        1
+    );
+    use_database(&url(&user, &pw, &db)).await.unwrap();
 }
