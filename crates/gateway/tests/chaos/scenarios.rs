@@ -1,4 +1,4 @@
-//! The five scenarios.
+//! The scenarios.
 
 use std::{
     sync::{
@@ -9,6 +9,7 @@ use std::{
 };
 
 use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
 use serde_json::json;
 
 use crate::{helpers::*, worker_process::WorkerProcess, world::*};
@@ -121,6 +122,114 @@ async fn worker_killed_at_random_points() {
     );
     assert_eq!(bad, 0, "seed {seed}");
     assert!(!ledger.created().is_empty(), "some creates succeeded");
+}
+
+/// Ends every engine session of the provisioner, as the engines' root: MariaDB `KILL`, and
+/// PostgreSQL `pg_terminate_backend`. Returns how many it ended.
+async fn kill_provisioner_sessions() -> usize {
+    let mut root = root().await;
+    let ids: Vec<u64> = root
+        .query("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'hepdb_provisioner'")
+        .await
+        .unwrap_or_default();
+    let mut ended = 0;
+    for id in ids {
+        if root.query_drop(format!("KILL {id}")).await.is_ok() {
+            ended += 1;
+        }
+    }
+    if let Ok((pg, conn)) =
+        tokio_postgres::connect(&postgres_root_url(), tokio_postgres::NoTls).await
+    {
+        tokio::spawn(conn);
+        if let Ok(rows) = pg
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE usename = 'hepdb_provisioner' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+        {
+            ended += rows.len();
+        }
+    }
+    ended
+}
+
+/// 6. The provisioner's engine sessions killed mid-statement, again and again, during mixed
+/// creates and rotates on MariaDB and PostgreSQL: a statement may or may not have taken effect
+/// when its session dies. Every failed create must converge to no engine objects, every
+/// rotate to one password that engine and metadata agree on.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault injection: run with `cargo xtask chaos`"]
+async fn engine_sessions_killed_mid_statement() {
+    let seed = seed();
+    eprintln!("chaos: engine_sessions_killed_mid_statement: seed={seed}");
+    let app = spawn_app_with(
+        Options {
+            no_worker: true,
+            slots: Some(500),
+            ..Default::default()
+        },
+        |s| {
+            s.gateway.job_timeout_ms = 3000;
+            s.worker.stale_job_secs = 4;
+        },
+    )
+    .await;
+    let _worker = WorkerProcess::start(&app);
+    let ledger = Ledger::default();
+    let ids = Mutex::new(Vec::new());
+    let done = AtomicBool::new(false);
+    let (kills, sessions) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    const OPERATIONS: usize = 200;
+
+    let picks: Vec<u64> = {
+        let mut rng = Rng::new(seed);
+        (0..OPERATIONS).map(|_| rng.below(1 << 30)).collect()
+    };
+    let load = async {
+        futures_util::stream::iter(picks.iter().enumerate())
+            .for_each_concurrent(8, |(n, pick)| operate(&app, &ledger, &ids, *pick, n))
+            .await;
+        done.store(true, Ordering::SeqCst);
+    };
+    let killer = async {
+        let mut rng = Rng::new(seed ^ 0x5DEE_CE66);
+        while !done.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50 + rng.below(250))).await;
+            let ended = kill_provisioner_sessions().await;
+            if ended > 0 {
+                kills.fetch_add(1, Ordering::SeqCst);
+                sessions.fetch_add(ended, Ordering::SeqCst);
+            }
+        }
+    };
+    tokio::join!(load, killer);
+    settle(&app, Duration::from_secs(90)).await;
+    // The reconciler (every second in the worker) finishes failed creates' cleanup and drops
+    // what abandoned attempts left.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut bad = inconsistencies(&app, &ledger).await;
+    // A session killed under a statement is the engine being unavailable: 503, never 500.
+    let internal = ledger.count("500 INTERNAL");
+    if internal > 0 {
+        eprintln!("chaos: INCONSISTENT: {internal} answers were 500 INTERNAL");
+        bad += internal;
+    }
+    eprintln!(
+        "chaos: engine_sessions_killed_mid_statement: answers {}; sessions ended {}",
+        ledger.answers(),
+        sessions.load(Ordering::SeqCst)
+    );
+    report(
+        "engine_sessions_killed_mid_statement",
+        OPERATIONS,
+        kills.load(Ordering::SeqCst),
+        bad,
+    );
+    assert_eq!(bad, 0, "seed {seed}");
+    assert!(kills.load(Ordering::SeqCst) >= 10, "too few faults landed");
 }
 
 /// 2. 50 concurrent creates against 3 free slots.

@@ -95,6 +95,12 @@ impl Ledger {
         self.inner.lock().unwrap().created.clone()
     }
 
+    /// How many answers had this status (and code, as in `answers`).
+    pub fn count(&self, label: &str) -> usize {
+        let l = self.inner.lock().unwrap();
+        l.answers.get(label).copied().unwrap_or(0)
+    }
+
     pub fn answers(&self) -> String {
         let l = self.inner.lock().unwrap();
         let mut a: Vec<_> = l.answers.iter().map(|(k, v)| format!("{k}:{v}")).collect();

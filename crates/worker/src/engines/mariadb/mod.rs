@@ -43,6 +43,10 @@ const NOT_OURS: u16 = 1227;
 /// ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS, ER_USER_LIMIT_REACHED: the server or the
 /// account is at its connection limit.
 const CONNECTION_LIMITS: [u16; 3] = [1040, 1203, 1226];
+/// ER_SERVER_SHUTDOWN, ER_QUERY_INTERRUPTED, ER_CONNECTION_KILLED, ER_STATEMENT_TIMEOUT,
+/// ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK: the statement was cut short; what it did is unknown,
+/// and trying again later is the answer.
+const INTERRUPTED: [u16; 6] = [1053, 1317, 1927, 1969, 1205, 1213];
 /// What a database over its storage quota keeps: read, and the means to free space.
 const RESTRICTED_PRIVILEGES: &str = "SELECT, SHOW VIEW, DELETE, DROP";
 /// Settings every provisioner session starts with: strict, no implicit user creation, and
@@ -83,6 +87,9 @@ fn classify(e: mysql_async::Error, what: &str) -> EngineError {
     match e {
         mysql_async::Error::Server(s) if s.code == ACCESS_DENIED => {
             EngineError::Unavailable(format!("{what}: provisioner login refused"))
+        }
+        mysql_async::Error::Server(s) if INTERRUPTED.contains(&s.code) => {
+            EngineError::Unavailable(format!("{what}: interrupted: {}", s.message))
         }
         mysql_async::Error::Server(s) if CONNECTION_LIMITS.contains(&s.code) => {
             EngineError::Unavailable(format!("{what}: server refuses connections: {}", s.message))

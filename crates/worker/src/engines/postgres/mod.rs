@@ -82,6 +82,15 @@ fn classify(e: &tokio_postgres::Error, what: &str) -> EngineError {
         Some(db) if *db.code() == SqlState::CANNOT_CONNECT_NOW => {
             EngineError::Unavailable(format!("{what}: server is starting or stopping"))
         }
+        // Operator intervention (a terminated session, a shutdown, a statement timeout), a lost
+        // connection, or a lock that timed out: cut short, what it did is unknown.
+        Some(db)
+            if ["57", "08"].contains(&&db.code().code()[..2])
+                || *db.code() == SqlState::LOCK_NOT_AVAILABLE
+                || *db.code() == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            EngineError::Unavailable(format!("{what}: interrupted: {}", db.message()))
+        }
         Some(db) if *db.code() == SqlState::TOO_MANY_CONNECTIONS => EngineError::Unavailable(
             format!("{what}: server refuses connections: {}", db.message()),
         ),
