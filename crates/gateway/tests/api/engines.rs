@@ -113,3 +113,60 @@ async fn tenants_cannot_reach_each_other_on_any_engine() {
         );
     }
 }
+
+/// An engine statement that hangs (here: root holds a lock on the tenant's role) is given up
+/// after `worker.engine_timeout_secs`: the caller gets an answer in time, the worker serves
+/// other databases meanwhile, and once the engine answers again the rotate ends with engine and
+/// metadata agreeing on the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_engine_statement_is_bounded_and_settles_when_the_engine_answers() {
+    let app = spawn_app_with(Options::default(), |s| {
+        s.worker.engine_timeout_secs = 2;
+        s.gateway.job_timeout_ms = 8000;
+    })
+    .await;
+    let (s, b) = app
+        .create(json!({"name": "hung", "engine": "postgres"}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let d = data(&b).clone();
+    let (id, cs, old) = (
+        d["id"].as_str().unwrap().to_owned(),
+        d["connectionString"].as_str().unwrap().to_owned(),
+        d["password"].as_str().unwrap().to_owned(),
+    );
+    let (root, conn) = tokio_postgres::connect(&postgres_root_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    root.batch_execute(&format!(
+        "BEGIN; ALTER ROLE \"{}\" CONNECTION LIMIT 7",
+        d["dbUser"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+
+    let started = std::time::Instant::now();
+    let (s, b) = app.rotate(&id).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(12));
+    // The step may have reached the engine and could not be rolled back either: still running.
+    assert_error(s, &b, 503, Some("JOB_TIMEOUT"));
+    // Meanwhile the worker serves other databases.
+    let (s, other) = app.create(json!({"name": "meanwhile"})).await;
+    assert_eq!(s, 201, "{other}");
+
+    root.batch_execute("COMMIT").await.unwrap();
+    // Once the engine answers again, the rotate ends either way (done, or failed with the
+    // previous password put back), and engine and metadata agree on the password.
+    let started = std::time::Instant::now();
+    while !app.store.stale_jobs(0).await.unwrap().is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the rotate never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let (_, revealed) = app.reveal(&id).await;
+    let current = data(&revealed)["password"].as_str().unwrap().to_owned();
+    assert!(use_database(&cs.replace(&old, &current)).await.is_ok());
+}
