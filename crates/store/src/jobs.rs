@@ -165,9 +165,10 @@ impl Store {
         .await
     }
 
-    /// A worker takes a job: `pending` or `running` (a redelivery after a crash, or a duplicate)
-    /// becomes `running`. `None` when the job is finished, cancelled or gone. Attempts are
-    /// counted later, by [`Store::count_attempt`], only when a delivery gets to run the step.
+    /// A worker takes a job: `pending` or `running` (a redelivery after a crash) becomes
+    /// `running` with one more attempt. `None` when the job is finished, cancelled or gone.
+    /// (Counted here, in its own statement, so that a delivery that dies in the step still
+    /// counts; a live job's heartbeat keeps the reconciler from sending it again.)
     #[tracing::instrument(name = "metadata.claim_job", skip_all)]
     pub async fn claim_job(&self, id: JobId) -> Result<Option<Job>> {
         let mut conn = self.conn().await?;
@@ -178,33 +179,13 @@ impl Store {
         )
         .set((
             jobs::state.eq(JobState::Running.as_str()),
+            jobs::attempts.eq(jobs::attempts + 1),
             jobs::updated_at.eq(diesel::dsl::now),
         ))
         .returning(Job::as_returning())
         .get_result(&mut conn)
         .await
         .optional()?)
-    }
-
-    /// Records that a delivery is about to run the job's engine step (it holds the database's
-    /// lock), committed at once on a connection of its own, so that a delivery that dies in the
-    /// step still counts. Deliveries that never ran it (duplicates that found the job done)
-    /// do not.
-    #[tracing::instrument(name = "metadata.count_attempt", skip_all)]
-    pub async fn count_attempt(&self, id: JobId) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let n = diesel::update(
-            jobs::table
-                .find(id.to_text())
-                .filter(jobs::state.eq(JobState::Running.as_str())),
-        )
-        .set((
-            jobs::attempts.eq(jobs::attempts + 1),
-            jobs::updated_at.eq(diesel::dsl::now),
-        ))
-        .execute(&mut conn)
-        .await?;
-        exactly_one(n, "count attempt")
     }
 
     /// Runs `apply` (the engine step, given the database row as it is under the lock) while
@@ -397,7 +378,7 @@ impl Store {
 /// under it. In sequence, not pipelined: pipelined statements may reach the server out of
 /// order (one may still be preparing), and the read must happen under the lock. The job row
 /// itself is not locked: the advisory lock already serializes everything that finishes a job,
-/// and the heartbeat and the attempt count (other connections) must be able to write it.
+/// and the heartbeat (another connection) must be able to write it without waiting.
 async fn lock_and_read_job(
     c: &mut diesel_async::AsyncPgConnection,
     db: &str,

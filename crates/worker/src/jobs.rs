@@ -60,8 +60,6 @@ enum StepError {
     /// A rotate failed and putting the previous password back failed too: the engine may hold
     /// the new one. The job stays open and is retried; it is never marked failed like this.
     Unsettled(EngineError),
-    /// The attempt could not be counted (metadata unreachable): nothing was run.
-    Uncounted(hepdb_store::StoreError),
 }
 
 /// Bounds one engine call: a hung statement counts as the engine being unavailable, and the
@@ -126,7 +124,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
         )
         .await;
     }
-    if u32::try_from(claimed.attempts).unwrap_or(u32::MAX) >= ctx.max_attempts {
+    if u32::try_from(claimed.attempts).unwrap_or(u32::MAX) > ctx.max_attempts {
         tracing::error!(job = %msg.job_id, attempts = claimed.attempts, "job keeps failing, dead-lettering it");
         return fail(
             ctx,
@@ -184,26 +182,20 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
         db.system.name = engine,
         server.address = %db.host,
     );
-    let (store, job) = (ctx.store.clone(), msg.job_id);
-    let heartbeat = tokio::spawn(keep_alive(ctx.store.clone(), job, ctx.heartbeat));
+    let _alive = Heartbeat(tokio::spawn(keep_alive(
+        ctx.store.clone(),
+        msg.job_id,
+        ctx.heartbeat,
+    )));
     let result = ctx
         .store
         .run_locked(msg.job_id, msg.database_id, |locked: Locked| {
-            async move {
-                store
-                    .count_attempt(job)
-                    .await
-                    .map_err(StepError::Uncounted)?;
-                step(driver, target, kind, locked, password, key, limit).await
-            }
-            .instrument(ddl)
+            step(driver, target, kind, locked, password, key, limit).instrument(ddl)
         })
         .await;
-    heartbeat.abort();
     let step_outcome = match &result {
         Ok(()) | Err(LockedError::AlreadyFinished) => "done",
         Err(LockedError::Engine(StepError::Unsettled(_))) => "unsettled",
-        Err(LockedError::Engine(StepError::Uncounted(_))) => "metadata_unavailable",
         Err(LockedError::Engine(StepError::Engine(e))) => match e {
             EngineError::Unreachable(_) | EngineError::Unavailable(_) => "engine_unavailable",
             EngineError::Conflict(_) => "engine_conflict",
@@ -236,16 +228,21 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
             );
             Disposition::Retry
         }
-        Err(LockedError::Engine(StepError::Uncounted(error))) => {
-            tracing::warn!(%error, job = %msg.job_id, "could not count the attempt, will retry");
-            Disposition::Retry
-        }
         Err(LockedError::Store(error)) => {
             // The engine step may have been applied; the job is still `running`, and the
             // redelivery applies the same intent again.
             tracing::warn!(%error, job = %msg.job_id, "could not record the job's result, will retry");
             Disposition::Retry
         }
+    }
+}
+
+/// The heartbeat task of one delivery, stopped when the delivery ends, however it ends.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -52,7 +52,7 @@ const RESTRICTED_PRIVILEGES: &str = "SELECT, SHOW VIEW, DELETE, DROP";
 /// Settings every provisioner session starts with: strict, no implicit user creation, and
 /// bounded statements.
 const SESSION_SETUP: &str = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,\
-     NO_AUTO_CREATE_USER', max_statement_time = 60, lock_wait_timeout = 30, autocommit = 1";
+     NO_AUTO_CREATE_USER', max_statement_time = 30, lock_wait_timeout = 20, autocommit = 1";
 
 #[derive(Clone)]
 pub struct MariaDb {

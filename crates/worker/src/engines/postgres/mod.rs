@@ -36,7 +36,7 @@ use hepdb_core::secret::Password;
 /// bounded in time, and transactions are writable.
 const SESSION_OPTIONS: &str = "-c search_path=pg_catalog,pg_temp \
      -c default_transaction_read_only=off -c default_transaction_isolation=read\\ committed \
-     -c standard_conforming_strings=on -c statement_timeout=60s -c lock_timeout=30s \
+     -c standard_conforming_strings=on -c statement_timeout=30s -c lock_timeout=20s \
      -c idle_in_transaction_session_timeout=60s -c client_min_messages=warning";
 
 /// The template every tenant database is cloned from (`bootstrap` makes it).
