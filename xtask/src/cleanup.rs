@@ -59,9 +59,18 @@ fn tag_of(name: &str) -> Option<&str> {
     (tag.len() == 10 && generated).then_some(tag)
 }
 
+/// Drops the tenants on the local engines that no metadata database claims, once those that
+/// `dropping` names are left out (they are about to go).
+pub fn clean_engines(dropping: impl Fn(&str) -> bool) {
+    match live_tags(dropping) {
+        Ok(live) => drop_stale_tenants(&live),
+        Err(e) => eprintln!("xtask: not cleaning the engines: {e:#}"),
+    }
+}
+
 /// The account tags of every database on the local metadata server, except those `dropping`
 /// names (stale test databases, about to go).
-pub fn live_tags(dropping: impl Fn(&str) -> bool) -> anyhow::Result<HashSet<String>> {
+fn live_tags(dropping: impl Fn(&str) -> bool) -> anyhow::Result<HashSet<String>> {
     let dbs = psql(
         5432,
         "postgres",
@@ -80,7 +89,7 @@ pub fn live_tags(dropping: impl Fn(&str) -> bool) -> anyhow::Result<HashSet<Stri
 
 /// Drops every tenant object on the local MariaDB, PostgreSQL and MongoDB engines whose tag is
 /// not in `live`.
-pub fn drop_stale_tenants(live: &HashSet<String>) {
+fn drop_stale_tenants(live: &HashSet<String>) {
     let ours = |name: &&str| tag_of(name).is_some_and(|t| !live.contains(t));
     let mut dropped = 0;
     match mariadb_names() {

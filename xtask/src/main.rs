@@ -201,10 +201,7 @@ fn drop_stale_test_databases() {
         Err(e) => return eprintln!("xtask: not cleaning old test databases: {e:#}"),
     };
     // Tenants first: whatever no other metadata database claims was made by tests.
-    match cleanup::live_tags(|db| db.starts_with("hepdb_test_")) {
-        Ok(live) => cleanup::drop_stale_tenants(&live),
-        Err(e) => eprintln!("xtask: not cleaning the engines: {e:#}"),
-    }
+    cleanup::clean_engines(|db| db.starts_with("hepdb_test_"));
     for name in names.lines().filter(|n| !n.is_empty()) {
         let _ = output(psql().arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")));
     }
@@ -332,10 +329,7 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 fn load(args: &[String]) -> anyhow::Result<()> {
     services()?;
     // What the previous load run made goes first, so that runs do not add up on the engines.
-    match cleanup::live_tags(|db| db == "hepdb_load") {
-        Ok(live) => cleanup::drop_stale_tenants(&live),
-        Err(e) => eprintln!("xtask: not cleaning the engines: {e:#}"),
-    }
+    cleanup::clean_engines(|db| db == "hepdb_load");
     let _ = output(Command::new("psql").args([
         "-h",
         "127.0.0.1",

@@ -359,13 +359,9 @@ pub async fn give_up_create(
     failure: JobFailure,
     dead_letter: Option<&'static str>,
 ) -> Disposition {
-    let resolved = match ctx.store.database(msg.database_id).await {
-        Ok(Some(db)) => resolve(ctx, &db),
-        Ok(None) => None,
-        Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "cannot read the database row, will retry");
-            return Disposition::Retry;
-        }
+    let resolved = match target_of(ctx, msg).await {
+        Ok(resolved) => resolved,
+        Err(retry) => return retry,
     };
     let limit = ctx.engine_timeout;
     let undone = ctx
@@ -388,17 +384,7 @@ pub async fn give_up_create(
             }
         })
         .await;
-    match undone {
-        Ok(()) => Disposition::Finished {
-            outcome: JobOutcome::Failed(failure),
-            dead_letter,
-        },
-        Err(LockedError::AlreadyFinished) => recorded(ctx, msg.job_id).await,
-        Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "could not record the failure, will retry");
-            Disposition::Retry
-        }
-    }
+    given_up(ctx, msg, undone, failure, dead_letter).await
 }
 
 /// Fails a poisoned rotate only once the engine holds the password metadata holds again.
@@ -408,13 +394,9 @@ async fn give_up_rotate(
     dead_letter: Option<&'static str>,
 ) -> Disposition {
     let failure = JobFailure::Poisoned;
-    let resolved = match ctx.store.database(msg.database_id).await {
-        Ok(Some(db)) => resolve(ctx, &db),
-        Ok(None) => None,
-        Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "cannot read the database row, will retry");
-            return Disposition::Retry;
-        }
+    let resolved = match target_of(ctx, msg).await {
+        Ok(resolved) => resolved,
+        Err(retry) => return retry,
     };
     let Some((target, driver)) = resolved else {
         // No row or no driver: nothing of ours on an engine to put back.
@@ -437,6 +419,35 @@ async fn give_up_rotate(
             bounded(limit, driver.restore_password(&target, &password)).await
         })
         .await;
+    given_up(ctx, msg, undone, failure, dead_letter).await
+}
+
+/// The engine target of the job's database, as its row is now: `None` when there is no row or
+/// no driver for its host (nothing of ours on an engine to touch); `Err` to retry later.
+async fn target_of<'a>(
+    ctx: &'a JobContext,
+    msg: &JobMessage,
+) -> Result<Option<(Target, &'a EngineDriver)>, Disposition> {
+    match ctx.store.database(msg.database_id).await {
+        Ok(Some(db)) => Ok(resolve(ctx, &db)),
+        Ok(None) => Ok(None),
+        Err(error) => {
+            tracing::warn!(%error, job = %msg.job_id, "cannot read the database row, will retry");
+            Err(Disposition::Retry)
+        }
+    }
+}
+
+/// What to answer once a job was given up under the database's lock: the failure; what
+/// metadata holds when another delivery finished it first; or a retry when the undo or the
+/// record did not happen.
+async fn given_up<E: std::fmt::Display>(
+    ctx: &JobContext,
+    msg: &JobMessage,
+    undone: Result<(), LockedError<E>>,
+    failure: JobFailure,
+    dead_letter: Option<&'static str>,
+) -> Disposition {
     match undone {
         Ok(()) => Disposition::Finished {
             outcome: JobOutcome::Failed(failure),
@@ -444,7 +455,7 @@ async fn give_up_rotate(
         },
         Err(LockedError::AlreadyFinished) => recorded(ctx, msg.job_id).await,
         Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "could not put the previous password back; will retry");
+            tracing::warn!(%error, job = %msg.job_id, "could not give the job up yet, will retry");
             Disposition::Retry
         }
     }
