@@ -181,30 +181,34 @@ fn test() -> anyhow::Result<()> {
 /// the tenant databases and users their accounts made on the engines.
 /// Best effort: a failure here only leaves clutter, so it is reported and ignored.
 fn drop_stale_test_databases() {
-    let psql = || {
-        let mut c = Command::new("psql");
-        c.args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-Atq",
-            "-c",
-        ]);
-        c
-    };
     let list = "SELECT datname FROM pg_database WHERE datname LIKE 'hepdb\\_test\\_%'";
-    let names = match output(psql().arg(list)) {
+    let names = match output(&mut metadata_psql(list)) {
         Ok(names) => names,
         Err(e) => return eprintln!("xtask: not cleaning old test databases: {e:#}"),
     };
     // Tenants first: whatever no other metadata database claims was made by tests.
     cleanup::clean_engines(|db| db.starts_with("hepdb_test_"));
     for name in names.lines().filter(|n| !n.is_empty()) {
-        let _ = output(psql().arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")));
+        let _ = output(&mut metadata_psql(&format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+        )));
     }
+}
+
+/// `psql` running `sql` against the local metadata server's `postgres` database.
+fn metadata_psql(sql: &str) -> Command {
+    let mut c = Command::new("psql");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-Atqc",
+        sql,
+    ]);
+    c
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
@@ -330,16 +334,9 @@ fn load(args: &[String]) -> anyhow::Result<()> {
     services()?;
     // What the previous load run made goes first, so that runs do not add up on the engines.
     cleanup::clean_engines(|db| db == "hepdb_load");
-    let _ = output(Command::new("psql").args([
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-Atqc",
+    let _ = output(&mut metadata_psql(
         "DROP DATABASE IF EXISTS hepdb_load WITH (FORCE)",
-    ]));
+    ));
     let metadata = "postgres://postgres@127.0.0.1:5432/hepdb_load";
     let env = owned(&[
         ("HEPDB__METADATA__URL", metadata),
