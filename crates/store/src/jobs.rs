@@ -279,11 +279,11 @@ impl Store {
         .await
     }
 
-    /// Gives up on a rotate that may have reached the engine in an earlier delivery (one
-    /// killed between the engine step and its commit): under the database's lock, `undo`
-    /// puts the password metadata holds back on the engine, and only then is the job marked
-    /// failed, so engine and metadata agree again. If `undo` fails, nothing is recorded and
-    /// the job stays open for another delivery.
+    /// Fails a job under the database's lock, and only while it is still live. For a rotate that
+    /// may have reached the engine in an earlier delivery (one killed between the engine step
+    /// and its commit), `undo` first puts the password metadata holds back on the engine, so
+    /// engine and metadata agree again; if `undo` fails, nothing is recorded and the job stays
+    /// open for another delivery. Without a database row, there is nothing to undo.
     #[tracing::instrument(name = "metadata.fail_locked", skip_all)]
     pub async fn fail_locked<E, F, Fut>(
         &self,
@@ -308,8 +308,12 @@ impl Store {
                 .find(&db)
                 .select(Database::as_select())
                 .first(c)
-                .await?;
-            undo(current).await.map_err(LockedError::Engine)?;
+                .await
+                .optional()?;
+            // Without a row there is nothing of it on an engine to put back.
+            if let Some(current) = current {
+                undo(current).await.map_err(LockedError::Engine)?;
+            }
             mark_failed(c, &job, failure).await?;
             Ok(())
         })

@@ -330,22 +330,24 @@ async fn fail(
     failure: JobFailure,
     dead_letter: Option<&'static str>,
 ) -> Disposition {
-    let recorded = match kind {
-        JobKind::Create => return give_up_create(ctx, msg, failure, dead_letter).await,
+    match kind {
+        JobKind::Create => give_up_create(ctx, msg, failure, dead_letter).await,
         // A rotate given up after many deliveries may have changed the engine in one that
         // died before its commit: put metadata's password back first.
         JobKind::Rotate if failure == JobFailure::Poisoned => {
-            return give_up_rotate(ctx, msg, dead_letter).await;
+            give_up_rotate(ctx, msg, dead_letter).await
         }
-        JobKind::Rotate | JobKind::Access => ctx.store.fail_job(msg.job_id, failure).await,
-    };
-    if let Err(error) = recorded {
-        tracing::warn!(%error, job = %msg.job_id, "could not record the failure, will retry");
-        return Disposition::Retry;
-    }
-    Disposition::Finished {
-        outcome: JobOutcome::Failed(failure),
-        dead_letter,
+        // Recorded under the database's lock, and only while the job is still live: a
+        // duplicate delivery may have run it to the end meanwhile, and its answer stands.
+        JobKind::Rotate | JobKind::Access => {
+            let recorded = ctx
+                .store
+                .fail_locked(msg.job_id, msg.database_id, failure, |_| async {
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .await;
+            given_up(ctx, msg, recorded, failure, dead_letter).await
+        }
     }
 }
 
