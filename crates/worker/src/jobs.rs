@@ -115,7 +115,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
         || claimed.database_id.as_deref() != Some(&msg.database_id.to_text())
     {
         tracing::error!(job = %msg.job_id, "message does not match the job's metadata");
-        return fail(
+        return give_up(
             ctx,
             msg,
             kind,
@@ -126,7 +126,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     }
     if u32::try_from(claimed.attempts).unwrap_or(u32::MAX) > ctx.max_attempts {
         tracing::error!(job = %msg.job_id, attempts = claimed.attempts, "job keeps failing, dead-lettering it");
-        return fail(
+        return give_up(
             ctx,
             msg,
             kind,
@@ -138,7 +138,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     let db = match ctx.store.database(msg.database_id).await {
         Ok(Some(db)) => db,
         Ok(None) => {
-            return fail(
+            return give_up(
                 ctx,
                 msg,
                 kind,
@@ -153,7 +153,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
         }
     };
     let Some((target, driver)) = resolve(ctx, &db) else {
-        return fail(ctx, msg, kind, JobFailure::EngineUnavailable, None).await;
+        return give_up(ctx, msg, kind, JobFailure::EngineUnavailable, None).await;
     };
     let secret = match kind {
         JobKind::Create | JobKind::Access => Some(db.password_sealed.clone()),
@@ -161,7 +161,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     };
     let Some(password) = secret.and_then(|s| ctx.key.open(msg.database_id, &s).ok()) else {
         tracing::error!(job = %msg.job_id, "sealed password does not open (wrong master key?)");
-        return fail(
+        return give_up(
             ctx,
             msg,
             kind,
@@ -217,7 +217,7 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
         Err(LockedError::Engine(StepError::Engine(error))) => {
             let failure = failure_of(&error);
             tracing::warn!(%error, job = %msg.job_id, kind = kind.as_str(), "job failed on the engine");
-            fail(ctx, msg, kind, failure, None).await
+            give_up(ctx, msg, kind, failure, None).await
         }
         Err(LockedError::Engine(StepError::Unsettled(error))) => {
             tracing::error!(
@@ -321,9 +321,10 @@ pub(crate) fn resolve<'a>(
     ))
 }
 
-/// Records a failure. A failed create also removes whatever of it is ours on the engine, and
-/// frees its slot when that is confirmed.
-async fn fail(
+/// Records a failure, under the database's lock and only while the job is live. A failed
+/// create also removes whatever of it is ours on the engine, and frees its slot when that is
+/// confirmed.
+pub async fn give_up(
     ctx: &JobContext,
     msg: &JobMessage,
     kind: JobKind,

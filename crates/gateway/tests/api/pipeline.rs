@@ -485,3 +485,66 @@ async fn a_delivery_waiting_for_the_lock_stays_alive_and_is_not_sent_again() {
     );
     use_database(&url(&user, &pw, &db)).await.unwrap();
 }
+
+/// The rotate twin of the race above: delivery A's rotate failed while duplicate B holds the
+/// database's lock and runs the same job to the end. A's failure is recorded only under the
+/// lock, so it waits for B, finds the job done, and answers what B did.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_rotate_delivery_waits_for_and_keeps_the_answer_of_one_that_finished() {
+    use hepdb_core::state::JobKind;
+    let app = spawn_app().await;
+    let ctx = app.worker.as_ref().unwrap().context().clone();
+    let (s, created) = app.create(json!({"name": "rotated"})).await;
+    assert_eq!(s, 201);
+    let id: hepdb_core::DatabaseId = data(&created)["id"].as_str().unwrap().parse().unwrap();
+    let new = Password::generate();
+    let sealed = app.settings.crypto.master_key().unwrap().seal(id, &new);
+    let job = app
+        .store
+        .insert_rotate_job(app.account, id, sealed, None)
+        .await
+        .unwrap()
+        .unwrap();
+    app.store.claim_job(job).await.unwrap().unwrap();
+    let msg = JobMessage {
+        v: MESSAGE_VERSION,
+        job_id: job,
+        database_id: id,
+        kind: JobKindWire::Rotate,
+    };
+    // B holds the database's lock, in its step.
+    let (b, conn) =
+        tokio_postgres::connect(app.settings.metadata.url.expose(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    b.batch_execute(&format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{id}', 0))"
+    ))
+    .await
+    .unwrap();
+    let a = tokio::spawn(async move {
+        hepdb_worker::jobs::give_up(
+            &ctx,
+            &msg,
+            JobKind::Rotate,
+            JobFailure::EngineUnavailable,
+            None,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let state = app.store.job(job).await.unwrap().unwrap().state;
+    assert_eq!(
+        state, "running",
+        "A recorded its failure while B was still running the job"
+    );
+    // B finishes the job and commits.
+    b.batch_execute(&format!(
+        "UPDATE jobs SET state = 'done' WHERE id = '{job}'; COMMIT"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(a.await.unwrap(), DONE);
+    assert_eq!(app.store.job(job).await.unwrap().unwrap().state, "done");
+}
