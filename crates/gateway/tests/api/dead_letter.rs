@@ -145,14 +145,8 @@ async fn a_poisoned_rotate_puts_the_metadata_password_back_on_the_engine() {
 
     // A rotate whose earlier delivery changed the engine and died before its commit, and which
     // has since been delivered as often as allowed.
-    let new = hepdb_core::secret::Password::generate();
-    let sealed = app.settings.crypto.master_key().unwrap().seal(id, &new);
-    let job = app
-        .store
-        .insert_rotate_job(app.account, id, sealed, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (message, new) = app.rotate_intent(id).await;
+    let job = message.job_id;
     let mut root = mysql_async::Conn::new(mysql_async::Opts::from_url(&root_url()).unwrap())
         .await
         .unwrap();
@@ -173,12 +167,6 @@ async fn a_poisoned_rotate_puts_the_metadata_password_back_on_the_engine() {
         ))
         .await;
     assert_eq!(n, 1);
-    let message = JobMessage {
-        v: MESSAGE_VERSION,
-        job_id: job,
-        database_id: id,
-        kind: JobKindWire::Rotate,
-    };
     publish(
         &channel,
         &topology.jobs_queue(),

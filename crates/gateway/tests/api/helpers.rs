@@ -294,6 +294,29 @@ impl TestApp {
 
     /// Records a MariaDB create intent exactly as the gateway does, without publishing it (as
     /// if the gateway died right after its commit). Returns the reservation and the password.
+    /// Records a rotate intent for database `id` the way the gateway does (the new password
+    /// sealed in the job), and returns the job's message and the new password.
+    pub async fn rotate_intent(
+        &self,
+        id: hepdb_core::DatabaseId,
+    ) -> (hepdb_core::job::JobMessage, hepdb_core::secret::Password) {
+        let new = hepdb_core::secret::Password::generate();
+        let sealed = self.settings.crypto.master_key().unwrap().seal(id, &new);
+        let job = self
+            .store
+            .insert_rotate_job(self.account, id, sealed, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let msg = hepdb_core::job::JobMessage {
+            v: hepdb_core::job::MESSAGE_VERSION,
+            job_id: job,
+            database_id: id,
+            kind: hepdb_core::job::JobKindWire::Rotate,
+        };
+        (msg, new)
+    }
+
     pub async fn reserve_intent(
         &self,
         name: &str,

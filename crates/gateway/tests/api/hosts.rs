@@ -265,7 +265,7 @@ async fn b_only_app(b: &SecondMariadb, limit: u32) -> TestApp {
 /// sealed password cannot be opened.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotate_that_cannot_be_rolled_back_stays_open_and_finishes_later() {
-    use hepdb_core::job::{JobKindWire, JobMessage, JobOutcome, MESSAGE_VERSION};
+    use hepdb_core::job::JobOutcome;
     use hepdb_worker::jobs::{Disposition, handle};
     let b = SecondMariadb::start();
     let app = b_only_app(&b, 2).await;
@@ -277,20 +277,8 @@ async fn a_rotate_that_cannot_be_rolled_back_stays_open_and_finishes_later() {
         d["password"].as_str().unwrap().to_owned(),
     );
     let id: hepdb_core::DatabaseId = d["id"].as_str().unwrap().parse().unwrap();
-    let new = hepdb_core::secret::Password::generate();
-    let sealed = app.settings.crypto.master_key().unwrap().seal(id, &new);
-    let job = app
-        .store
-        .insert_rotate_job(app.account, id, sealed, None)
-        .await
-        .unwrap()
-        .unwrap();
-    let msg = JobMessage {
-        v: MESSAGE_VERSION,
-        job_id: job,
-        database_id: id,
-        kind: JobKindWire::Rotate,
-    };
+    let (msg, new) = app.rotate_intent(id).await;
+    let job = msg.job_id;
     let session = |cs: String| async move {
         let opts = mysql_async::Opts::from_url(&cs).unwrap();
         mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false)).await

@@ -497,21 +497,9 @@ async fn a_failed_rotate_delivery_waits_for_and_keeps_the_answer_of_one_that_fin
     let (s, created) = app.create(json!({"name": "rotated"})).await;
     assert_eq!(s, 201);
     let id: hepdb_core::DatabaseId = data(&created)["id"].as_str().unwrap().parse().unwrap();
-    let new = Password::generate();
-    let sealed = app.settings.crypto.master_key().unwrap().seal(id, &new);
-    let job = app
-        .store
-        .insert_rotate_job(app.account, id, sealed, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (msg, _) = app.rotate_intent(id).await;
+    let job = msg.job_id;
     app.store.claim_job(job).await.unwrap().unwrap();
-    let msg = JobMessage {
-        v: MESSAGE_VERSION,
-        job_id: job,
-        database_id: id,
-        kind: JobKindWire::Rotate,
-    };
     // B holds the database's lock, in its step.
     let (b, conn) =
         tokio_postgres::connect(app.settings.metadata.url.expose(), tokio_postgres::NoTls)

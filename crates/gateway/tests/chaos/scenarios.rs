@@ -56,13 +56,10 @@ async fn operate(
     }
 }
 
-/// 1. Workers killed with SIGKILL at random moments during 200 mixed creates and rotates.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "fault injection: run with `cargo xtask chaos`"]
-async fn worker_killed_at_random_points() {
-    let seed = seed();
-    eprintln!("chaos: worker_killed_at_random_points: seed={seed}");
-    let app = spawn_app_with(
+/// The app of the mixed-load scenarios: room for any number of creates, a short gateway wait
+/// and a short staleness, and no worker (the scenario runs one as a process).
+async fn mixed_load_app() -> TestApp {
+    spawn_app_with(
         Options {
             no_worker: true,
             slots: Some(500),
@@ -73,7 +70,35 @@ async fn worker_killed_at_random_points() {
             s.worker.stale_job_secs = 4;
         },
     )
-    .await;
+    .await
+}
+
+/// `operations` creates and rotates chosen by `seed`, from 8 lanes; sets `done` at the end.
+async fn mixed_load(
+    app: &TestApp,
+    ledger: &Ledger,
+    ids: &Mutex<Vec<String>>,
+    seed: u64,
+    operations: usize,
+    done: &AtomicBool,
+) {
+    let picks: Vec<u64> = {
+        let mut rng = Rng::new(seed);
+        (0..operations).map(|_| rng.below(1 << 30)).collect()
+    };
+    futures_util::stream::iter(picks.iter().enumerate())
+        .for_each_concurrent(8, |(n, pick)| operate(app, ledger, ids, *pick, n))
+        .await;
+    done.store(true, Ordering::SeqCst);
+}
+
+/// 1. Workers killed with SIGKILL at random moments during 200 mixed creates and rotates.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault injection: run with `cargo xtask chaos`"]
+async fn worker_killed_at_random_points() {
+    let seed = seed();
+    eprintln!("chaos: worker_killed_at_random_points: seed={seed}");
+    let app = mixed_load_app().await;
     let mut worker = WorkerProcess::start(&app);
     let ledger = Ledger::default();
     let ids = Mutex::new(Vec::new());
@@ -81,16 +106,7 @@ async fn worker_killed_at_random_points() {
     let kills = AtomicUsize::new(0);
     const OPERATIONS: usize = 200;
 
-    let picks: Vec<u64> = {
-        let mut rng = Rng::new(seed);
-        (0..OPERATIONS).map(|_| rng.below(1 << 30)).collect()
-    };
-    let load = async {
-        futures_util::stream::iter(picks.iter().enumerate())
-            .for_each_concurrent(8, |(n, pick)| operate(&app, &ledger, &ids, *pick, n))
-            .await;
-        done.store(true, Ordering::SeqCst);
-    };
+    let load = mixed_load(&app, &ledger, &ids, seed, OPERATIONS, &done);
     let killer = async {
         let mut rng = Rng::new(seed ^ 0x9E37_79B9);
         while !done.load(Ordering::SeqCst) {
@@ -165,18 +181,7 @@ async fn kill_provisioner_sessions() -> usize {
 async fn engine_sessions_killed_mid_statement() {
     let seed = seed();
     eprintln!("chaos: engine_sessions_killed_mid_statement: seed={seed}");
-    let app = spawn_app_with(
-        Options {
-            no_worker: true,
-            slots: Some(500),
-            ..Default::default()
-        },
-        |s| {
-            s.gateway.job_timeout_ms = 3000;
-            s.worker.stale_job_secs = 4;
-        },
-    )
-    .await;
+    let app = mixed_load_app().await;
     let _worker = WorkerProcess::start(&app);
     let ledger = Ledger::default();
     let ids = Mutex::new(Vec::new());
@@ -184,16 +189,7 @@ async fn engine_sessions_killed_mid_statement() {
     let (kills, sessions) = (AtomicUsize::new(0), AtomicUsize::new(0));
     const OPERATIONS: usize = 200;
 
-    let picks: Vec<u64> = {
-        let mut rng = Rng::new(seed);
-        (0..OPERATIONS).map(|_| rng.below(1 << 30)).collect()
-    };
-    let load = async {
-        futures_util::stream::iter(picks.iter().enumerate())
-            .for_each_concurrent(8, |(n, pick)| operate(&app, &ledger, &ids, *pick, n))
-            .await;
-        done.store(true, Ordering::SeqCst);
-    };
+    let load = mixed_load(&app, &ledger, &ids, seed, OPERATIONS, &done);
     let killer = async {
         let mut rng = Rng::new(seed ^ 0x5DEE_CE66);
         while !done.load(Ordering::SeqCst) {
