@@ -64,7 +64,7 @@ enum StepError {
 
 /// Bounds one engine call: a hung statement counts as the engine being unavailable, and the
 /// database's lock and the metadata connection are given back.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     limit: std::time::Duration,
     call: impl Future<Output = Result<T, EngineError>>,
 ) -> Result<T, EngineError> {

@@ -47,7 +47,7 @@ pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaR
     let started = std::time::Instant::now();
     let mut report = QuotaReport::default();
     for (host, driver) in ctx.engines.iter() {
-        match driver.sizes().await {
+        match crate::jobs::bounded(ctx.engine_timeout, driver.sizes()).await {
             Ok(sizes) => {
                 let record = ctx.store.record_sizes(host, &sizes).await?;
                 report.measured.push(Measured {

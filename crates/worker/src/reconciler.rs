@@ -183,7 +183,7 @@ async fn pass(
         });
     }
     for (host, driver) in ctx.engines.iter() {
-        let marked = match driver.marked().await {
+        let marked = match crate::jobs::bounded(ctx.engine_timeout, driver.marked()).await {
             Ok(m) => m,
             Err(error) => {
                 tracing::warn!(%error, host, "reconciler cannot list the host's objects");
@@ -203,7 +203,7 @@ async fn pass(
                 let result = if dry_run {
                     Ok(())
                 } else {
-                    drop_leftover(driver, &m).await
+                    drop_leftover(driver, &m, ctx.engine_timeout).await
                 };
                 report.failed_create_leftovers.push(Action {
                     id: m.id,
@@ -296,14 +296,17 @@ async fn republish(
 async fn drop_leftover(
     driver: &crate::engines::EngineDriver,
     m: &crate::engines::Marked,
+    limit: std::time::Duration,
 ) -> Result<(), String> {
     let id: DatabaseId = m.id.parse().map_err(|_| "malformed mark".to_owned())?;
     let names = hepdb_core::naming::EngineNames::of_object(&m.object)
         .ok_or_else(|| format!("{} is not a generated name", m.object))?;
-    driver
-        .drop_owned(&crate::engines::Target { id, names })
-        .await
-        .map_err(|e| e.to_string())
+    crate::jobs::bounded(
+        limit,
+        driver.drop_owned(&crate::engines::Target { id, names }),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Drops the database's marked engine objects, then runs `finish` on its row.
@@ -314,8 +317,7 @@ async fn drop_then(
 ) -> Result<(), String> {
     let (target, driver) =
         crate::jobs::resolve(ctx, db).ok_or_else(|| format!("no driver for host {}", db.host))?;
-    driver
-        .drop_owned(&target)
+    crate::jobs::bounded(ctx.engine_timeout, driver.drop_owned(&target))
         .await
         .map_err(|e: EngineError| e.to_string())?;
     finish(db.database_id()).await.map_err(|e| e.to_string())

@@ -118,8 +118,10 @@ impl Session {
             .map_err(|e| classify(&e, what))
     }
 
+    /// Closes the connection. Bounded: `shutdown` waits for anything still holding the client,
+    /// and closing must never hold up the caller.
     async fn close(self) {
-        self.0.shutdown().await;
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, self.0.shutdown()).await;
     }
 }
 
