@@ -47,6 +47,13 @@ impl Topology {
         format!("{}.jobs.dead", self.prefix)
     }
 
+    /// Durable queue where a job whose database another delivery holds waits out its delay
+    /// (the message's own expiration), then returns to the jobs queue by dead-lettering. A
+    /// waiting job holds no worker slot.
+    pub fn wait_queue(&self) -> String {
+        format!("{}.jobs.wait", self.prefix)
+    }
+
     fn arguments(&self) -> FieldTable {
         let mut args = FieldTable::default();
         if let Some(ms) = self.expires_ms {
@@ -61,9 +68,27 @@ impl Topology {
         args
     }
 
-    /// Declares the jobs queue and the dead-letter queue (idempotent).
+    /// The wait queue's arguments: expired messages go back to the jobs queue.
+    fn wait_arguments(&self) -> FieldTable {
+        let mut args = self.arguments();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(self.jobs_queue().into()),
+        );
+        args
+    }
+
+    /// Declares the jobs, dead-letter and wait queues (idempotent).
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        for queue in [self.jobs_queue(), self.dead_letter_queue()] {
+        for (queue, arguments) in [
+            (self.jobs_queue(), self.arguments()),
+            (self.dead_letter_queue(), self.arguments()),
+            (self.wait_queue(), self.wait_arguments()),
+        ] {
             channel
                 .queue_declare(
                     queue.as_str().into(),
@@ -71,7 +96,7 @@ impl Topology {
                         durable: true,
                         ..QueueDeclareOptions::default()
                     },
-                    self.arguments(),
+                    arguments,
                 )
                 .await?;
         }
@@ -88,6 +113,11 @@ mod tests {
         let t = Topology::new("stack2", 0);
         assert_eq!(t.jobs_queue(), "stack2.jobs");
         assert_eq!(t.dead_letter_queue(), "stack2.jobs.dead");
+        assert_eq!(t.wait_queue(), "stack2.jobs.wait");
+        assert_eq!(
+            t.wait_arguments().inner().get("x-dead-letter-routing-key"),
+            Some(&AMQPValue::LongString("stack2.jobs".into()))
+        );
         assert!(t.arguments().inner().is_empty());
         assert!(!Topology::new("t", 60).arguments().inner().is_empty());
         let q = Topology::new("t", 0).with_quorum(true).arguments();

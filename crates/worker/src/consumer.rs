@@ -181,6 +181,7 @@ async fn finish(
             "failed"
         }
         Disposition::Retry => "retry",
+        Disposition::Busy => "busy",
     };
     let kind = JobKind::from(msg.kind).as_str();
     metrics::counter!("hepdb_jobs_total", "kind" => kind, "outcome" => outcome).increment(1);
@@ -211,16 +212,66 @@ async fn finish(
             // An ack lost with the connection means a redelivery, which answers from metadata.
             let _ = delivery.ack(BasicAckOptions::default()).await;
         }
-        Disposition::Retry => {
-            tokio::time::sleep(backoff(retries, msg.job_id)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
-        }
+        Disposition::Busy => match park(channel, topology, &delivery).await {
+            Ok(()) => {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, job = %msg.job_id, "could not park a waiting job, requeueing it");
+                requeue(&delivery, backoff(retries, msg.job_id)).await;
+            }
+        },
+        Disposition::Retry => requeue(&delivery, backoff(retries, msg.job_id)).await,
     }
+}
+
+async fn requeue(delivery: &Delivery, pause: Duration) {
+    tokio::time::sleep(pause).await;
+    let _ = delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await;
+}
+
+/// How long a job waits, by how many times it has found its database held: it doubles from
+/// [`FIRST_WAIT`] up to [`LONGEST_WAIT`]. The longest wait is also how long a parked message
+/// can hold up the ones behind it in the wait queue (a queue expires only its head).
+const FIRST_WAIT: Duration = Duration::from_millis(100);
+const LONGEST_WAIT: Duration = Duration::from_secs(2);
+const WAITS_HEADER: &str = "x-hepdb-waits";
+
+fn wait_for(waits: u32) -> Duration {
+    FIRST_WAIT
+        .saturating_mul(1 << waits.min(10))
+        .min(LONGEST_WAIT)
+}
+
+/// Parks a message whose database another delivery holds: a confirmed copy, with the same
+/// properties (reply queue, correlation, trace context) and one more wait counted, goes to
+/// the wait queue, which hands it back to the jobs queue when it expires. The caller acks the
+/// original only once the copy is confirmed.
+async fn park(
+    channel: &Channel,
+    topology: &Topology,
+    delivery: &Delivery,
+) -> Result<(), hepdb_queue::PublishError> {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let waits = match headers.inner().get(WAITS_HEADER) {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        _ => 0,
+    };
+    headers.insert(WAITS_HEADER.into(), AMQPValue::LongUInt(waits + 1));
+    let expiration = wait_for(waits).as_millis().to_string();
+    let props = delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_expiration(expiration.as_str().into());
+    publish_confirmed(channel, &topology.wait_queue(), &delivery.data, props, true).await
 }
 
 async fn reply(channel: &Channel, delivery: &Delivery, reply: JobReply) {
@@ -283,5 +334,12 @@ mod tests {
             [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
         );
         assert_eq!(backoff(&retries, JobId::new()), RETRY_PAUSE, "per job");
+    }
+
+    #[test]
+    fn a_waiting_job_waits_longer_each_time_up_to_a_cap() {
+        let waits: Vec<u128> = (0..7).map(|n| wait_for(n).as_millis()).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(wait_for(u32::MAX), LONGEST_WAIT);
     }
 }

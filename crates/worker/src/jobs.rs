@@ -9,7 +9,7 @@ use hepdb_core::{
 };
 use hepdb_store::{
     Store,
-    jobs::{Locked, LockedError},
+    jobs::{Held, Locked, LockedError},
     models::Database,
 };
 
@@ -43,6 +43,10 @@ pub enum Disposition {
     },
     /// Metadata is unreachable: nothing was recorded, requeue the message after a pause.
     Retry,
+    /// Another delivery holds the job's database (a duplicate of this one, or another job of
+    /// the same database): nothing was counted or changed. Send the message again later,
+    /// without holding a worker slot meanwhile.
+    Busy,
 }
 
 fn finished(outcome: JobOutcome) -> Disposition {
@@ -82,7 +86,8 @@ fn failure_of(e: &EngineError) -> JobFailure {
 }
 
 /// Runs an access job in this process, now: it has no caller to answer, so it needs no trip
-/// through the broker (the quota watcher, the reconciler). `Ok` when the engine matches.
+/// through the broker (the quota watcher, the reconciler). It waits for the database's lock.
+/// `Ok` when the engine matches.
 pub async fn run_access(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<(), String> {
     let message = JobMessage {
         v: hepdb_core::job::MESSAGE_VERSION,
@@ -90,7 +95,7 @@ pub async fn run_access(ctx: &JobContext, job: JobId, database: DatabaseId) -> R
         database_id: database,
         kind: JobKindWire::Access,
     };
-    match handle(ctx, &message).await {
+    match deliver(ctx, &message, true).await {
         Disposition::Finished {
             outcome: JobOutcome::Done,
             ..
@@ -99,61 +104,83 @@ pub async fn run_access(ctx: &JobContext, job: JobId, database: DatabaseId) -> R
     }
 }
 
-/// Runs the job named by `msg`, whatever state an earlier delivery left it in.
+/// Runs the job named by a delivered message, whatever state an earlier delivery left it in.
+/// It never waits for the database's lock: when another delivery holds it, the answer is
+/// [`Disposition::Busy`] and nothing was counted or changed.
 pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
-    let claimed = match ctx.store.claim_job(msg.job_id).await {
-        Ok(Some(job)) => job,
-        // Finished, cancelled or unknown: a duplicate delivery gets the recorded answer.
-        Ok(None) => return recorded(ctx, msg.job_id).await,
+    deliver(ctx, msg, false).await
+}
+
+/// Takes the database's lock (waiting for it or not), runs the job under it, gives it back.
+async fn deliver(ctx: &JobContext, msg: &JobMessage, wait: bool) -> Disposition {
+    let mut held = match ctx.store.hold(msg.job_id, msg.database_id, wait).await {
+        Ok(Some(held)) => held,
+        Ok(None) => return Disposition::Busy,
         Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "cannot claim job, will retry");
+            tracing::warn!(%error, job = %msg.job_id, "cannot take the database's lock, will retry");
             return Disposition::Retry;
         }
     };
+    let disposition = match prepare(ctx, msg, &mut held).await {
+        Ok(ready) => run(ctx, msg, &mut held, ready).await,
+        Err(disposition) => disposition,
+    };
+    held.release().await;
+    disposition
+}
+
+/// A claimed job, checked and ready for its engine step.
+struct Ready<'a> {
+    kind: JobKind,
+    target: Target,
+    driver: &'a EngineDriver,
+    password: hepdb_core::secret::Password,
+    host: String,
+    engine: &'static str,
+}
+
+/// Counts the attempt and checks the job against metadata: the message must name the job's
+/// own database and kind, the job must not have failed too often, and its database, driver
+/// and sealed password must be there. Anything else is the answer for the message.
+async fn prepare<'a>(
+    ctx: &'a JobContext,
+    msg: &JobMessage,
+    held: &mut Held,
+) -> Result<Ready<'a>, Disposition> {
+    let claimed = match held.claim().await {
+        Ok(Some(job)) => job,
+        // Finished, cancelled or unknown: a duplicate delivery gets the recorded answer.
+        Ok(None) => return Err(recorded(held).await),
+        Err(error) => {
+            tracing::warn!(%error, job = %msg.job_id, "cannot claim job, will retry");
+            return Err(Disposition::Retry);
+        }
+    };
     let kind = claimed.kind();
+    let refuse = async |held: &mut Held, failure, reason| {
+        Err(give_up_held(ctx, msg, held, kind, failure, reason).await)
+    };
     if JobKindWire::from(kind) != msg.kind
         || claimed.database_id.as_deref() != Some(&msg.database_id.to_text())
     {
         tracing::error!(job = %msg.job_id, "message does not match the job's metadata");
-        return give_up(
-            ctx,
-            msg,
-            kind,
-            JobFailure::Internal,
-            Some("message disagrees with metadata"),
-        )
-        .await;
+        let reason = Some("message disagrees with metadata");
+        return refuse(held, JobFailure::Internal, reason).await;
     }
     if u32::try_from(claimed.attempts).unwrap_or(u32::MAX) > ctx.max_attempts {
         tracing::error!(job = %msg.job_id, attempts = claimed.attempts, "job keeps failing, dead-lettering it");
-        return give_up(
-            ctx,
-            msg,
-            kind,
-            JobFailure::Poisoned,
-            Some("too many attempts"),
-        )
-        .await;
+        return refuse(held, JobFailure::Poisoned, Some("too many attempts")).await;
     }
-    let db = match ctx.store.database(msg.database_id).await {
+    let db = match held.database().await {
         Ok(Some(db)) => db,
-        Ok(None) => {
-            return give_up(
-                ctx,
-                msg,
-                kind,
-                JobFailure::Internal,
-                Some("database row missing"),
-            )
-            .await;
-        }
+        Ok(None) => return refuse(held, JobFailure::Internal, Some("database row missing")).await,
         Err(error) => {
             tracing::warn!(%error, "cannot read database row, will retry");
-            return Disposition::Retry;
+            return Err(Disposition::Retry);
         }
     };
     let Some((target, driver)) = resolve(ctx, &db) else {
-        return give_up(ctx, msg, kind, JobFailure::EngineUnavailable, None).await;
+        return refuse(held, JobFailure::EngineUnavailable, None).await;
     };
     let secret = match kind {
         JobKind::Create | JobKind::Access => Some(db.password_sealed.clone()),
@@ -161,63 +188,56 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     };
     let Some(password) = secret.and_then(|s| ctx.key.open(msg.database_id, &s).ok()) else {
         tracing::error!(job = %msg.job_id, "sealed password does not open (wrong master key?)");
-        return give_up(
-            ctx,
-            msg,
-            kind,
-            JobFailure::Internal,
-            Some("sealed password does not open"),
-        )
-        .await;
+        let reason = Some("sealed password does not open");
+        return refuse(held, JobFailure::Internal, reason).await;
     };
+    Ok(Ready {
+        kind,
+        target,
+        driver,
+        password,
+        engine: db.engine().as_str(),
+        host: db.host,
+    })
+}
 
-    let key = ctx.key.clone();
-    let limit = ctx.engine_timeout;
-    let engine = db.engine().as_str();
+/// Runs the engine step under the lock, records it, and answers the message.
+async fn run(ctx: &JobContext, msg: &JobMessage, held: &mut Held, ready: Ready<'_>) -> Disposition {
+    let Ready {
+        kind,
+        target,
+        driver,
+        password,
+        host,
+        engine,
+    } = ready;
+    let (key, limit) = (ctx.key.clone(), ctx.engine_timeout);
     let step_started = std::time::Instant::now();
     let ddl = tracing::info_span!(
         "engine",
         otel.kind = "client",
         otel.name = format!("{engine} {}", kind.as_str()),
         db.system.name = engine,
-        server.address = %db.host,
+        server.address = %host,
     );
     let _alive = Heartbeat(tokio::spawn(keep_alive(
         ctx.store.clone(),
         msg.job_id,
         ctx.heartbeat,
     )));
-    let result = ctx
-        .store
-        .run_locked(msg.job_id, msg.database_id, |locked: Locked| {
+    let result = held
+        .run(|locked: Locked| {
             step(driver, target, kind, locked, password, key, limit).instrument(ddl)
         })
         .await;
-    let step_outcome = match &result {
-        Ok(()) | Err(LockedError::AlreadyFinished) => "done",
-        Err(LockedError::Engine(StepError::Unsettled(_))) => "unsettled",
-        Err(LockedError::Engine(StepError::Engine(e))) => match e {
-            EngineError::Unreachable(_) | EngineError::Unavailable(_) => "engine_unavailable",
-            EngineError::Conflict(_) => "engine_conflict",
-            EngineError::Failed(_) => "engine_failed",
-        },
-        Err(LockedError::Store(_)) => "metadata_unavailable",
-    };
-    let labels = [
-        ("kind", kind.as_str()),
-        ("engine", engine),
-        ("outcome", step_outcome),
-    ];
-    metrics::counter!("hepdb_engine_steps_total", &labels).increment(1);
-    metrics::histogram!("hepdb_engine_step_duration_seconds", &labels)
-        .record(step_started.elapsed().as_secs_f64());
+    record_step(&result, kind, engine, step_started);
     match result {
         Ok(()) => finished(JobOutcome::Done),
-        Err(LockedError::AlreadyFinished) => recorded(ctx, msg.job_id).await,
+        Err(LockedError::AlreadyFinished) => recorded(held).await,
         Err(LockedError::Engine(StepError::Engine(error))) => {
             let failure = failure_of(&error);
             tracing::warn!(%error, job = %msg.job_id, kind = kind.as_str(), "job failed on the engine");
-            give_up(ctx, msg, kind, failure, None).await
+            give_up_held(ctx, msg, held, kind, failure, None).await
         }
         Err(LockedError::Engine(StepError::Unsettled(error))) => {
             tracing::error!(
@@ -235,6 +255,33 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
             Disposition::Retry
         }
     }
+}
+
+/// The step's metrics: how many, how long, and how each ended.
+fn record_step(
+    result: &Result<(), LockedError<StepError>>,
+    kind: JobKind,
+    engine: &'static str,
+    started: std::time::Instant,
+) {
+    let outcome = match result {
+        Ok(()) | Err(LockedError::AlreadyFinished) => "done",
+        Err(LockedError::Engine(StepError::Unsettled(_))) => "unsettled",
+        Err(LockedError::Engine(StepError::Engine(e))) => match e {
+            EngineError::Unreachable(_) | EngineError::Unavailable(_) => "engine_unavailable",
+            EngineError::Conflict(_) => "engine_conflict",
+            EngineError::Failed(_) => "engine_failed",
+        },
+        Err(LockedError::Store(_)) => "metadata_unavailable",
+    };
+    let labels = [
+        ("kind", kind.as_str()),
+        ("engine", engine),
+        ("outcome", outcome),
+    ];
+    metrics::counter!("hepdb_engine_steps_total", &labels).increment(1);
+    metrics::histogram!("hepdb_engine_step_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// The heartbeat task of one delivery, stopped when the delivery ends, however it ends.
@@ -285,6 +332,7 @@ async fn step(
             }
             // Put back the password metadata still holds, so the two never disagree; if even
             // that fails, the engine may hold the new one, and the job must stay open.
+            tracing::warn!(%error, database = %current.id, "a rotate failed on the engine; putting the previous password back");
             let restored = match key.open(current.database_id(), &current.password_sealed) {
                 Ok(old) => bounded(limit, driver.restore_password(&target, &old)).await,
                 Err(_) => Err(EngineError::Failed("sealed password does not open".into())),
@@ -321,9 +369,7 @@ pub(crate) fn resolve<'a>(
     ))
 }
 
-/// Records a failure, under the database's lock and only while the job is live. A failed
-/// create also removes whatever of it is ours on the engine, and frees its slot when that is
-/// confirmed.
+/// Records a failure of a job, waiting for its database's lock; see [`give_up_held`].
 pub async fn give_up(
     ctx: &JobContext,
     msg: &JobMessage,
@@ -331,45 +377,72 @@ pub async fn give_up(
     failure: JobFailure,
     dead_letter: Option<&'static str>,
 ) -> Disposition {
-    match kind {
-        JobKind::Create => give_up_create(ctx, msg, failure, dead_letter).await,
-        // A rotate given up after many deliveries may have changed the engine in one that
-        // died before its commit: put metadata's password back first.
-        JobKind::Rotate if failure == JobFailure::Poisoned => {
-            give_up_rotate(ctx, msg, dead_letter).await
+    match ctx.store.hold(msg.job_id, msg.database_id, true).await {
+        Ok(Some(mut held)) => {
+            let disposition = give_up_held(ctx, msg, &mut held, kind, failure, dead_letter).await;
+            held.release().await;
+            disposition
         }
-        // Recorded under the database's lock, and only while the job is still live: a
-        // duplicate delivery may have run it to the end meanwhile, and its answer stands.
-        JobKind::Rotate | JobKind::Access => {
-            let recorded = ctx
-                .store
-                .fail_locked(msg.job_id, msg.database_id, failure, |_| async {
-                    Ok::<(), std::convert::Infallible>(())
-                })
-                .await;
-            given_up(ctx, msg, recorded, failure, dead_letter).await
-        }
+        Ok(None) | Err(_) => Disposition::Retry,
     }
 }
 
-/// Fails a create, and undoes it on the engine, under the database's lock and only while the
-/// job is still live: a duplicate delivery may have finished the same create meanwhile, and
-/// its database must stay. What cannot be dropped now is parked as `failed` for the
-/// reconciler.
+/// Fails a create and undoes it on the engine, waiting for its database's lock.
 pub async fn give_up_create(
     ctx: &JobContext,
     msg: &JobMessage,
     failure: JobFailure,
     dead_letter: Option<&'static str>,
 ) -> Disposition {
-    let resolved = match target_of(ctx, msg).await {
-        Ok(resolved) => resolved,
-        Err(retry) => return retry,
+    give_up(ctx, msg, JobKind::Create, failure, dead_letter).await
+}
+
+/// Records a failure under the database's lock, only while the job is live: a duplicate
+/// delivery may have run it to the end meanwhile, and its answer stands. A failed create
+/// also removes whatever of it is ours on the engine; a poisoned rotate first puts
+/// metadata's password back.
+async fn give_up_held(
+    ctx: &JobContext,
+    msg: &JobMessage,
+    held: &mut Held,
+    kind: JobKind,
+    failure: JobFailure,
+    dead_letter: Option<&'static str>,
+) -> Disposition {
+    let undone = match kind {
+        JobKind::Create => undo_create(ctx, held, failure).await,
+        // A rotate given up after many deliveries may have changed the engine in one that
+        // died before its commit.
+        JobKind::Rotate if failure == JobFailure::Poisoned => undo_rotate(ctx, held).await,
+        JobKind::Rotate | JobKind::Access => {
+            held.fail(failure, |_| async { Ok::<(), EngineError>(()) })
+                .await
+        }
     };
+    match undone {
+        Ok(()) => Disposition::Finished {
+            outcome: JobOutcome::Failed(failure),
+            dead_letter,
+        },
+        Err(LockedError::AlreadyFinished) => recorded(held).await,
+        Err(error) => {
+            tracing::warn!(%error, job = %msg.job_id, "could not give the job up yet, will retry");
+            Disposition::Retry
+        }
+    }
+}
+
+/// Fails a create and drops what of it is ours on the engine. What cannot be dropped now is
+/// parked as `failed` for the reconciler.
+async fn undo_create(
+    ctx: &JobContext,
+    held: &mut Held,
+    failure: JobFailure,
+) -> Result<(), LockedError<EngineError>> {
+    let resolved = target_of(ctx, held).await?;
     let limit = ctx.engine_timeout;
-    let undone = ctx
-        .store
-        .fail_create(msg.job_id, msg.database_id, failure, |row| async move {
+    let undone = held
+        .fail_create(failure, |row| async move {
             // After a name collision the driver already undid its own part, and must not
             // touch the other party's.
             if failure == JobFailure::EngineConflict {
@@ -378,6 +451,7 @@ pub async fn give_up_create(
             let Some((target, driver)) = resolved else {
                 return false;
             };
+            tracing::warn!(database = %row.id, "undoing a failed create on the engine");
             match bounded(limit, driver.drop_owned(&target)).await {
                 Ok(()) => true,
                 Err(error) => {
@@ -387,86 +461,42 @@ pub async fn give_up_create(
             }
         })
         .await;
-    given_up(ctx, msg, undone, failure, dead_letter).await
+    undone.map_err(|e| match e {
+        LockedError::AlreadyFinished => LockedError::AlreadyFinished,
+        LockedError::Store(e) => LockedError::Store(e),
+        LockedError::Engine(never) => match never {},
+    })
 }
 
 /// Fails a poisoned rotate only once the engine holds the password metadata holds again.
-async fn give_up_rotate(
-    ctx: &JobContext,
-    msg: &JobMessage,
-    dead_letter: Option<&'static str>,
-) -> Disposition {
-    let failure = JobFailure::Poisoned;
-    let resolved = match target_of(ctx, msg).await {
-        Ok(resolved) => resolved,
-        Err(retry) => return retry,
-    };
-    let Some((target, driver)) = resolved else {
-        // No row or no driver: nothing of ours on an engine to put back.
-        return match ctx.store.fail_job(msg.job_id, failure).await {
-            Ok(()) => Disposition::Finished {
-                outcome: JobOutcome::Failed(failure),
-                dead_letter,
-            },
-            Err(_) => Disposition::Retry,
+/// Without a row or a driver for its host there is nothing of ours on an engine to put back.
+async fn undo_rotate(ctx: &JobContext, held: &mut Held) -> Result<(), LockedError<EngineError>> {
+    let resolved = target_of(ctx, held).await?;
+    let (key, limit) = (ctx.key.clone(), ctx.engine_timeout);
+    held.fail(JobFailure::Poisoned, |current| async move {
+        let Some((target, driver)) = resolved else {
+            return Ok(());
         };
-    };
-    let key = ctx.key.clone();
-    let limit = ctx.engine_timeout;
-    let undone = ctx
-        .store
-        .fail_locked(msg.job_id, msg.database_id, failure, |current| async move {
-            let password = key
-                .open(current.database_id(), &current.password_sealed)
-                .map_err(|_| EngineError::Failed("sealed password does not open".into()))?;
-            bounded(limit, driver.restore_password(&target, &password)).await
-        })
-        .await;
-    given_up(ctx, msg, undone, failure, dead_letter).await
+        let password = key
+            .open(current.database_id(), &current.password_sealed)
+            .map_err(|_| EngineError::Failed("sealed password does not open".into()))?;
+        bounded(limit, driver.restore_password(&target, &password)).await
+    })
+    .await
 }
 
 /// The engine target of the job's database, as its row is now: `None` when there is no row or
-/// no driver for its host (nothing of ours on an engine to touch); `Err` to retry later.
+/// no driver for its host (nothing of ours on an engine to touch).
 async fn target_of<'a>(
     ctx: &'a JobContext,
-    msg: &JobMessage,
-) -> Result<Option<(Target, &'a EngineDriver)>, Disposition> {
-    match ctx.store.database(msg.database_id).await {
-        Ok(Some(db)) => Ok(resolve(ctx, &db)),
-        Ok(None) => Ok(None),
-        Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "cannot read the database row, will retry");
-            Err(Disposition::Retry)
-        }
-    }
-}
-
-/// What to answer once a job was given up under the database's lock: the failure; what
-/// metadata holds when another delivery finished it first; or a retry when the undo or the
-/// record did not happen.
-async fn given_up<E: std::fmt::Display>(
-    ctx: &JobContext,
-    msg: &JobMessage,
-    undone: Result<(), LockedError<E>>,
-    failure: JobFailure,
-    dead_letter: Option<&'static str>,
-) -> Disposition {
-    match undone {
-        Ok(()) => Disposition::Finished {
-            outcome: JobOutcome::Failed(failure),
-            dead_letter,
-        },
-        Err(LockedError::AlreadyFinished) => recorded(ctx, msg.job_id).await,
-        Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "could not give the job up yet, will retry");
-            Disposition::Retry
-        }
-    }
+    held: &mut Held,
+) -> Result<Option<(Target, &'a EngineDriver)>, LockedError<EngineError>> {
+    Ok(held.database().await?.and_then(|db| resolve(ctx, &db)))
 }
 
 /// The answer metadata holds for a job that is no longer running.
-async fn recorded(ctx: &JobContext, id: JobId) -> Disposition {
-    match ctx.store.job(id).await {
+async fn recorded(held: &mut Held) -> Disposition {
+    match held.job().await {
         Ok(Some(job)) => finished(match job.state() {
             JobState::Done => JobOutcome::Done,
             JobState::Failed => JobOutcome::Failed(

@@ -292,8 +292,6 @@ impl TestApp {
             .db_tag
     }
 
-    /// Records a MariaDB create intent exactly as the gateway does, without publishing it (as
-    /// if the gateway died right after its commit). Returns the reservation and the password.
     /// Records a rotate intent for database `id` the way the gateway does (the new password
     /// sealed in the job), and returns the job's message and the new password.
     pub async fn rotate_intent(
@@ -317,6 +315,20 @@ impl TestApp {
         (msg, new)
     }
 
+    /// Stands in for a delivery that took the job (one attempt counted) and died in its step.
+    pub async fn claimed_by_a_dead_delivery(&self, msg: &hepdb_core::job::JobMessage) {
+        let mut held = self
+            .store
+            .hold(msg.job_id, msg.database_id, true)
+            .await
+            .unwrap()
+            .unwrap();
+        held.claim().await.unwrap().expect("a live job");
+        held.release().await;
+    }
+
+    /// Records a MariaDB create intent exactly as the gateway does, without publishing it (as
+    /// if the gateway died right after its commit). Returns the reservation and the password.
     pub async fn reserve_intent(
         &self,
         name: &str,

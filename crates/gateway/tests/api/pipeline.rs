@@ -276,7 +276,7 @@ async fn a_job_that_keeps_failing_is_dead_lettered_and_cleaned_up() {
     let (msg, _, _, _) = intent(&app, "poison").await;
     // Two earlier deliveries that died mid-job.
     for _ in 0..2 {
-        app.store.claim_job(msg.job_id).await.unwrap().unwrap();
+        app.claimed_by_a_dead_delivery(&msg).await;
     }
     assert_eq!(
         handle(ctx, &msg).await,
@@ -366,7 +366,18 @@ async fn jobs_flow_through_quorum_queues_too() {
     let app = spawn_app_with(Options::default(), |s| s.amqp.quorum_queues = true).await;
     let (s, b) = app.create(json!({"name": "replicated"})).await;
     assert_eq!(s, 201, "{b}");
-    let (s, b) = app.rotate(data(&b)["id"].as_str().unwrap()).await;
+    let id = data(&b)["id"].as_str().unwrap().to_owned();
+    let (s, b) = app.rotate(&id).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(can_login(data(&b)["connectionString"].as_str().unwrap()).await);
+    // A rotate that finds its database held waits in the (quorum) wait queue and comes back.
+    let holder = hold_lock(&app, id.parse().unwrap()).await;
+    let rotate = app.rotate(&id);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        holder.batch_execute("ROLLBACK").await.unwrap();
+    };
+    let ((s, b), ()) = tokio::join!(rotate, release);
     assert_eq!(s, 200, "{b}");
     assert!(can_login(data(&b)["connectionString"].as_str().unwrap()).await);
 }
@@ -422,7 +433,7 @@ async fn a_failed_delivery_never_undoes_a_create_another_delivery_finished() {
     // A create that is still live is undone, under the lock: nothing of it is left on the
     // engine, and its slot is free again.
     let (msg, _, db, _) = intent(&app, "undone").await;
-    app.store.claim_job(msg.job_id).await.unwrap().unwrap();
+    app.claimed_by_a_dead_delivery(&msg).await;
     let mut root = root().await;
     claim_and_create(&mut root, &db, msg.database_id).await;
     assert_eq!(
@@ -436,20 +447,85 @@ async fn a_failed_delivery_never_undoes_a_create_another_delivery_finished() {
     assert!(app.store.database(msg.database_id).await.unwrap().is_none());
 }
 
-/// A delivery that waits for its database's lock behind other work stays visibly alive: the
-/// reconciler leaves it alone however long it waits, instead of sending it again (and counting
-/// each copy as one more attempt).
+/// A delivery whose database another holder has (a duplicate of the same job, or another job
+/// of the same database) neither waits nor counts an attempt: it is answered `Busy` at once,
+/// the job stays as it was, and a later delivery runs it, counting one attempt.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_delivery_waiting_for_the_lock_stays_alive_and_is_not_sent_again() {
-    let app = spawn_app_with(Options::default(), |s| {
-        s.worker.stale_job_secs = 2;
-        s.gateway.job_timeout_ms = 1000;
-    })
-    .await;
-    let worker = app.worker.as_ref().unwrap();
-    let ctx = worker.context().clone();
+async fn a_delivery_that_finds_its_database_held_counts_nothing_and_does_not_wait() {
+    let app = spawn_app().await;
+    let ctx = app.worker.as_ref().unwrap().context().clone();
     let (msg, pw, db, user) = intent(&app, "waiting").await;
-    // Another holder of the database's lock: another job of the same database, say.
+    let holder = hold_lock(&app, msg.database_id).await;
+    for _ in 0..3 {
+        assert_eq!(handle(&ctx, &msg).await, Disposition::Busy);
+    }
+    let job = app.store.job(msg.job_id).await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.attempts), ("pending", 0));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(handle(&ctx, &msg).await, DONE);
+    let job = app.store.job(msg.job_id).await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.attempts), ("done", 1));
+    use_database(&url(&user, &pw, &db)).await.unwrap();
+}
+
+/// A flood of rotates on one database whose lock is held must not take the worker's slots
+/// from other tenants' jobs: with a single slot, another database's create is answered while
+/// the rotates wait (parked on the broker, not in the worker), and every rotate is answered
+/// once the lock is free, none of them counted as an attempt while it waited.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_on_one_held_database_does_not_starve_other_jobs() {
+    let app = std::sync::Arc::new(
+        spawn_app_with(
+            Options {
+                slots: Some(5),
+                ..Default::default()
+            },
+            |s| s.worker.prefetch = 1,
+        )
+        .await,
+    );
+    let (s, created) = app.create(json!({"name": "flooded"})).await;
+    assert_eq!(s, 201, "{created}");
+    let id = data(&created)["id"].as_str().unwrap().to_owned();
+    let holder = hold_lock(&app, id.parse().unwrap()).await;
+    let rotates: Vec<_> = (0..6)
+        .map(|_| {
+            let (app, id) = (app.clone(), id.clone());
+            tokio::spawn(async move { app.rotate(&id).await })
+        })
+        .collect();
+    let recorded = "SELECT 1 FROM jobs WHERE kind = 'rotate'";
+    let started = Instant::now();
+    while app.metadata_sql(recorded).await < 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "rotates not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, other) = app.create(json!({"name": "bystander"})).await;
+    assert_eq!(s, 201, "another database's create starved: {other}");
+    let waiting = app
+        .metadata_sql("SELECT 1 FROM jobs WHERE kind = 'rotate' AND attempts = 0")
+        .await;
+    assert_eq!(waiting, 6, "a waiting rotate was counted as an attempt");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let mut last = None;
+    for rotate in rotates {
+        let (s, body) = rotate.await.unwrap();
+        assert_eq!(s, 200, "{body}");
+        last = Some(body);
+    }
+    let (_, revealed) = app.reveal(&id).await;
+    assert!(last.is_some());
+    use_database(data(&revealed)["connectionString"].as_str().unwrap())
+        .await
+        .unwrap();
+}
+
+/// Holds database `id`'s lock from another metadata session, as another job's step would,
+/// until the returned client rolls back.
+async fn hold_lock(app: &TestApp, id: hepdb_core::DatabaseId) -> tokio_postgres::Client {
     let (holder, conn) =
         tokio_postgres::connect(app.settings.metadata.url.expose(), tokio_postgres::NoTls)
             .await
@@ -457,33 +533,11 @@ async fn a_delivery_waiting_for_the_lock_stays_alive_and_is_not_sent_again() {
     tokio::spawn(conn);
     holder
         .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{}', 0))",
-            msg.database_id
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{id}', 0))"
         ))
         .await
         .unwrap();
-    let waiting = {
-        let msg = msg.clone();
-        tokio::spawn(async move { handle(&ctx, &msg).await })
-    };
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let job = app.store.job(msg.job_id).await.unwrap().unwrap();
-    assert_eq!((job.state.as_str(), job.attempts), ("running", 1));
-    let report = worker.reconcile(false).await.unwrap();
-    assert!(
-        !report
-            .stale_jobs
-            .iter()
-            .any(|a| a.id == msg.job_id.to_text()),
-        "a job still being worked on was taken for stale"
-    );
-    holder.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(waiting.await.unwrap(), DONE);
-    assert_eq!(
-        app.store.job(msg.job_id).await.unwrap().unwrap().attempts,
-        1
-    );
-    use_database(&url(&user, &pw, &db)).await.unwrap();
+    holder
 }
 
 /// The rotate twin of the race above: delivery A's rotate failed while duplicate B holds the
@@ -499,18 +553,9 @@ async fn a_failed_rotate_delivery_waits_for_and_keeps_the_answer_of_one_that_fin
     let id: hepdb_core::DatabaseId = data(&created)["id"].as_str().unwrap().parse().unwrap();
     let (msg, _) = app.rotate_intent(id).await;
     let job = msg.job_id;
-    app.store.claim_job(job).await.unwrap().unwrap();
+    app.claimed_by_a_dead_delivery(&msg).await;
     // B holds the database's lock, in its step.
-    let (b, conn) =
-        tokio_postgres::connect(app.settings.metadata.url.expose(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    b.batch_execute(&format!(
-        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{id}', 0))"
-    ))
-    .await
-    .unwrap();
+    let b = hold_lock(&app, id).await;
     let a = tokio::spawn(async move {
         hepdb_worker::jobs::give_up(
             &ctx,

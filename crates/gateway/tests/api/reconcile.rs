@@ -214,7 +214,7 @@ async fn what_a_failed_create_leaves_behind_is_dropped_not_reported() {
         database_id: reserved.database.database_id(),
         kind: JobKindWire::Create,
     };
-    app.store.claim_job(msg.job_id).await.unwrap().unwrap();
+    app.claimed_by_a_dead_delivery(&msg).await;
     hepdb_worker::jobs::give_up_create(ctx, &msg, JobFailure::EngineUnavailable, None).await;
     assert!(app.store.database(msg.database_id).await.unwrap().is_none());
     // The abandoned attempt's statements land after all.

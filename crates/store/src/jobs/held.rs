@@ -1,0 +1,340 @@
+//! A job's hold on its database: the database's advisory lock, taken at session level on one
+//! pooled connection, for as long as one delivery works on the job.
+//!
+//! Everything that changes a database's engine state or finishes one of its jobs happens under
+//! this lock, so jobs on one database never interleave. It is held across several statements
+//! (the attempt count, then the step's transaction, or the failure's), which is why it is a
+//! session lock and not a transaction lock: the attempt is committed before the engine step
+//! starts, so a delivery that dies in the step still counts, and only a delivery that holds
+//! the lock (and so runs the step) counts at all.
+//!
+//! A hold is released explicitly. Dropped instead (its future cancelled, a panic), it closes
+//! its connection rather than return it to the pool still locked; the server then releases the
+//! lock with the session.
+
+use std::future::Future;
+
+use diesel::{
+    OptionalExtension,
+    prelude::*,
+    sql_types::{Bool, Text},
+};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, RunQueryDsl, pooled_connection::deadpool::Object,
+};
+use hepdb_core::{
+    Access, DatabaseId, DatabaseState, JobId, JobState, job::JobFailure, state::JobKind,
+};
+
+use super::{Locked, LockedError, mark_failed, read_job};
+use crate::{
+    Result, Store, StoreError, exactly_one,
+    models::{Database, Job},
+    schema::{accounts, databases, jobs},
+};
+
+/// The lock of one database, held by one delivery of one job.
+pub struct Held {
+    conn: Option<Object<AsyncPgConnection>>,
+    job: String,
+    db: String,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("job", &self.job)
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+    }
+}
+
+impl Store {
+    /// Takes `db`'s lock for a delivery of `job`. With `wait`, waits for it; without, answers
+    /// `None` at once when another holder has it (a duplicate delivery, or another job of the
+    /// same database), so that the caller can give its worker slot and its metadata connection
+    /// back instead of waiting on them.
+    #[tracing::instrument(name = "metadata.hold", skip_all)]
+    pub async fn hold(&self, job: JobId, db: DatabaseId, wait: bool) -> Result<Option<Held>> {
+        // Wrapped before the statement is sent: if this future is dropped while the server
+        // is still waiting for the lock, the connection is closed, never pooled.
+        let mut held = Held {
+            conn: Some(self.conn().await?),
+            job: job.to_text(),
+            db: db.to_text(),
+        };
+        let lock = if wait {
+            "(SELECT true FROM pg_advisory_lock(hashtextextended("
+        } else {
+            "(SELECT pg_try_advisory_lock(hashtextextended("
+        };
+        let got: bool = diesel::select(
+            diesel::dsl::sql::<Bool>(lock)
+                .bind::<Text, _>(held.db.clone())
+                .sql(", 0)))"),
+        )
+        .get_result(held.conn())
+        .await?;
+        if got {
+            Ok(Some(held))
+        } else {
+            held.release().await;
+            Ok(None)
+        }
+    }
+}
+
+impl Held {
+    fn conn(&mut self) -> &mut AsyncPgConnection {
+        self.conn
+            .as_mut()
+            .expect("a hold has its connection until released")
+    }
+
+    /// Gives the lock back, and the connection to the pool; a connection that cannot unlock
+    /// is closed instead.
+    pub async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked = diesel::select(
+            diesel::dsl::sql::<Bool>("pg_advisory_unlock(hashtextextended(")
+                .bind::<Text, _>(&self.db)
+                .sql(", 0))"),
+        )
+        .get_result::<bool>(&mut conn)
+        .await;
+        if unlocked.is_err() {
+            drop(Object::take(conn));
+        }
+    }
+
+    /// The job as it is now, read on the hold's own connection: a delivery never waits for a
+    /// second pooled connection while it holds one, so holds cannot exhaust the pool.
+    pub async fn job(&mut self) -> Result<Option<Job>> {
+        let job = self.job.clone();
+        Ok(read_job(self.conn(), &job).await.optional()?)
+    }
+
+    /// The database row as it is now, on the hold's own connection.
+    pub async fn database(&mut self) -> Result<Option<Database>> {
+        let db = self.db.clone();
+        Ok(databases::table
+            .find(db)
+            .select(Database::as_select())
+            .first(self.conn())
+            .await
+            .optional()?)
+    }
+
+    /// Counts one attempt and takes the job: `pending` or `running` (a redelivery after a
+    /// crash) becomes `running`. Committed at once, before the step: a delivery that dies in
+    /// the step still counts. `None` when the job is finished, cancelled or gone.
+    #[tracing::instrument(name = "metadata.claim_job", skip_all)]
+    pub async fn claim(&mut self) -> Result<Option<Job>> {
+        let job = self.job.clone();
+        Ok(diesel::update(
+            jobs::table.find(job).filter(
+                jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]),
+            ),
+        )
+        .set((
+            jobs::state.eq(JobState::Running.as_str()),
+            jobs::attempts.eq(jobs::attempts + 1),
+            jobs::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(Job::as_returning())
+        .get_result(self.conn())
+        .await
+        .optional()?)
+    }
+
+    /// Runs `apply` (the engine step, given the database row as it is under the lock), then
+    /// records its result in the same transaction: a create becomes `active`, a rotate's new
+    /// password becomes the current one, an access change is recorded. The password in
+    /// metadata is therefore always the one last applied to the engine.
+    ///
+    /// If the process dies after `apply` but before the commit, the job stays `running` and its
+    /// redelivery applies the same intent again, which converges.
+    #[tracing::instrument(name = "metadata.run_locked", skip_all)]
+    pub async fn run<E, F, Fut>(&mut self, apply: F) -> std::result::Result<(), LockedError<E>>
+    where
+        E: Send,
+        F: FnOnce(Locked) -> Fut + Send,
+        Fut: Future<Output = std::result::Result<(), E>> + Send,
+    {
+        let (job, db) = (self.job.clone(), self.db.clone());
+        self.conn()
+            .transaction(async move |c| {
+                let row = read_job(c, &job).await?;
+                if row.state() != JobState::Running {
+                    return Err(LockedError::AlreadyFinished);
+                }
+                let current = databases::table
+                    .find(&db)
+                    .for_update()
+                    .select(Database::as_select())
+                    .first(c)
+                    .await?;
+                let suspended: bool = accounts::table
+                    .find(&current.account_id)
+                    .select(accounts::suspended)
+                    .first(c)
+                    .await?;
+                let wanted = Access::wanted(suspended, current.state());
+                apply(Locked {
+                    database: current,
+                    wanted,
+                })
+                .await
+                .map_err(LockedError::Engine)?;
+                let n = record(c, &db, row, wanted).await?;
+                exactly_one(n, "apply job result to database")?;
+                let n = diesel::update(jobs::table.find(&job))
+                    .set((
+                        jobs::state.eq(JobState::Done.as_str()),
+                        jobs::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(c)
+                    .await?;
+                exactly_one(n, "mark job done")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Fails the job, only while it is still live. For a rotate that may have reached the
+    /// engine in an earlier delivery (one killed between the engine step and its commit),
+    /// `undo` first puts the password metadata holds back on the engine, so engine and
+    /// metadata agree again; if `undo` fails, nothing is recorded and the job stays open for
+    /// another delivery. Without a database row, there is nothing to undo.
+    #[tracing::instrument(name = "metadata.fail_locked", skip_all)]
+    pub async fn fail<E, F, Fut>(
+        &mut self,
+        failure: JobFailure,
+        undo: F,
+    ) -> std::result::Result<(), LockedError<E>>
+    where
+        E: Send,
+        F: FnOnce(Database) -> Fut + Send,
+        Fut: Future<Output = std::result::Result<(), E>> + Send,
+    {
+        let (job, db) = (self.job.clone(), self.db.clone());
+        self.conn()
+            .transaction(async move |c| {
+                let row = read_job(c, &job).await?;
+                if !matches!(row.state(), JobState::Pending | JobState::Running) {
+                    return Err(LockedError::AlreadyFinished);
+                }
+                let current = databases::table
+                    .find(&db)
+                    .select(Database::as_select())
+                    .first(c)
+                    .await
+                    .optional()?;
+                if let Some(current) = current {
+                    undo(current).await.map_err(LockedError::Engine)?;
+                }
+                mark_failed(c, &job, failure).await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// A create failed. Only while the job is still live and its row still `creating`,
+    /// `cleanup` removes what the create left on the engine (it answers whether nothing is
+    /// left); then the intent row is removed, freeing the slot and the name, or parked as
+    /// `failed` for the reconciler to finish, and the job is failed. A duplicate delivery that
+    /// finished the create meanwhile (the row is `active`) makes this
+    /// [`LockedError::AlreadyFinished`]: nothing is undone.
+    #[tracing::instrument(name = "metadata.fail_create", skip_all)]
+    pub async fn fail_create<F, Fut>(
+        &mut self,
+        failure: JobFailure,
+        cleanup: F,
+    ) -> std::result::Result<(), LockedError<std::convert::Infallible>>
+    where
+        F: FnOnce(Database) -> Fut + Send,
+        Fut: Future<Output = bool> + Send,
+    {
+        let (job, db) = (self.job.clone(), self.db.clone());
+        self.conn()
+            .transaction(async move |c| {
+                let row = read_job(c, &job).await?;
+                if !matches!(row.state(), JobState::Pending | JobState::Running) {
+                    return Err(LockedError::AlreadyFinished);
+                }
+                let creating = databases::table
+                    .find(&db)
+                    .filter(databases::state.eq(DatabaseState::Creating.as_str()));
+                let current = creating
+                    .for_update()
+                    .select(Database::as_select())
+                    .first(c)
+                    .await
+                    .optional()?;
+                if let Some(current) = current {
+                    if cleanup(current).await {
+                        diesel::delete(creating).execute(c).await?;
+                    } else {
+                        diesel::update(creating)
+                            .set(databases::state.eq(DatabaseState::Failed.as_str()))
+                            .execute(c)
+                            .await?;
+                    }
+                }
+                mark_failed(c, &job, failure).await?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// Writes a finished step's result into the database row; answers how many rows it changed.
+async fn record(
+    c: &mut AsyncPgConnection,
+    db: &str,
+    job: Job,
+    wanted: Access,
+) -> std::result::Result<usize, StoreError> {
+    Ok(match job.kind() {
+        JobKind::Create => {
+            diesel::update(
+                databases::table
+                    .find(db)
+                    .filter(databases::state.eq(DatabaseState::Creating.as_str())),
+            )
+            .set(databases::state.eq(DatabaseState::Active.as_str()))
+            .execute(c)
+            .await?
+        }
+        JobKind::Rotate => {
+            let sealed = job
+                .password_sealed
+                .ok_or_else(|| StoreError::Guard("rotate job without a password".into()))?;
+            let visible = DatabaseState::texts(DatabaseState::is_visible);
+            diesel::update(
+                databases::table
+                    .find(db)
+                    .filter(databases::state.eq_any(visible)),
+            )
+            .set(databases::password_sealed.eq(sealed))
+            .execute(c)
+            .await?
+        }
+        JobKind::Access => {
+            diesel::update(databases::table.find(db))
+                .set(databases::engine_access.eq(wanted.as_str()))
+                .execute(c)
+                .await?
+        }
+    })
+}
