@@ -1,9 +1,10 @@
 //! Fault injection against the real stack (`cargo xtask chaos`, part of `cargo xtask ci`).
 //!
 //! Each scenario really breaks something (a worker process killed by pid with SIGKILL, the
-//! broker stopped, racing requests, a foreign database in the way), then checks the whole
-//! state from the outside: API, metadata and the engines. Each prints one line:
-//! `chaos: <scenario>: operations=N faults=M inconsistencies=0`.
+//! broker stopped, the worker's network to the broker and the engines cut or frozen through
+//! a proxy, engine sessions killed, racing requests, a foreign database in the way), then
+//! checks the whole state from the outside: API, metadata and the engines. Each prints one
+//! line: `chaos: <scenario>: operations=N faults=M inconsistencies=0`.
 //!
 //! The tests are `#[ignore]`d so that the ordinary suite does not run them next to other tests:
 //! they stop the shared broker. `cargo xtask chaos` runs them one at a time.
@@ -11,6 +12,7 @@
 #[path = "../api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+mod proxy;
 mod scenarios;
 #[path = "../support/worker_process.rs"]
 #[allow(dead_code)]

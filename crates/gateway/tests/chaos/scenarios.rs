@@ -12,7 +12,12 @@ use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 
-use crate::{helpers::*, worker_process::WorkerProcess, world::*};
+use crate::{
+    helpers::*,
+    proxy::{Hold, Proxy},
+    worker_process::WorkerProcess,
+    world::*,
+};
 
 fn report(scenario: &str, operations: usize, faults: usize, inconsistencies: usize) {
     eprintln!(
@@ -396,4 +401,231 @@ async fn colliding_name_left_untouched() {
     bad += inconsistencies(&app, &ledger).await;
     report("colliding_name_left_untouched", 2, 1, bad);
     assert_eq!(bad, 0);
+}
+
+/// The kinds of fault [`every_fault_under_mixed_load`] injects, each at least
+/// [`MIN_FAULTS_EACH`] times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The worker process SIGKILLed at a random moment.
+    WorkerKilled,
+    /// The provisioner's engine sessions ended mid-statement by the engines' root.
+    SessionsKilled,
+    /// The worker's broker connection cut: RabbitMQ redelivers its unacked jobs while the
+    /// worker may still be running them (duplicate deliveries).
+    BrokerCut,
+    /// Engine statements hang (requests or replies held on the network) past the worker's
+    /// engine timeout.
+    HungStatement,
+    /// The worker SIGKILLed while it undoes a failed create.
+    KilledInCleanup,
+    /// The worker SIGKILLed while it puts a failed rotate's previous password back.
+    KilledInRollback,
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::WorkerKilled,
+    Fault::SessionsKilled,
+    Fault::BrokerCut,
+    Fault::HungStatement,
+    Fault::KilledInCleanup,
+    Fault::KilledInRollback,
+];
+const MIN_FAULTS_EACH: usize = 10;
+const MIN_OPERATIONS: usize = 500;
+
+/// What the worker logs when it starts undoing a failed create, and a failed rotate.
+const CLEANUP_STARTS: &str = "undoing a failed create on the engine";
+const ROLLBACK_STARTS: &str = "putting the previous password back";
+
+/// The network between the worker and its dependencies, as proxies a scenario controls.
+struct Network {
+    broker: Proxy,
+    mariadb: Proxy,
+    postgres: Proxy,
+}
+
+impl Network {
+    fn hold_engines(&self, hold: Hold) {
+        self.mariadb.hold(hold);
+        self.postgres.hold(hold);
+    }
+}
+
+/// 7. Every kind of fault, again and again, under at least 500 mixed creates and rotates on
+/// MariaDB and PostgreSQL: worker kills, engine sessions killed mid-statement, the worker's
+/// broker connection cut while it runs jobs, engine statements that hang past the engine
+/// timeout, and kills in the middle of a failed create's cleanup and of a failed rotate's
+/// rollback. Afterwards API, metadata and engines agree, and no answer was a 500.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault injection: run with `cargo xtask chaos`"]
+async fn every_fault_under_mixed_load() {
+    let seed = seed();
+    eprintln!("chaos: every_fault_under_mixed_load: seed={seed}");
+    let app = mixed_load_app().await;
+    let net = Network {
+        broker: Proxy::start("127.0.0.1:5672").await,
+        mariadb: Proxy::start("127.0.0.1:3306").await,
+        postgres: Proxy::start("127.0.0.1:5433").await,
+    };
+    let via = |url: &str, upstream: &str, proxy: &Proxy| {
+        assert!(url.contains(upstream), "{upstream} is not in the URL");
+        url.replace(upstream, &format!("127.0.0.1:{}", proxy.port))
+    };
+    let s = &app.settings;
+    let admin = |e: &hepdb_core::settings::EngineSettings| {
+        e.single.admin_url.as_ref().unwrap().expose().to_owned()
+    };
+    let env = [
+        (
+            "HEPDB__AMQP__URL",
+            via(s.amqp.url.expose(), "127.0.0.1:5672", &net.broker),
+        ),
+        (
+            "HEPDB__ENGINES__MARIADB__ADMIN_URL",
+            via(&admin(&s.engines.mariadb), "127.0.0.1:3306", &net.mariadb),
+        ),
+        (
+            "HEPDB__ENGINES__POSTGRES__ADMIN_URL",
+            via(&admin(&s.engines.postgres), "127.0.0.1:5433", &net.postgres),
+        ),
+        ("HEPDB__WORKER__ENGINE_TIMEOUT_SECS", "1".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let log = std::env::temp_dir().join(format!("hepdb-chaos-{}.log", s.amqp.queue_prefix));
+    let mut worker = WorkerProcess::start_logged(&app, &env, Some(log.clone()));
+    assert!(worker.wait_ready(Duration::from_secs(30)).await);
+
+    let ledger = Ledger::default();
+    let ids = Mutex::new(Vec::new());
+    let (ops, enough_faults) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let counts: Mutex<Vec<usize>> = Mutex::new(vec![0; FAULTS.len()]);
+    let load = futures_util::stream::iter(0..8u64).for_each_concurrent(8, |lane| {
+        let (app, ledger, ids, ops, enough_faults) = (&app, &ledger, &ids, &ops, &enough_faults);
+        async move {
+            let mut rng = Rng::new(seed ^ (lane + 1));
+            while !(enough_faults.load(Ordering::SeqCst)
+                && ops.load(Ordering::SeqCst) >= MIN_OPERATIONS)
+            {
+                let n = ops.fetch_add(1, Ordering::SeqCst);
+                operate(app, ledger, ids, rng.below(1 << 30), n).await;
+            }
+        }
+    });
+    let faults = async {
+        let mut rng = Rng::new(seed ^ 0xC4A0_5EED);
+        let started = Instant::now();
+        loop {
+            let fewest = {
+                let c = counts.lock().unwrap();
+                if c.iter().all(|n| *n >= MIN_FAULTS_EACH) {
+                    break;
+                }
+                let least = *c.iter().min().unwrap();
+                let tied: Vec<usize> = (0..FAULTS.len()).filter(|i| c[*i] == least).collect();
+                tied[rng.below(tied.len() as u64) as usize]
+            };
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "faults did not land: {:?}",
+                counts.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(200 + rng.below(500))).await;
+            if inject(FAULTS[fewest], &net, &mut worker, &mut rng).await {
+                counts.lock().unwrap()[fewest] += 1;
+            }
+        }
+        enough_faults.store(true, Ordering::SeqCst);
+    };
+    tokio::join!(load, faults);
+    net.hold_engines(Hold::None);
+    settle(&app, Duration::from_secs(120)).await;
+    // The reconciler (every second in the worker) finishes failed creates' cleanup and drops
+    // what abandoned attempts left.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut bad = inconsistencies(&app, &ledger).await;
+    let internal = ledger.count("500 INTERNAL");
+    if internal > 0 {
+        eprintln!("chaos: INCONSISTENT: {internal} answers were 500 INTERNAL");
+        bad += internal;
+    }
+    let counts = counts.into_inner().unwrap();
+    let by_kind: Vec<String> = FAULTS
+        .iter()
+        .zip(&counts)
+        .map(|(f, n)| format!("{f:?}={n}"))
+        .collect();
+    let redelivered = app
+        .metadata_sql("SELECT 1 FROM jobs WHERE attempts > 1")
+        .await;
+    eprintln!(
+        "chaos: every_fault_under_mixed_load: answers {}; faults {}; jobs delivered more than once: {redelivered}",
+        ledger.answers(),
+        by_kind.join(" ")
+    );
+    let _ = std::fs::remove_file(&log);
+    report(
+        "every_fault_under_mixed_load",
+        ops.load(Ordering::SeqCst),
+        counts.iter().sum(),
+        bad,
+    );
+    assert_eq!(bad, 0, "seed {seed}");
+}
+
+/// Injects one fault; answers whether it landed.
+async fn inject(fault: Fault, net: &Network, worker: &mut WorkerProcess, rng: &mut Rng) -> bool {
+    let held = |rng: &mut Rng| {
+        if rng.below(2) == 0 {
+            Hold::Requests
+        } else {
+            Hold::Replies
+        }
+    };
+    match fault {
+        Fault::WorkerKilled => {
+            worker.kill();
+            tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+            worker.restart();
+            true
+        }
+        Fault::SessionsKilled => kill_provisioner_sessions().await > 0,
+        Fault::BrokerCut => {
+            net.broker.cut();
+            true
+        }
+        Fault::HungStatement => {
+            net.hold_engines(held(rng));
+            // Past the worker's engine timeout (1 s).
+            tokio::time::sleep(Duration::from_millis(1500 + rng.below(1000))).await;
+            net.hold_engines(Hold::None);
+            true
+        }
+        Fault::KilledInCleanup | Fault::KilledInRollback => {
+            let marker = if fault == Fault::KilledInCleanup {
+                CLEANUP_STARTS
+            } else {
+                ROLLBACK_STARTS
+            };
+            let before = worker.log_lines_with(marker);
+            net.hold_engines(held(rng));
+            // A step times out after 1 s; its cleanup or rollback then hangs too.
+            let started = Instant::now();
+            let mut landed = false;
+            while started.elapsed() < Duration::from_secs(4) {
+                if worker.log_lines_with(marker) > before {
+                    tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
+                    worker.kill();
+                    landed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            net.hold_engines(Hold::None);
+            if landed {
+                worker.restart();
+            }
+            landed
+        }
+    }
 }

@@ -21,6 +21,8 @@ pub struct WorkerProcess {
     child: Option<Child>,
     env: Vec<(String, String)>,
     admin_port: u16,
+    /// Where its log lines go, appended across restarts, when a test reads them.
+    log: Option<PathBuf>,
 }
 
 fn worker_binary() -> PathBuf {
@@ -42,6 +44,12 @@ impl WorkerProcess {
 
     /// [`WorkerProcess::start`] with extra environment variables (later ones win).
     pub fn start_with(app: &TestApp, extra: &[(&str, &str)]) -> Self {
+        Self::start_logged(app, extra, None)
+    }
+
+    /// [`WorkerProcess::start_with`], its log lines appended to `log` (read with
+    /// [`WorkerProcess::log`]).
+    pub fn start_logged(app: &TestApp, extra: &[(&str, &str)], log: Option<PathBuf>) -> Self {
         let s = &app.settings;
         let admin_port = free_port();
         let env = vec![
@@ -76,6 +84,7 @@ impl WorkerProcess {
             child: None,
             env,
             admin_port,
+            log,
         };
         w.restart();
         w
@@ -86,10 +95,15 @@ impl WorkerProcess {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             // HEPDB_TEST_WORKER_LOGS=1 shows the worker's log lines, for debugging a test.
-            .stderr(if std::env::var_os("HEPDB_TEST_WORKER_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
+            .stderr(match &self.log {
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("the worker's log file")
+                    .into(),
+                None if std::env::var_os("HEPDB_TEST_WORKER_LOGS").is_some() => Stdio::inherit(),
+                None => Stdio::null(),
             })
             .spawn()
             .expect("start hepdb-worker");
@@ -109,6 +123,14 @@ impl WorkerProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
+    }
+
+    /// How many of its log lines so far contain `text` (0 without a log file).
+    pub fn log_lines_with(&self, text: &str) -> usize {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map_or(0, |log| log.lines().filter(|l| l.contains(text)).count())
     }
 
     /// SIGKILL: no shutdown, no acks; whatever it was doing stops mid-step.
