@@ -172,6 +172,71 @@ async fn marked_objects_without_a_row_are_reported_and_left_alone() {
     }
 }
 
+/// Users and roles are orphans too: a create undone between its user and its database (or a
+/// drop interrupted after the database) leaves a marked user with no database. The reconciler
+/// reports it, on MariaDB and on PostgreSQL, and leaves it alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn orphan_users_and_roles_are_reported_and_left_alone() {
+    let app = app().await;
+    let tag = app.tag().await;
+    let (maria_id, pg_id) = (DatabaseId::new(), DatabaseId::new());
+    let (maria_db, pg_db) = (format!("um_{tag}_98"), format!("um_{tag}_97"));
+    let mut root = root().await;
+    for sql in [
+        format!(
+            "INSERT INTO hepdb.owners (db_name, mark) VALUES ('{maria_db}', 'hepdb:{maria_id}')"
+        ),
+        format!("CREATE USER 'd{maria_db}'@'%' IDENTIFIED BY 'x-Orphan-1'"),
+    ] {
+        root.query_drop(sql).await.unwrap();
+    }
+    let (pg, conn) = tokio_postgres::connect(&postgres_root_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    pg.batch_execute(&format!(
+        "CREATE ROLE d{pg_db} NOLOGIN; COMMENT ON ROLE d{pg_db} IS 'hepdb:{pg_id}'"
+    ))
+    .await
+    .unwrap();
+
+    let report = app.worker.as_ref().unwrap().reconcile(false).await.unwrap();
+    for (host, id) in [("mariadb", maria_id), ("postgres", pg_id)] {
+        let found = report.orphans.iter().find(|o| o.id == id.to_text());
+        assert_eq!(
+            found.map(|o| o.host.as_str()),
+            Some(host),
+            "the orphan user on {host} is reported: {:?}",
+            report.orphans
+        );
+    }
+    assert_eq!(
+        engine_users(&tag).await,
+        [format!("d{maria_db}")],
+        "left in place"
+    );
+    let left: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname = $1",
+            &[&format!("d{pg_db}")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1, "left in place");
+    root.query_drop(format!("DROP USER 'd{maria_db}'@'%'"))
+        .await
+        .unwrap();
+    root.query_drop(format!(
+        "DELETE FROM hepdb.owners WHERE db_name = '{maria_db}'"
+    ))
+    .await
+    .unwrap();
+    pg.batch_execute(&format!("DROP ROLE d{pg_db}"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn engine_access_that_drifted_from_metadata_is_brought_back() {
     let app = app().await;
