@@ -2,8 +2,8 @@
 //!
 //! Every function here is one short transaction or one statement. None of them holds a
 //! transaction open across anything but the engine call it exists to guard (see
-//! `Store::run_locked` in [`jobs`]), and callers never wrap them in timeouts or `select!`, so
-//! a transaction future is never cancelled half-way.
+//! [`jobs::Held::run`]), and callers never wrap them in timeouts or `select!`, so a
+//! transaction future is never cancelled half-way.
 //!
 //! The calls on the request and job paths each open a `metadata.<call>` span, so a trace shows
 //! where a request spent its time.
