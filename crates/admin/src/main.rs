@@ -174,11 +174,11 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
             .as_deref()
             .map(|a| parse("account", a))
             .transpose()?;
-        let report = hepdb_worker::quota_refresh(&settings, account).await?;
+        let report = hepdb_worker::oneshot::quota_refresh(&settings, account).await?;
         return Ok(serde_json::to_value(report)?);
     }
     if let Command::Reconcile { dry_run } = cli.command {
-        let report = hepdb_worker::reconcile_once(&settings, dry_run).await?;
+        let report = hepdb_worker::oneshot::reconcile_once(&settings, dry_run).await?;
         return Ok(serde_json::to_value(report)?);
     }
     let store = Store::connect(url, 2)?;
@@ -390,7 +390,7 @@ async fn suspension(
         .iter()
         .map(|(job, db)| (*job, *db, hepdb_core::state::JobKind::Access))
         .collect();
-    let published = hepdb_worker::publish_jobs(settings, &jobs).await;
+    let published = hepdb_worker::oneshot::publish_jobs(settings, &jobs).await;
     Ok(json!({
         "id": id,
         "suspended": suspend,

@@ -170,7 +170,9 @@ async fn finish(
     retries: &Retries,
 ) {
     let started = std::time::Instant::now();
-    let disposition = handle(ctx, &msg).await;
+    // Boxed: the job's future is deep (hold, step, failure paths), and the consumer's task
+    // need not carry its layout.
+    let disposition = Box::pin(handle(ctx, &msg)).await;
     let outcome = match &disposition {
         Disposition::Finished {
             outcome: JobOutcome::Done,

@@ -163,7 +163,7 @@ async fn run_access_jobs(app: &TestApp, jobs: &[(hepdb_core::JobId, hepdb_core::
         .map(|(j, d)| (*j, *d, hepdb_core::state::JobKind::Access))
         .collect();
     assert_eq!(
-        hepdb_worker::publish_jobs(&app.settings, &with_kind).await,
+        hepdb_worker::oneshot::publish_jobs(&app.settings, &with_kind).await,
         jobs.len()
     );
     let started = Instant::now();
