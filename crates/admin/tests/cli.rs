@@ -21,18 +21,10 @@ struct Admin {
 
 impl Admin {
     fn new() -> Self {
-        let settings = Settings::load().unwrap();
-        let base = settings
-            .metadata
-            .url
-            .expose()
-            .rsplit_once('/')
-            .unwrap()
-            .0
-            .to_owned();
-        let tag = ulid::Ulid::new().to_string().to_lowercase();
+        let mut settings = Settings::load().unwrap();
+        hepdb_testkit::metadata::own_metadata(&mut settings, "cli");
         Self {
-            metadata_url: format!("{base}/hepdb_test_cli_{tag}"),
+            metadata_url: settings.metadata.url.expose().to_owned(),
         }
     }
 

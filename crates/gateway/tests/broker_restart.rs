@@ -1,16 +1,12 @@
 //! Restarts the real RabbitMQ under a running stack. Its own test binary, because cargo runs
 //! test binaries one at a time: no other suite is using the broker while it is down.
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use helpers::*;
+use hepdb_testkit::*;
 use reqwest::Method;
 use serde_json::json;
 

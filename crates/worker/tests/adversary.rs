@@ -9,57 +9,18 @@ use hepdb_core::{
     Access, DatabaseId, Engine,
     naming::{DbTag, EngineNames},
     secret::Password,
-    settings::Settings,
 };
-use hepdb_worker::engines::{EngineDriver, EngineError, MariaDb, Postgres, Target};
+use hepdb_testkit::{bootstrap_provisioners, postgres_root_url, provisioner_url, root_url};
+use hepdb_worker::engines::{EngineDriver, EngineError, Target};
 use mysql_async::prelude::Queryable;
 use tokio_postgres::error::SqlState;
 
 /// Sessions each tenant user may hold in these tests.
 const LIMIT: u32 = 4;
 
-fn env_or(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.into())
-}
-
-fn mariadb_root() -> String {
-    env_or("HEPDB_TEST_MARIADB_ROOT_URL", "mysql://root@127.0.0.1:3306")
-}
-
-fn postgres_root() -> String {
-    env_or(
-        "HEPDB_TEST_POSTGRES_ROOT_URL",
-        "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres",
-    )
-}
-
-/// The provisioner URL of `engine`, from the default settings.
-fn provisioner_url(engine: Engine) -> String {
-    let settings = Settings::load().unwrap();
-    settings
-        .engines
-        .get(engine)
-        .single
-        .admin_url
-        .as_ref()
-        .unwrap()
-        .expose()
-        .to_owned()
-}
-
 /// The engine's driver, its provisioner bootstrapped once per process.
 async fn driver(engine: Engine) -> EngineDriver {
-    static BOOTSTRAPPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    BOOTSTRAPPED
-        .get_or_init(|| async {
-            MariaDb::bootstrap(&mariadb_root(), &provisioner_url(Engine::Mariadb))
-                .await
-                .unwrap();
-            Postgres::bootstrap(&postgres_root(), &provisioner_url(Engine::Postgres))
-                .await
-                .unwrap();
-        })
-        .await;
+    bootstrap_provisioners().await;
     EngineDriver::new(engine, &provisioner_url(engine), LIMIT).unwrap()
 }
 
@@ -82,7 +43,7 @@ async fn pg(
     password: &str,
     db: &str,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut c: tokio_postgres::Config = postgres_root().parse().unwrap();
+    let mut c: tokio_postgres::Config = postgres_root_url().parse().unwrap();
     c.user(user).password(password).dbname(db);
     let (client, conn) = c.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
@@ -97,7 +58,7 @@ async fn pg_tenant(
 }
 
 async fn pg_root(db: &str) -> tokio_postgres::Client {
-    let mut c: tokio_postgres::Config = postgres_root().parse().unwrap();
+    let mut c: tokio_postgres::Config = postgres_root_url().parse().unwrap();
     c.dbname(db);
     let (client, conn) = c.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
@@ -499,7 +460,7 @@ async fn my_tenant(t: &Target, pw: &Password) -> Result<mysql_async::Conn, mysql
 }
 
 async fn my_root() -> mysql_async::Conn {
-    let opts = mysql_async::Opts::from_url(&mariadb_root()).unwrap();
+    let opts = mysql_async::Opts::from_url(&root_url()).unwrap();
     mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false))
         .await
         .unwrap()

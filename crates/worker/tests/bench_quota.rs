@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hepdb_core::settings::Settings;
 use hepdb_store::{Store, migrate};
-use hepdb_worker::{engines::MariaDb, jobs::JobContext};
+use hepdb_worker::jobs::JobContext;
 use mysql_async::prelude::Queryable;
 
 fn databases() -> usize {
@@ -15,13 +15,6 @@ fn databases() -> usize {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000)
-}
-
-async fn root() -> mysql_async::Conn {
-    let opts = mysql_async::Opts::from_url("mysql://root@127.0.0.1:3306").unwrap();
-    mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false))
-        .await
-        .unwrap()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -34,33 +27,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 async fn quota_pass_over_ten_thousand_databases() {
     let n = databases();
     let mut settings = Settings::load().unwrap();
-    let base = settings
-        .metadata
-        .url
-        .expose()
-        .rsplit_once('/')
-        .unwrap()
-        .0
-        .to_owned();
-    let tag = format!("{:010x}", std::process::id() as u64 * 7919 % 0xff_ffff_ffff);
-    settings.metadata.url =
-        hepdb_core::settings::Secret::new(format!("{base}/hepdb_test_bench_{tag}"));
+    hepdb_testkit::metadata::own_metadata(&mut settings, "bench");
     migrate::migrate(settings.metadata.url.expose())
         .await
         .unwrap();
-    MariaDb::bootstrap(
-        "mysql://root@127.0.0.1:3306",
-        settings
-            .engines
-            .mariadb
-            .single
-            .admin_url
-            .as_ref()
-            .unwrap()
-            .expose(),
-    )
-    .await
-    .unwrap();
+    hepdb_testkit::bootstrap_provisioners().await;
     let store = Store::connect(settings.metadata.url.expose(), 4).unwrap();
     store
         .register_configured_hosts(&settings.engines)
@@ -73,7 +44,7 @@ async fn quota_pass_over_ten_thousand_databases() {
 
     // n real, empty schemas on the engine and their rows in metadata.
     let started = Instant::now();
-    let mut c = root().await;
+    let mut c = hepdb_testkit::root().await;
     for i in 1..=n {
         c.query_drop(format!(
             "CREATE DATABASE IF NOT EXISTS `um_{}_{i}`",

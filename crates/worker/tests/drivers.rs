@@ -9,26 +9,11 @@ use hepdb_core::{
     Access, DatabaseId, Engine,
     naming::{DbTag, EngineNames},
     secret::Password,
-    settings::Settings,
 };
-use hepdb_worker::engines::{EngineDriver, EngineError, MariaDb, Mongo, Postgres, Target};
+use hepdb_testkit::{bootstrap_provisioners, postgres_root_url, provisioner_url, root_url};
+use hepdb_worker::engines::{EngineDriver, EngineError, Mongo, Target};
 use mongodb::bson::{Document, doc};
 use mysql_async::prelude::Queryable;
-
-fn env_or(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.into())
-}
-
-fn mariadb_root() -> String {
-    env_or("HEPDB_TEST_MARIADB_ROOT_URL", "mysql://root@127.0.0.1:3306")
-}
-
-fn postgres_root() -> String {
-    env_or(
-        "HEPDB_TEST_POSTGRES_ROOT_URL",
-        "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres",
-    )
-}
 
 const MONGO_ROOT_PW: &str = "private-root";
 
@@ -101,25 +86,7 @@ impl Drop for PrivateMongo {
 /// A driver per engine with its provisioner set up (MariaDB and PostgreSQL once per process),
 /// and the private MongoDB they talk to.
 async fn drivers() -> (Vec<(Engine, EngineDriver)>, PrivateMongo) {
-    static BOOTSTRAPPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    let settings = Settings::load().unwrap();
-    let e = &settings.engines;
-    BOOTSTRAPPED
-        .get_or_init(|| async {
-            MariaDb::bootstrap(
-                &mariadb_root(),
-                e.mariadb.single.admin_url.as_ref().unwrap().expose(),
-            )
-            .await
-            .unwrap();
-            Postgres::bootstrap(
-                &postgres_root(),
-                e.postgres.single.admin_url.as_ref().unwrap().expose(),
-            )
-            .await
-            .unwrap();
-        })
-        .await;
+    bootstrap_provisioners().await;
     let mongo = PrivateMongo::start();
     Mongo::bootstrap(&mongo.root_url(), &mongo.provisioner_url())
         .await
@@ -129,14 +96,7 @@ async fn drivers() -> (Vec<(Engine, EngineDriver)>, PrivateMongo) {
         .map(|engine| {
             let url = match engine {
                 Engine::Mongo => mongo.provisioner_url(),
-                _ => e
-                    .get(engine)
-                    .single
-                    .admin_url
-                    .as_ref()
-                    .unwrap()
-                    .expose()
-                    .to_owned(),
+                _ => provisioner_url(engine),
             };
             (engine, EngineDriver::new(engine, &url, 5).unwrap())
         })
@@ -151,15 +111,8 @@ fn target() -> Target {
     }
 }
 
-async fn mysql_root() -> mysql_async::Conn {
-    let opts = mysql_async::Opts::from_url(&mariadb_root()).unwrap();
-    mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false))
-        .await
-        .unwrap()
-}
-
 async fn pg_root() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&postgres_root(), tokio_postgres::NoTls)
+    let (client, conn) = tokio_postgres::connect(&postgres_root_url(), tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
@@ -174,7 +127,7 @@ async fn mongo_root_client(m: &PrivateMongo) -> mongodb::Client {
 async fn sql_as_root(engine: Engine, statements: &[String]) {
     match engine {
         Engine::Mariadb => {
-            let mut c = mysql_root().await;
+            let mut c = hepdb_testkit::root().await;
             for s in statements {
                 c.query_drop(s).await.unwrap();
             }
@@ -220,7 +173,7 @@ async fn foreign_database_with_data(engine: Engine, db: &str) {
 async fn foreign_database_intact(engine: Engine, db: &str) -> bool {
     match engine {
         Engine::Mariadb => {
-            let v: Option<String> = mysql_root()
+            let v: Option<String> = hepdb_testkit::root()
                 .await
                 .query_first(format!("SELECT v FROM `{db}`.precious"))
                 .await
@@ -281,7 +234,7 @@ async fn foreign_login(m: &PrivateMongo, engine: Engine, user: &str, password: &
     match engine {
         Engine::Mariadb => {
             let opts = mysql_async::OptsBuilder::from_opts(
-                mysql_async::Opts::from_url(&mariadb_root()).unwrap(),
+                mysql_async::Opts::from_url(&root_url()).unwrap(),
             )
             .prefer_socket(false)
             .user(Some(user))
@@ -289,7 +242,7 @@ async fn foreign_login(m: &PrivateMongo, engine: Engine, user: &str, password: &
             mysql_async::Conn::new(opts).await.is_ok()
         }
         Engine::Postgres => {
-            let mut c: tokio_postgres::Config = postgres_root().parse().unwrap();
+            let mut c: tokio_postgres::Config = postgres_root_url().parse().unwrap();
             c.user(user).password(password.expose()).dbname("postgres");
             // Tenants may not connect to `postgres`: a refusal after the password was accepted
             // (insufficient privilege) still proves the login is intact.
@@ -599,7 +552,7 @@ async fn postgres_tenant(
     t: &Target,
     pw: &Password,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut c: tokio_postgres::Config = postgres_root().parse().unwrap();
+    let mut c: tokio_postgres::Config = postgres_root_url().parse().unwrap();
     c.user(t.names.db_user())
         .password(pw.expose())
         .dbname(t.names.db_name());

@@ -7,20 +7,10 @@ use hepdb_core::{
     DatabaseId, Engine,
     naming::{DbTag, EngineNames},
     secret::Password,
-    settings::Settings,
 };
+use hepdb_testkit::{postgres_root_url, provisioner_url};
 use hepdb_worker::engines::{EngineDriver, MariaDb, Postgres, Target};
 use mysql_async::prelude::Queryable;
-
-fn env_or(var: &str, default: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| default.into())
-}
-
-fn provisioner_url(engine: Engine) -> String {
-    let settings = Settings::load().unwrap();
-    let url = settings.engines.get(engine).single.admin_url.clone();
-    url.unwrap().expose().to_owned()
-}
 
 fn target() -> Target {
     Target {
@@ -31,10 +21,7 @@ fn target() -> Target {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_databases_of_an_earlier_installation_are_handed_to_the_provisioner() {
-    let root_url = env_or(
-        "HEPDB_TEST_POSTGRES_ROOT_URL",
-        "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres",
-    );
+    let root_url = postgres_root_url();
     let url = provisioner_url(Engine::Postgres);
     Postgres::bootstrap(&root_url, &url).await.unwrap();
     let (root, conn) = tokio_postgres::connect(&root_url, tokio_postgres::NoTls)
@@ -118,7 +105,7 @@ async fn postgres_databases_of_an_earlier_installation_are_handed_to_the_provisi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_databases_marked_by_comment_are_claimed_and_global_powers_taken_back() {
-    let root_url = env_or("HEPDB_TEST_MARIADB_ROOT_URL", "mysql://root@127.0.0.1:3306");
+    let root_url = hepdb_testkit::root_url();
     let url = provisioner_url(Engine::Mariadb);
     MariaDb::bootstrap(&root_url, &url).await.unwrap();
     let opts = mysql_async::Opts::from_url(&root_url).unwrap();

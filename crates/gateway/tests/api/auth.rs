@@ -1,6 +1,6 @@
 use reqwest::Method;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 const LIST: &str = "/api/v1/db/databases";
 

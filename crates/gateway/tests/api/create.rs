@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 fn is_name(s: &str, prefix: &str, tag: &str, n: u32) -> bool {
     s == format!("{prefix}_{tag}_{n}")

@@ -12,7 +12,7 @@ use lapin::{
 };
 use serde_json::json;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 async fn channel(app: &TestApp) -> (Connection, lapin::Channel, Topology) {
     let conn = Connection::connect(

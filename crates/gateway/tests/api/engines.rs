@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 /// Engine, connection-string scheme and the public port the test settings give it.
 const ENGINES: [(&str, &str, u16); 3] = [

@@ -1,6 +1,6 @@
 use reqwest::Method;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_routes_and_wrong_methods_answer_in_the_envelope() {

@@ -11,7 +11,7 @@ use hepdb_core::settings::{HostSettings, Secret};
 use hepdb_worker::engines::MariaDb;
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 /// A MariaDB server of the test's own.
 struct SecondMariadb {

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 fn databases(body: &serde_json::Value) -> usize {
     data(body)["databases"].as_array().unwrap().len()

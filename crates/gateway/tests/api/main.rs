@@ -5,7 +5,6 @@ mod create;
 mod dead_letter;
 mod engines;
 mod envelope;
-mod helpers;
 mod hosts;
 mod idempotency;
 mod pipeline;

@@ -12,7 +12,7 @@ use mysql_async::prelude::Queryable;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 fn dead(url: &str) -> Secret {
     Secret::new(url)
@@ -466,6 +466,63 @@ async fn a_delivery_that_finds_its_database_held_counts_nothing_and_does_not_wai
     let job = app.store.job(msg.job_id).await.unwrap().unwrap();
     assert_eq!((job.state.as_str(), job.attempts), ("done", 1));
     use_database(&url(&user, &pw, &db)).await.unwrap();
+}
+
+/// A job whose engine step outlives `stale_job_secs` (here the engine's network hangs) is kept
+/// visibly alive by its delivery's heartbeat: the reconciler leaves it alone instead of sending
+/// it again, and the one delivery finishes it with one attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_step_outlives_the_staleness_is_not_sent_again() {
+    use hepdb_testkit::proxy::{Hold, Proxy};
+    let proxy = Proxy::start("127.0.0.1:3306").await;
+    let app = spawn_app_with(Options::default(), |s| {
+        s.worker.stale_job_secs = 2;
+        s.worker.engine_timeout_secs = 5;
+        s.gateway.job_timeout_ms = 1000;
+        let url = s
+            .engines
+            .mariadb
+            .single
+            .admin_url
+            .as_ref()
+            .unwrap()
+            .expose();
+        let proxied = url.replace("127.0.0.1:3306", &format!("127.0.0.1:{}", proxy.port));
+        s.engines.mariadb.single.admin_url = Some(hepdb_core::settings::Secret::new(proxied));
+    })
+    .await;
+    let worker = app.worker.as_ref().unwrap();
+    let (s, created) = app.create(json!({"name": "slow"})).await;
+    assert_eq!(s, 201, "{created}");
+    let id: hepdb_core::DatabaseId = data(&created)["id"].as_str().unwrap().parse().unwrap();
+    let (msg, new) = app.rotate_intent(id).await;
+    proxy.hold(Hold::Requests);
+    let running = {
+        let (ctx, msg) = (worker.context().clone(), msg.clone());
+        tokio::spawn(async move { handle(&ctx, &msg).await })
+    };
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let job = app.store.job(msg.job_id).await.unwrap().unwrap();
+    assert_eq!(job.state, "running", "the step is still hanging");
+    // Let the engine go while the reconciler pass (which also talks to it) runs.
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.hold(Hold::None);
+    };
+    let (report, ()) = tokio::join!(worker.reconcile(true), release);
+    assert!(
+        !report
+            .unwrap()
+            .stale_jobs
+            .iter()
+            .any(|a| a.id == msg.job_id.to_text()),
+        "a job still being worked on was taken for stale"
+    );
+    assert_eq!(running.await.unwrap(), DONE);
+    let job = app.store.job(msg.job_id).await.unwrap().unwrap();
+    assert_eq!((job.state.as_str(), job.attempts), ("done", 1));
+    let (_, revealed) = app.reveal(&id.to_text()).await;
+    assert_eq!(data(&revealed)["password"], new.expose());
 }
 
 /// A flood of rotates on one database whose lock is held must not take the worker's slots

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 /// Runs `sql` as the tenant, through its connection string, on a fresh connection.
 async fn tenant_sql(cs: &str, sql: &str) -> Result<(), String> {

@@ -8,7 +8,7 @@ use hepdb_core::{DatabaseId, secret::Password};
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 /// A worker whose reconciler considers jobs stale after one second.
 async fn app() -> TestApp {

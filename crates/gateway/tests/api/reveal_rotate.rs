@@ -1,7 +1,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reveal_returns_the_current_password_and_status() {

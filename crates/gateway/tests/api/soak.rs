@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 /// Resident set of this process (gateway, worker and load generator, all in-process), bytes.
 fn rss() -> u64 {

@@ -9,12 +9,5 @@
 //! The tests are `#[ignore]`d so that the ordinary suite does not run them next to other tests:
 //! they stop the shared broker. `cargo xtask chaos` runs them one at a time.
 
-#[path = "../api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-mod proxy;
 mod scenarios;
-#[path = "../support/worker_process.rs"]
-#[allow(dead_code)]
-mod worker_process;
 mod world;

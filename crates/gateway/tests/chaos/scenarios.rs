@@ -12,12 +12,12 @@ use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 
-use crate::{
-    helpers::*,
+use hepdb_testkit::{
     proxy::{Hold, Proxy},
-    worker_process::WorkerProcess,
-    world::*,
+    *,
 };
+
+use crate::world::*;
 
 fn report(scenario: &str, operations: usize, faults: usize, inconsistencies: usize) {
     eprintln!(
@@ -207,17 +207,7 @@ async fn engine_sessions_killed_mid_statement() {
         }
     };
     tokio::join!(load, killer);
-    settle(&app, Duration::from_secs(90)).await;
-    // The reconciler (every second in the worker) finishes failed creates' cleanup and drops
-    // what abandoned attempts left.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut bad = inconsistencies(&app, &ledger).await;
-    // A session killed under a statement is the engine being unavailable: 503, never 500.
-    let internal = ledger.count("500 INTERNAL");
-    if internal > 0 {
-        eprintln!("chaos: INCONSISTENT: {internal} answers were 500 INTERNAL");
-        bad += internal;
-    }
+    let bad = settled_inconsistencies(&app, &ledger, Duration::from_secs(90)).await;
     eprintln!(
         "chaos: engine_sessions_killed_mid_statement: answers {}; sessions ended {}",
         ledger.answers(),
@@ -231,6 +221,21 @@ async fn engine_sessions_killed_mid_statement() {
     );
     assert_eq!(bad, 0, "seed {seed}");
     assert!(kills.load(Ordering::SeqCst) >= 10, "too few faults landed");
+}
+
+/// Once every job has settled (within `limit`) and the reconciler (every second in the worker)
+/// has finished failed creates' cleanup and dropped what abandoned attempts left: the
+/// inconsistencies, counting every 500 as one (a fault is the engine or the broker being
+/// unavailable: 503, never 500).
+async fn settled_inconsistencies(app: &TestApp, ledger: &Ledger, limit: Duration) -> usize {
+    settle(app, limit).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let bad = inconsistencies(app, ledger).await;
+    let internal = ledger.count("500 INTERNAL");
+    if internal > 0 {
+        eprintln!("chaos: INCONSISTENT: {internal} answers were 500 INTERNAL");
+    }
+    bad + internal
 }
 
 /// 2. 50 concurrent creates against 3 free slots.
@@ -539,16 +544,7 @@ async fn every_fault_under_mixed_load() {
     };
     tokio::join!(load, faults);
     net.hold_engines(Hold::None);
-    settle(&app, Duration::from_secs(120)).await;
-    // The reconciler (every second in the worker) finishes failed creates' cleanup and drops
-    // what abandoned attempts left.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut bad = inconsistencies(&app, &ledger).await;
-    let internal = ledger.count("500 INTERNAL");
-    if internal > 0 {
-        eprintln!("chaos: INCONSISTENT: {internal} answers were 500 INTERNAL");
-        bad += internal;
-    }
+    let bad = settled_inconsistencies(&app, &ledger, Duration::from_secs(120)).await;
     let counts = counts.into_inner().unwrap();
     let by_kind: Vec<String> = FAULTS
         .iter()

@@ -12,7 +12,7 @@ use hepdb_core::DatabaseState;
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
-use crate::helpers::*;
+use hepdb_testkit::*;
 
 /// A small deterministic generator (xorshift64*), so a failing run can be repeated by seed.
 pub struct Rng(u64);

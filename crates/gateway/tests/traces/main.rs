@@ -5,13 +5,6 @@
 //!
 //! Its own test binary, because the tracing subscriber is global to a process.
 
-#[path = "../api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-#[path = "../support/worker_process.rs"]
-#[allow(dead_code)]
-mod worker_process;
-
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -28,8 +21,7 @@ use opentelemetry_proto::tonic::{
 use prost::Message;
 use serde_json::json;
 
-use helpers::*;
-use worker_process::WorkerProcess;
+use hepdb_testkit::*;
 
 /// A span as the collector received it, with the service that sent it.
 #[derive(Debug, Clone)]

@@ -230,10 +230,7 @@ impl Held {
         let (job, db) = (self.job.clone(), self.db.clone());
         self.conn()
             .transaction(async move |c| {
-                let row = read_job(c, &job).await?;
-                if !matches!(row.state(), JobState::Pending | JobState::Running) {
-                    return Err(LockedError::AlreadyFinished);
-                }
+                live_job(c, &job).await?;
                 let current = databases::table
                     .find(&db)
                     .select(Database::as_select())
@@ -268,10 +265,7 @@ impl Held {
         let (job, db) = (self.job.clone(), self.db.clone());
         self.conn()
             .transaction(async move |c| {
-                let row = read_job(c, &job).await?;
-                if !matches!(row.state(), JobState::Pending | JobState::Running) {
-                    return Err(LockedError::AlreadyFinished);
-                }
+                live_job(c, &job).await?;
                 let creating = databases::table
                     .find(&db)
                     .filter(databases::state.eq(DatabaseState::Creating.as_str()));
@@ -295,6 +289,19 @@ impl Held {
                 Ok(())
             })
             .await
+    }
+}
+
+/// The job, if it is still live (`pending` or `running`); a job another delivery finished is
+/// [`LockedError::AlreadyFinished`].
+async fn live_job<E>(
+    c: &mut AsyncPgConnection,
+    job: &str,
+) -> std::result::Result<Job, LockedError<E>> {
+    let row = read_job(c, job).await?;
+    match row.state() {
+        JobState::Pending | JobState::Running => Ok(row),
+        _ => Err(LockedError::AlreadyFinished),
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::helpers::TestApp;
+use crate::TestApp;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -35,6 +35,16 @@ fn worker_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Leaves out the environment, which carries the test's URLs with their passwords.
+impl std::fmt::Debug for WorkerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerProcess")
+            .field("pid", &self.child.as_ref().map(Child::id))
+            .field("admin_port", &self.admin_port)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerProcess {

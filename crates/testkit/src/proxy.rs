@@ -1,7 +1,7 @@
-//! A TCP proxy between the worker process and one of its dependencies (the broker, an
-//! engine), through which a scenario breaks the network the way it really breaks: every open
-//! connection cut at once, or frozen (bytes held in one direction, sockets left open, so the
-//! other side's call hangs until its own timeout).
+//! A TCP proxy between a worker and one of its dependencies (the broker, an engine), through
+//! which a test breaks the network the way it really breaks: every open connection cut at
+//! once, or frozen (bytes held in one direction, sockets left open, so the other side's call
+//! hangs until its own timeout).
 
 use std::sync::Arc;
 
@@ -22,12 +22,14 @@ pub enum Hold {
     Replies,
 }
 
+#[derive(Debug)]
 struct Shared {
     /// Bumped by [`Proxy::cut`]: every connection opened before ends.
     generation: watch::Sender<u64>,
     hold: watch::Sender<Hold>,
 }
 
+#[derive(Debug)]
 pub struct Proxy {
     pub port: u16,
     shared: Arc<Shared>,
