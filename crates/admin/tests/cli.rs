@@ -190,6 +190,7 @@ async fn operator_commands_print_json_and_fail_clearly() {
         max_unmeasured_passes: 3,
         engine_timeout: std::time::Duration::from_secs(45),
         heartbeat: std::time::Duration::from_secs(20),
+        waiters: Default::default(),
     };
     let db_id = DatabaseId::new();
     let reserved = store

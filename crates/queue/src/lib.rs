@@ -23,11 +23,15 @@ pub enum PublishError {
     Broker(#[from] lapin::Error),
     #[error("broker refused the message")]
     Nacked,
+    /// No queue took it (the queue is gone): it was returned, not stored.
+    #[error("no queue by that name: the message was returned")]
+    Unroutable,
 }
 
 /// Publishes `payload` to `queue` through the default exchange and waits for the broker's
 /// confirm (the channel must be in confirm mode). With `persistent`, the message survives a
-/// broker restart.
+/// broker restart. Mandatory: a message no queue takes is an error, not a silent drop that
+/// the broker still confirms.
 pub async fn publish_confirmed(
     channel: &Channel,
     queue: &str,
@@ -42,14 +46,18 @@ pub async fn publish_confirmed(
         .basic_publish(
             "".into(),
             queue.into(),
-            BasicPublishOptions::default(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
             payload,
             properties,
         )
         .await?
         .await?;
     match confirm {
-        Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         Confirmation::Nack(_) => Err(PublishError::Nacked),
     }
 }

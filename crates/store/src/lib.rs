@@ -77,6 +77,17 @@ impl From<diesel::result::Error> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Makes the server notice a client that is gone (its host died, the network dropped it) within
+/// about half a minute, and end its session: a worker's hold on a database is a session-level
+/// lock, which must not outlive the worker by the hours the kernel's default keepalive takes.
+/// Set only where the server knows the setting (`client_connection_check_interval` is
+/// PostgreSQL 14+).
+const DEAD_CLIENT_DETECTION: &str = "SELECT pg_catalog.set_config(s.name, s.value, false) \
+     FROM (VALUES ('tcp_keepalives_idle', '15'), ('tcp_keepalives_interval', '5'), \
+                  ('tcp_keepalives_count', '3'), ('client_connection_check_interval', '5000')) \
+          AS s(name, value) \
+     WHERE s.name IN (SELECT name FROM pg_catalog.pg_settings)";
+
 impl Store {
     /// Builds the pool; connections are opened lazily, so this succeeds while the database is down.
     pub fn connect(url: &str, pool_size: usize) -> Result<Self> {
@@ -86,6 +97,17 @@ impl Store {
         // retry) and is not returned to the pool.
         let mut config = ManagerConfig::default();
         config.recycling_method = RecyclingMethod::Fast;
+        config.custom_setup = Box::new(|url| {
+            let url = url.to_owned();
+            Box::pin(async move {
+                use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+                let mut conn = AsyncPgConnection::establish(&url).await?;
+                conn.batch_execute(DEAD_CLIENT_DETECTION)
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+                Ok(conn)
+            })
+        });
         let manager =
             AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
         let pool = Pool::builder(manager)

@@ -241,7 +241,7 @@ async fn requeue(delivery: &Delivery, pause: Duration) {
 /// [`FIRST_WAIT`] up to [`LONGEST_WAIT`]. The longest wait is also how long a parked message
 /// can hold up the ones behind it in the wait queue (a queue expires only its head).
 const FIRST_WAIT: Duration = Duration::from_millis(100);
-const LONGEST_WAIT: Duration = Duration::from_secs(2);
+const LONGEST_WAIT: Duration = Duration::from_secs(1);
 const WAITS_HEADER: &str = "x-hepdb-waits";
 
 fn wait_for(waits: u32) -> Duration {
@@ -266,7 +266,10 @@ async fn park(
         Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
         _ => 0,
     };
-    headers.insert(WAITS_HEADER.into(), AMQPValue::LongUInt(waits + 1));
+    headers.insert(
+        WAITS_HEADER.into(),
+        AMQPValue::LongUInt(waits.saturating_add(1)),
+    );
     let expiration = wait_for(waits).as_millis().to_string();
     let props = delivery
         .properties
@@ -341,7 +344,7 @@ mod tests {
     #[test]
     fn a_waiting_job_waits_longer_each_time_up_to_a_cap() {
         let waits: Vec<u128> = (0..7).map(|n| wait_for(n).as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000, 1000]);
         assert_eq!(wait_for(u32::MAX), LONGEST_WAIT);
     }
 }

@@ -27,9 +27,11 @@ pub struct JobContext {
     pub max_unmeasured_passes: u32,
     /// `worker.engine_timeout_secs`: the bound of every engine step.
     pub engine_timeout: std::time::Duration,
-    /// How often a delivery that holds a job (waiting for its database's lock, or running the
-    /// step) marks it alive, well within `worker.stale_job_secs`, so that the reconciler never
-    /// sends again a job that is still being worked on.
+    /// Which deliveries may wait for their database's lock instead of parking.
+    pub waiters: crate::waiters::Waiters,
+    /// How often a delivery marks its job alive while it runs the step, well within
+    /// `worker.stale_job_secs`, so that the reconciler never sends again a job that is still
+    /// being worked on.
     pub heartbeat: std::time::Duration,
 }
 
@@ -86,8 +88,9 @@ fn failure_of(e: &EngineError) -> JobFailure {
 }
 
 /// Runs an access job in this process, now: it has no caller to answer, so it needs no trip
-/// through the broker (the quota watcher, the reconciler). It waits for the database's lock.
-/// `Ok` when the engine matches.
+/// through the broker (the quota watcher, the reconciler). It does not wait for the
+/// database's lock: a pass must not stall behind one database, and a job left pending is
+/// delivered later through the broker by the reconciler. `Ok` when the engine matches.
 pub async fn run_access(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<(), String> {
     let message = JobMessage {
         v: hepdb_core::job::MESSAGE_VERSION,
@@ -95,7 +98,7 @@ pub async fn run_access(ctx: &JobContext, job: JobId, database: DatabaseId) -> R
         database_id: database,
         kind: JobKindWire::Access,
     };
-    match deliver(ctx, &message, true).await {
+    match deliver(ctx, &message, None).await {
         Disposition::Finished {
             outcome: JobOutcome::Done,
             ..
@@ -105,15 +108,29 @@ pub async fn run_access(ctx: &JobContext, job: JobId, database: DatabaseId) -> R
 }
 
 /// Runs the job named by a delivered message, whatever state an earlier delivery left it in.
-/// It never waits for the database's lock: when another delivery holds it, the answer is
-/// [`Disposition::Busy`] and nothing was counted or changed.
+/// When another delivery holds the database's lock, it waits for it only if it is this
+/// worker's one waiter for that database (see [`crate::waiters`]); otherwise the answer is
+/// [`Disposition::Busy`], and nothing was counted or changed.
 pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
-    deliver(ctx, msg, false).await
+    match ctx.waiters.admit(msg.database_id) {
+        Some(waiting) => deliver(ctx, msg, Some(waiting)).await,
+        None => deliver(ctx, msg, None).await,
+    }
 }
 
-/// Takes the database's lock (waiting for it or not), runs the job under it, gives it back.
-async fn deliver(ctx: &JobContext, msg: &JobMessage, wait: bool) -> Disposition {
-    let mut held = match ctx.store.hold(msg.job_id, msg.database_id, wait).await {
+/// Takes the database's lock, waiting for it only with a turn to wait (given up as soon as
+/// the lock is taken), runs the job under it, and gives it back.
+async fn deliver(
+    ctx: &JobContext,
+    msg: &JobMessage,
+    waiting: Option<crate::waiters::Waiting>,
+) -> Disposition {
+    let held = ctx
+        .store
+        .hold(msg.job_id, msg.database_id, waiting.is_some())
+        .await;
+    drop(waiting);
+    let mut held = match held {
         Ok(Some(held)) => held,
         Ok(None) => return Disposition::Busy,
         Err(error) => {

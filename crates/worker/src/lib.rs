@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod oneshot;
 pub mod quota;
 pub mod reconciler;
+pub mod waiters;
 
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ pub struct Worker {
 impl Worker {
     pub fn start(settings: &Settings) -> anyhow::Result<Self> {
         hepdb_telemetry::metrics();
-        let store = Store::connect(settings.metadata.url.expose(), settings.metadata.pool_size)
+        let store = Store::connect(settings.metadata.url.expose(), pool_size(settings))
             .context("metadata pool")?;
         let engines = Engines::from_settings(&settings.engines).context("engine drivers")?;
         let key = settings.crypto.master_key().context("crypto.master_key")?;
@@ -53,6 +54,7 @@ impl Worker {
             max_unmeasured_passes: settings.quota.max_unmeasured_passes,
             engine_timeout: Duration::from_secs(settings.worker.engine_timeout_secs),
             heartbeat: heartbeat(settings),
+            waiters: waiters::Waiters::for_slots(settings.worker.prefetch),
         };
         let topology = Topology::from_settings(&settings.amqp);
         let prefetch = settings.worker.prefetch;
@@ -183,6 +185,20 @@ impl Worker {
 pub(crate) fn heartbeat(settings: &Settings) -> Duration {
     Duration::from_millis(settings.worker.stale_job_secs.saturating_mul(1000) / 3)
         .max(Duration::from_millis(100))
+}
+
+/// Connections a worker keeps beyond one per job it runs at once: heartbeats, the reconciler's
+/// and the quota watcher's leases and reads, `/readyz`.
+const POOL_HEADROOM: usize = 4;
+
+/// The worker's metadata pool: `metadata.pool_size`, but never less than one connection per
+/// job it may run at once (each running job holds its database's lock on one) plus
+/// [`POOL_HEADROOM`], so that holds can never take every connection.
+fn pool_size(settings: &Settings) -> usize {
+    settings
+        .metadata
+        .pool_size
+        .max(usize::from(settings.worker.prefetch) + POOL_HEADROOM)
 }
 
 /// The periodic watcher: ticks several times per interval; the metadata claim lets exactly one

@@ -49,6 +49,7 @@ pub fn context(settings: &Settings) -> anyhow::Result<JobContext> {
         max_unmeasured_passes: settings.quota.max_unmeasured_passes,
         engine_timeout: Duration::from_secs(settings.worker.engine_timeout_secs),
         heartbeat: heartbeat(settings),
+        waiters: Default::default(),
     })
 }
 

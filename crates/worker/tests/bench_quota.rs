@@ -79,6 +79,7 @@ async fn quota_pass_over_ten_thousand_databases() {
         max_unmeasured_passes: 3,
         engine_timeout: std::time::Duration::from_secs(45),
         heartbeat: std::time::Duration::from_secs(20),
+        waiters: Default::default(),
     };
     let driver = ctx.engines.get("mariadb").unwrap().clone();
     let mut baseline = vec![];

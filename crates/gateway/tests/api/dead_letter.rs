@@ -186,3 +186,37 @@ async fn a_poisoned_rotate_puts_the_metadata_password_back_on_the_engine() {
     let (_, revealed) = app.reveal(&id.to_text()).await;
     assert_eq!(data(&revealed)["password"], old);
 }
+
+/// A publish that no queue takes (the queue was deleted, or expired) is an error, not a
+/// confirmed silent drop: a parked job is acked only once its copy is really stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publish_no_queue_takes_is_an_error() {
+    let app = spawn_app().await;
+    let (conn, channel, topology) = channel(&app).await;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let sent = hepdb_queue::publish_confirmed(
+        &channel,
+        &format!("{}.missing", topology.jobs_queue()),
+        b"{}",
+        BasicProperties::default(),
+        true,
+    )
+    .await;
+    assert!(
+        matches!(sent, Err(hepdb_queue::PublishError::Unroutable)),
+        "{sent:?}"
+    );
+    let sent = hepdb_queue::publish_confirmed(
+        &channel,
+        &topology.wait_queue(),
+        b"{}",
+        BasicProperties::default().with_expiration("60000".into()),
+        true,
+    )
+    .await;
+    assert!(sent.is_ok(), "{sent:?}");
+    let _ = conn.close(200, "done".into()).await;
+}

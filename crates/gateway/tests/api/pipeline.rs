@@ -448,21 +448,33 @@ async fn a_failed_delivery_never_undoes_a_create_another_delivery_finished() {
 }
 
 /// A delivery whose database another holder has (a duplicate of the same job, or another job
-/// of the same database) neither waits nor counts an attempt: it is answered `Busy` at once,
-/// the job stays as it was, and a later delivery runs it, counting one attempt.
+/// of the same database) counts no attempt. One delivery per database may wait for the lock
+/// (it takes it the moment it is free); every other one is answered `Busy` at once, with the
+/// job as it was. Once the lock is free the job runs once, counting one attempt.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_delivery_that_finds_its_database_held_counts_nothing_and_does_not_wait() {
+async fn a_delivery_that_finds_its_database_held_counts_nothing_and_only_one_waits() {
     let app = spawn_app().await;
     let ctx = app.worker.as_ref().unwrap().context().clone();
     let (msg, pw, db, user) = intent(&app, "waiting").await;
     let holder = hold_lock(&app, msg.database_id).await;
+    let waiter = {
+        let (ctx, msg) = (ctx.clone(), msg.clone());
+        tokio::spawn(async move { handle(&ctx, &msg).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..3 {
         assert_eq!(handle(&ctx, &msg).await, Disposition::Busy);
     }
     let job = app.store.job(msg.job_id).await.unwrap().unwrap();
     assert_eq!((job.state.as_str(), job.attempts), ("pending", 0));
+    assert!(!waiter.is_finished(), "the waiter waits for the lock");
     holder.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(handle(&ctx, &msg).await, DONE);
+    assert_eq!(waiter.await.unwrap(), DONE);
+    assert_eq!(
+        handle(&ctx, &msg).await,
+        DONE,
+        "a later copy answers the outcome"
+    );
     let job = app.store.job(msg.job_id).await.unwrap().unwrap();
     assert_eq!((job.state.as_str(), job.attempts), ("done", 1));
     use_database(&url(&user, &pw, &db)).await.unwrap();

@@ -291,7 +291,10 @@ async fn twenty_concurrent_rotates() {
     let mut bad = inconsistencies(&app, &ledger).await;
     let ok = answers.iter().filter(|(s, _)| *s == 200).count();
     if ok != 20 {
-        eprintln!("chaos: INCONSISTENT: {ok} of 20 rotates answered 200");
+        eprintln!(
+            "chaos: INCONSISTENT: {ok} of 20 rotates answered 200: {}",
+            ledger.answers()
+        );
         bad += 1;
     }
     report("twenty_concurrent_rotates", 21, 0, bad);

@@ -86,7 +86,8 @@ impl Store {
         if got {
             Ok(Some(held))
         } else {
-            held.release().await;
+            // Not locked: the connection goes back to the pool as it is.
+            drop(held.conn.take());
             Ok(None)
         }
     }
