@@ -44,7 +44,10 @@ impl Worker {
         hepdb_telemetry::metrics();
         let store = Store::connect(settings.metadata.url.expose(), pool_size(settings))
             .context("metadata pool")?;
-        let engines = Engines::from_settings(&settings.engines).context("engine drivers")?;
+        let engine_timeout = Duration::from_secs(settings.worker.engine_timeout_secs);
+        let engines = Engines::from_settings(&settings.engines)
+            .context("engine drivers")?
+            .with_engine_timeout(engine_timeout);
         let key = settings.crypto.master_key().context("crypto.master_key")?;
         let ctx = JobContext {
             store,
@@ -52,7 +55,7 @@ impl Worker {
             key,
             max_attempts: settings.worker.max_attempts,
             max_unmeasured_passes: settings.quota.max_unmeasured_passes,
-            engine_timeout: Duration::from_secs(settings.worker.engine_timeout_secs),
+            engine_timeout,
             heartbeat: heartbeat(settings),
             waiters: waiters::Waiters::for_slots(settings.worker.prefetch),
         };

@@ -43,7 +43,9 @@ pub async fn reconcile_once(settings: &Settings, dry_run: bool) -> anyhow::Resul
 pub fn context(settings: &Settings) -> anyhow::Result<JobContext> {
     Ok(JobContext {
         store: Store::connect(settings.metadata.url.expose(), 2).context("metadata pool")?,
-        engines: Engines::from_settings(&settings.engines).context("engine drivers")?,
+        engines: Engines::from_settings(&settings.engines)
+            .context("engine drivers")?
+            .with_engine_timeout(Duration::from_secs(settings.worker.engine_timeout_secs)),
         key: settings.crypto.master_key().context("crypto.master_key")?,
         max_attempts: settings.worker.max_attempts,
         max_unmeasured_passes: settings.quota.max_unmeasured_passes,

@@ -310,6 +310,37 @@ async fn create_converges_rotates_and_drops_on_every_engine() {
     }
 }
 
+/// A change to a user or role that reaches the server after the worker gave up on it (the
+/// network held it) must change nothing: by then the worker may have put the previous
+/// password back. Every user or role change carries a deadline, checked by the engine's own
+/// routine; a driver whose deadline is "now" has every password change refused, as
+/// unavailable, and the password stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_change_that_arrives_after_its_deadline_changes_nothing() {
+    bootstrap_provisioners().await;
+    for engine in [Engine::Mariadb, Engine::Postgres] {
+        let url = provisioner_url(engine);
+        let on_time = EngineDriver::new(engine, &url, 5).unwrap();
+        let late = EngineDriver::new(engine, &url, 5)
+            .unwrap()
+            .with_engine_timeout(std::time::Duration::ZERO);
+        let t = target();
+        let (old, new) = (Password::generate(), Password::generate());
+        on_time.create(&t, &old).await.unwrap();
+        let refused = late.set_password(&t, &new).await;
+        assert!(
+            matches!(refused, Err(EngineError::Unavailable(_))),
+            "{engine}: {refused:?}"
+        );
+        assert!(on_time.can_login(&t, &old).await.unwrap(), "{engine}");
+        assert!(!on_time.can_login(&t, &new).await.unwrap(), "{engine}");
+        // On time, the same change goes through.
+        on_time.set_password(&t, &new).await.unwrap();
+        assert!(on_time.can_login(&t, &new).await.unwrap(), "{engine}");
+        on_time.drop_owned(&t).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_between_steps_converges() {
     let (drivers, m) = drivers().await;

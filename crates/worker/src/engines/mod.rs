@@ -9,7 +9,7 @@ mod mariadb;
 mod mongo;
 mod postgres;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hepdb_core::{
     Access, DatabaseId, Engine,
@@ -44,6 +44,24 @@ impl Target {
 pub struct Marked {
     pub id: String,
     pub object: String,
+}
+
+/// How long after the worker sends a change to a user or role the engine may still start it:
+/// a quarter (at most 5 s) short of the engine timeout, so that when the worker gives up on a
+/// call, the engine refuses it should the network still deliver it (with that much room for
+/// the two clocks to disagree).
+pub(crate) fn deadline_window(engine_timeout: Duration) -> Duration {
+    engine_timeout - (engine_timeout / 4).min(Duration::from_secs(5))
+}
+
+/// The window of a driver nobody configured: that of the default engine timeout (45 s).
+pub(crate) const DEFAULT_WINDOW: Duration = Duration::from_secs(40);
+
+/// The deadline of a user or role change sent now, in seconds since the epoch (fractional).
+pub(crate) fn not_after(window: Duration) -> f64 {
+    (SystemTime::now() + window)
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Parses `hepdb:<id>` marks; anything else is not ours.
@@ -148,6 +166,18 @@ impl EngineDriver {
     }
 
     /// The driver of one configured host.
+    /// Sets how long the driver waits for one engine call (`worker.engine_timeout_secs`), from
+    /// which the engine's own deadline for user and role changes follows ([`deadline_window`]).
+    pub fn with_engine_timeout(self, timeout: Duration) -> Self {
+        let window = deadline_window(timeout);
+        match self {
+            Self::Mariadb(d) => Self::Mariadb(d.with_deadline_window(window)),
+            Self::Postgres(d) => Self::Postgres(d.with_deadline_window(window)),
+            // MongoDB's user changes have no server-side routine to carry a deadline (README).
+            Self::Mongo(d) => Self::Mongo(d),
+        }
+    }
+
     pub fn for_host(host: &Host<'_>) -> Result<Self, EngineError> {
         let url = host
             .admin_url()
@@ -275,6 +305,17 @@ impl Engines {
             .map(|h: Host<'_>| EngineDriver::for_host(&h).map(|d| (h.name.to_owned(), d)))
             .collect::<Result<_, _>>()?;
         Ok(Self { drivers })
+    }
+
+    /// Every driver with the engine timeout set (see [`EngineDriver::with_engine_timeout`]).
+    pub fn with_engine_timeout(self, timeout: Duration) -> Self {
+        Self {
+            drivers: self
+                .drivers
+                .into_iter()
+                .map(|(name, d)| (name, d.with_engine_timeout(timeout)))
+                .collect(),
+        }
     }
 
     /// The driver of the host named `host`, if this worker has it configured.

@@ -37,12 +37,18 @@ BEGIN
     ' WITH MAX_USER_CONNECTIONS ', GREATEST(COALESCE(max_connections, 1), 1));
 END;
 
--- NULL leaves a field as it is.
+-- NULL leaves a field as it is. A call that starts after the caller's deadline
+-- (@hepdb_not_after, epoch seconds, set by the worker right before the call on the same session)
+-- changes nothing: it is a statement the worker gave up on that the network delivered late, and
+-- it must not undo what the worker did since (put a password back, say).
 CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.alter_user(
   IN u VARCHAR(128), IN hash VARCHAR(64), IN max_connections INT, IN locked BOOLEAN)
 SQL SECURITY DEFINER MODIFIES SQL DATA
 BEGIN
   DECLARE who VARCHAR(160) DEFAULT hepdb.checked_user(u);
+  IF @hepdb_not_after IS NOT NULL AND UNIX_TIMESTAMP(NOW(6)) > @hepdb_not_after THEN
+    SIGNAL SQLSTATE '70100' SET MESSAGE_TEXT = 'hepdb: arrived after its deadline', MYSQL_ERRNO = 1317;
+  END IF;
   IF hash IS NOT NULL AND hash NOT REGEXP '^[*][0-9A-F]{40}$' THEN
     SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: not a password hash', MYSQL_ERRNO = 1227;
   END IF;

@@ -60,6 +60,8 @@ pub struct MariaDb {
     opts: Opts,
     /// `MAX_USER_CONNECTIONS` of every tenant user.
     connection_limit: u32,
+    /// How long after sending a user change the server may still start it.
+    deadline_window: std::time::Duration,
 }
 
 impl std::fmt::Debug for MariaDb {
@@ -157,7 +159,14 @@ impl MariaDb {
             pool: Pool::new(opts.clone()),
             opts,
             connection_limit,
+            deadline_window: super::DEFAULT_WINDOW,
         })
+    }
+
+    /// See [`super::EngineDriver::with_engine_timeout`].
+    pub fn with_deadline_window(mut self, window: std::time::Duration) -> Self {
+        self.deadline_window = window;
+        self
     }
 
     async fn conn(&self) -> Result<Conn, EngineError> {
@@ -238,10 +247,19 @@ impl MariaDb {
     }
 
     async fn alter_user(
+        &self,
         c: &mut Conn,
         target: &Target,
         change: UserChange,
     ) -> Result<(), EngineError> {
+        // On the same session, right before the call: a late delivery of the pair carries its
+        // own, past, deadline.
+        c.query_drop(format!(
+            "SET @hepdb_not_after = {}",
+            super::not_after(self.deadline_window)
+        ))
+        .await
+        .map_err(|e| classify(e, "set the statement deadline"))?;
         c.exec_drop(
             "CALL hepdb.alter_user(?, ?, ?, ?)",
             (
@@ -290,7 +308,7 @@ impl MariaDb {
                     connection_limit: Some(self.connection_limit),
                     locked: None,
                 };
-                Self::alter_user(&mut c, target, change).await?;
+                self.alter_user(&mut c, target, change).await?;
             }
             Err(e) => return Err(classify(e, "create user")),
         }
@@ -319,7 +337,7 @@ impl MariaDb {
             hash: Some(native_hash(password)?),
             ..UserChange::default()
         };
-        Self::alter_user(&mut c, target, change).await
+        self.alter_user(&mut c, target, change).await
     }
 
     pub async fn can_login(
@@ -398,7 +416,7 @@ impl MariaDb {
             locked: Some(true),
             ..UserChange::default()
         };
-        Self::alter_user(&mut c, target, change).await?;
+        self.alter_user(&mut c, target, change).await?;
         drop(c);
         let sql = [format!(
             "REVOKE ALL PRIVILEGES ON `{}`.* FROM {}",
@@ -417,7 +435,7 @@ impl MariaDb {
             connection_limit: Some(self.connection_limit),
             ..UserChange::default()
         };
-        Self::alter_user(&mut c, target, change).await
+        self.alter_user(&mut c, target, change).await
     }
 
     pub async fn restrict_writes(&self, target: &Target) -> Result<(), EngineError> {

@@ -66,7 +66,14 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
   r oid := hepdb.checked_role(name, mark);
   m text;
+  not_after text := current_setting('hepdb.not_after', true);
 BEGIN
+  -- A call that starts after the caller's deadline (epoch seconds, set in the same statement)
+  -- changes nothing: the worker gave up on it, and the network delivered it late.
+  IF coalesce(not_after, '') <> ''
+     AND statement_timestamp() > to_timestamp(not_after::double precision) THEN
+    RAISE EXCEPTION 'hepdb: arrived after its deadline' USING ERRCODE = '57014';
+  END IF;
   IF r IS NULL THEN
     RAISE EXCEPTION 'hepdb: role does not exist' USING ERRCODE = '42704';
   END IF;

@@ -51,6 +51,8 @@ pub struct Postgres {
     provisioner: String,
     /// `CONNECTION LIMIT` of every tenant role.
     connection_limit: i32,
+    /// How long after sending a role change the server may still start it.
+    deadline_window: std::time::Duration,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -174,7 +176,14 @@ impl Postgres {
             config: config.into(),
             provisioner,
             connection_limit: i32::try_from(connection_limit).unwrap_or(i32::MAX),
+            deadline_window: super::DEFAULT_WINDOW,
         })
+    }
+
+    /// See [`super::EngineDriver::with_engine_timeout`].
+    pub fn with_deadline_window(mut self, window: std::time::Duration) -> Self {
+        self.deadline_window = window;
+        self
     }
 
     async fn conn(&self) -> Result<Object, EngineError> {
@@ -242,13 +251,17 @@ impl Postgres {
     }
 
     async fn alter_role(
+        &self,
         c: &Object,
         target: &Target,
         role: &str,
         change: RoleChange,
     ) -> Result<(), EngineError> {
+        // The deadline is set in the same statement, before the call (FROM is evaluated
+        // first): a late delivery of this statement carries its own, past, deadline.
         c.execute(
-            "SELECT hepdb.alter_role($1, $2, $3, $4, $5, $6)",
+            "SELECT hepdb.alter_role($1, $2, $3, $4, $5, $6) \
+             FROM (SELECT pg_catalog.set_config('hepdb.not_after', $7, false)) AS fence",
             &[
                 &role,
                 &target.mark(),
@@ -256,6 +269,7 @@ impl Postgres {
                 &change.login,
                 &change.connection_limit,
                 &change.isolate,
+                &super::not_after(self.deadline_window).to_string(),
             ],
         )
         .await
@@ -304,7 +318,7 @@ impl Postgres {
         };
         match Self::role_mark(c, role).await? {
             Some(Some(m)) if m == target.mark() => {
-                Self::alter_role(c, target, role, converge).await?;
+                self.alter_role(c, target, role, converge).await?;
                 return Ok(false);
             }
             Some(_) => return Err(EngineError::collision("role", role)),
@@ -316,7 +330,7 @@ impl Postgres {
             Err(e) if code(&e) == Some(&SqlState::DUPLICATE_OBJECT) => {
                 match Self::role_mark(c, role).await? {
                     Some(Some(m)) if m == target.mark() => {
-                        Self::alter_role(c, target, role, converge).await?;
+                        self.alter_role(c, target, role, converge).await?;
                         Ok(false)
                     }
                     _ => Err(EngineError::collision("role", role)),
@@ -392,7 +406,8 @@ impl Postgres {
             verifier: Some(verifier(password)?),
             ..RoleChange::default()
         };
-        Self::alter_role(&c, target, target.names.db_user(), change).await
+        self.alter_role(&c, target, target.names.db_user(), change)
+            .await
     }
 
     pub async fn can_login(
@@ -483,7 +498,8 @@ impl Postgres {
             isolate: true,
             ..RoleChange::default()
         };
-        Self::alter_role(&c, target, target.names.db_user(), change).await?;
+        self.alter_role(&c, target, target.names.db_user(), change)
+            .await?;
         Self::end_sessions(&c, target, Sessions::All).await
     }
 
@@ -494,7 +510,8 @@ impl Postgres {
             connection_limit: Some(self.connection_limit),
             ..RoleChange::default()
         };
-        Self::alter_role(&c, target, target.names.db_user(), change).await
+        self.alter_role(&c, target, target.names.db_user(), change)
+            .await
     }
 
     /// An owner bypasses privileges, so writes are restricted by handing everything the tenant
@@ -514,7 +531,7 @@ impl Postgres {
             isolate: true,
             ..RoleChange::default()
         };
-        Self::alter_role(&c, target, role, isolate).await?;
+        self.alter_role(&c, target, role, isolate).await?;
         Self::end_sessions(&c, target, Sessions::All).await?;
         self.ensure_role(&c, target, &frozen, None).await?;
         drop(c);
@@ -525,14 +542,16 @@ impl Postgres {
     pub async fn restore_writes(&self, target: &Target) -> Result<(), EngineError> {
         let c = self.conn().await?;
         let (role, frozen) = (target.names.db_user(), frozen_role(target));
-        Self::alter_role(&c, target, role, RoleChange::default()).await?;
+        self.alter_role(&c, target, role, RoleChange::default())
+            .await?;
         match Self::role_mark(&c, &frozen).await? {
             Some(Some(m)) if m == target.mark() => {}
             // Never restricted, or already restored.
             None => return Ok(()),
             Some(_) => return Err(EngineError::collision("role", &frozen)),
         }
-        Self::alter_role(&c, target, &frozen, RoleChange::default()).await?;
+        self.alter_role(&c, target, &frozen, RoleChange::default())
+            .await?;
         self.in_tenant_db(target, "restore writes", &sql::restore(target, &frozen))
             .await?;
         c.execute("SELECT hepdb.drop_role($1, $2)", &[&frozen, &target.mark()])
@@ -555,7 +574,7 @@ impl Postgres {
             isolate: true,
             ..RoleChange::default()
         };
-        Self::alter_role(&c, target, role, isolate).await?;
+        self.alter_role(&c, target, role, isolate).await?;
         // The database goes first: a crash in between leaves the marked role, and a retry
         // still proves ownership and finishes.
         match Self::database_owner(&c, db).await? {
@@ -572,7 +591,8 @@ impl Postgres {
                 Some(Some(m)) if m == target.mark() => {}
                 _ => continue,
             }
-            Self::alter_role(&c, target, r, RoleChange::default()).await?;
+            self.alter_role(&c, target, r, RoleChange::default())
+                .await?;
             self.drop_grants_elsewhere(&c, r).await?;
             c.execute("SELECT hepdb.drop_role($1, $2)", &[&r, &target.mark()])
                 .await
