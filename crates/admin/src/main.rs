@@ -25,6 +25,9 @@ enum Command {
     /// Bearer API keys.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Tokens of the platform API (the hosting platform's dashboard, billing, abuse tools).
+    #[command(subcommand, name = "platform-token")]
+    PlatformToken(PlatformTokenCmd),
     /// Databases (deletion is operator-only).
     #[command(subcommand)]
     Database(DatabaseCmd),
@@ -51,6 +54,21 @@ enum Command {
     },
     /// Print a fresh master key for HEPDB__CRYPTO__MASTER_KEY.
     Keygen,
+}
+
+#[derive(Subcommand)]
+enum PlatformTokenCmd {
+    /// Mint a token; prints `{"id", "token"}`. The token is shown only here.
+    Mint {
+        /// Who uses it (the actor in the audit log), e.g. `dashboard` or `billing`.
+        #[arg(long)]
+        name: String,
+    },
+    /// End a token for good.
+    Revoke {
+        /// The token's id (from `mint`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
     Ok(match cli.command {
         Command::Account(cmd) => account(&store, &settings, cmd).await?,
         Command::Key(cmd) => key(&store, cmd).await?,
+        Command::PlatformToken(cmd) => platform_token(&store, cmd).await?,
         Command::Audit { account } => {
             let rows = store.audit_log(parse("account", &account)?).await?;
             json!({ "account": account, "entries": rows })
@@ -415,12 +434,30 @@ async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
     })
 }
 
+async fn platform_token(store: &Store, cmd: PlatformTokenCmd) -> anyhow::Result<Value> {
+    Ok(match cmd {
+        PlatformTokenCmd::Mint { name } => {
+            if name.trim().is_empty() || name.chars().count() > 100 {
+                bail!("--name must be 1 to 100 characters");
+            }
+            let (id, token) = store.mint_platform_token(&name).await?;
+            json!({ "id": id, "token": token.expose() })
+        }
+        PlatformTokenCmd::Revoke { id } => {
+            if !store.revoke_platform_token(parse("token", &id)?).await? {
+                bail!("no such live token");
+            }
+            json!({ "id": id, "revoked": true })
+        }
+    })
+}
+
 async fn set_key(store: &Store, id: &str, enabled: bool) -> anyhow::Result<Value> {
     let key: KeyId = parse("key", id)?;
     let Some(account) = store.key_account(key).await? else {
         bail!("no such key");
     };
-    if !store.set_key_enabled(key, enabled).await? {
+    if store.set_key_enabled(key, enabled).await?.is_none() {
         bail!("no such key");
     }
     let action = if enabled { "key.enable" } else { "key.disable" };

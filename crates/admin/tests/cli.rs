@@ -100,6 +100,24 @@ async fn operator_commands_print_json_and_fail_clearly() {
         "{boot}"
     );
 
+    // Platform tokens: shown once, revoked for good.
+    let minted = admin.ok(&["platform-token", "mint", "--name", "dashboard"]);
+    let token_id = minted["id"].as_str().unwrap().to_owned();
+    assert!(
+        minted["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(hepdb_core::secret::PLATFORM_TOKEN_PREFIX)),
+        "{minted}"
+    );
+    assert_eq!(
+        admin.ok(&["platform-token", "revoke", &token_id])["revoked"],
+        true
+    );
+    let (ok, _, err) = admin.run(&["platform-token", "revoke", &token_id]);
+    assert!(!ok && err.contains("no such live token"), "{err}");
+    let (ok, _, err) = admin.run(&["platform-token", "mint", "--name", " "]);
+    assert!(!ok && err.contains("--name"), "{err}");
+
     let account = admin.ok(&[
         "account",
         "create",

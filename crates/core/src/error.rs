@@ -70,6 +70,20 @@ pub enum ApiError {
     EngineConflict,
     #[error("internal error")]
     Internal,
+
+    // --- the platform API's ---
+    #[error("missing platform token: send `Authorization: Bearer <token>`")]
+    NoToken,
+    /// Unknown, revoked or malformed; an API key is not a platform token.
+    #[error("invalid platform token")]
+    BadToken,
+    #[error("account not found")]
+    AccountNotFound,
+    #[error("key not found")]
+    KeyNotFound,
+    /// Another account already has this `externalId`.
+    #[error("an account with this externalId exists already")]
+    ExternalIdTaken,
 }
 
 impl ApiError {
@@ -78,12 +92,12 @@ impl ApiError {
         use ApiError::*;
         match self {
             InvalidName(_) | EngineDisabled(_) | BadRequest(_) => 400,
-            NoKey | BadKey | KeyDisabled => 401,
+            NoKey | BadKey | KeyDisabled | NoToken | BadToken => 401,
             OutOfSlots | OverStorageQuota => 402,
             AccountForbidden => 403,
-            NotFound | NoRoute => 404,
+            NotFound | NoRoute | AccountNotFound | KeyNotFound => 404,
             MethodNotAllowed => 405,
-            DuplicateName(_) | DatabaseDisabled => 409,
+            DuplicateName(_) | DatabaseDisabled | ExternalIdTaken => 409,
             PayloadTooLarge => 413,
             IdempotencyKeyReused => 422,
             UnsupportedMediaType => 415,
@@ -120,6 +134,11 @@ impl ApiError {
             NoCapacity => "NO_CAPACITY",
             EngineConflict => "ENGINE_CONFLICT",
             Internal => "INTERNAL",
+            NoToken => "NO_TOKEN",
+            BadToken => "BAD_TOKEN",
+            AccountNotFound => "ACCOUNT_NOT_FOUND",
+            KeyNotFound => "KEY_NOT_FOUND",
+            ExternalIdTaken => "EXTERNAL_ID_TAKEN",
         })
     }
 

@@ -64,6 +64,10 @@ ulid_id!(
     DatabaseId
 );
 ulid_id!(
+    /// A platform token's public id (never the token itself).
+    PlatformTokenId
+);
+ulid_id!(
     /// One create or rotate job; also the AMQP correlation id.
     JobId
 );

@@ -17,5 +17,5 @@ pub mod time;
 
 pub use engine::Engine;
 pub use error::ApiError;
-pub use ids::{AccountId, DatabaseId, JobId, KeyId};
+pub use ids::{AccountId, DatabaseId, JobId, KeyId, PlatformTokenId};
 pub use state::{Access, DatabaseState, JobState};

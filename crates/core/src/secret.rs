@@ -87,6 +87,46 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// Prefix of platform tokens, different from API keys' so neither can pass for the other.
+pub const PLATFORM_TOKEN_PREFIX: &str = "hepdb_pt_";
+const PLATFORM_TOKEN_SECRET_LEN: usize = 40;
+
+/// A bearer token of the platform API (the hosting platform's dashboard, billing, abuse
+/// tools). Shown once when minted; only its hash is stored, like an API key's.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlatformToken(String);
+
+impl PlatformToken {
+    pub fn generate() -> Self {
+        Self(format!(
+            "{PLATFORM_TOKEN_PREFIX}{}",
+            random::alphanumeric(PLATFORM_TOKEN_SECRET_LEN)
+        ))
+    }
+
+    /// Accepts only strings of the token's exact shape (an API key never parses).
+    pub fn parse(s: &str) -> Option<Self> {
+        let secret = s.strip_prefix(PLATFORM_TOKEN_PREFIX)?;
+        (secret.len() == PLATFORM_TOKEN_SECRET_LEN
+            && secret.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| Self(s.to_owned()))
+    }
+
+    pub fn hash(&self) -> KeyHash {
+        KeyHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PlatformToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PlatformToken([redacted])")
+    }
+}
+
 /// What is stored of a key. The key has 190 random bits, so a fast hash is enough: there is
 /// nothing to brute-force, and the lookup stays one indexed point select.
 #[derive(Clone, Copy, Debug)]

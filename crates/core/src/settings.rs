@@ -16,6 +16,7 @@ pub const DEV_MASTER_KEY: &str = "aGVwZGItZGV2LW1hc3Rlci1rZXktbm90LXNlY3JldCE=";
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub gateway: GatewaySettings,
+    pub platform: PlatformSettings,
     pub worker: WorkerSettings,
     pub metadata: MetadataSettings,
     pub amqp: AmqpSettings,
@@ -43,6 +44,13 @@ pub struct GatewaySettings {
     pub workers: usize,
     /// On SIGTERM, how long in-flight requests may take to finish.
     pub shutdown_secs: u64,
+}
+
+/// The platform API (the hosting platform's own services), served by the gateway binary on a
+/// listener of its own that is never the public one.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlatformSettings {
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -366,6 +374,16 @@ impl Settings {
             .listen
             .parse::<SocketAddr>()
             .map_err(|_| invalid("gateway.listen", "must be an address like 127.0.0.1:8080"))?;
+        let platform =
+            self.platform.listen.parse::<SocketAddr>().map_err(|_| {
+                invalid("platform.listen", "must be an address like 127.0.0.1:8081")
+            })?;
+        if platform.port() != 0 && Some(platform) == self.gateway.listen.parse().ok() {
+            return Err(invalid(
+                "platform.listen",
+                "must not be the public listener (gateway.listen)",
+            ));
+        }
         self.worker
             .admin_listen
             .parse::<SocketAddr>()

@@ -10,7 +10,10 @@ use hepdb_core::{
     AccountId, ApiError, KeyId,
     secret::{ApiKey, KeyHash},
 };
-use hepdb_store::models::{Account, ApiKeyRow};
+use hepdb_store::{
+    Store,
+    models::{Account, ApiKeyRow},
+};
 
 use crate::{error::HttpError, state::AppState};
 
@@ -54,10 +57,26 @@ impl BearerKey {
     /// the combined reads return them): the one place keys are checked. There is no cache:
     /// disabling a key or suspending an account takes effect on the very next request, on
     /// every replica.
-    pub fn authorize(&self, found: Option<(&ApiKeyRow, &Account)>) -> Result<Caller, HttpError> {
+    ///
+    /// A key whose last recorded use is over an hour old gets a new one, written in the
+    /// background: `lastUsedAt` is coarse so that authentication adds no write per request.
+    pub fn authorize(
+        &self,
+        store: &Store,
+        found: Option<(&ApiKeyRow, &Account)>,
+    ) -> Result<Caller, HttpError> {
         let (row, account) = found.ok_or(HttpError(ApiError::BadKey))?;
-        if !self.hash.matches(&row.key_hash) {
+        if !self.hash.matches(&row.key_hash) || row.revoked_at.is_some() {
             return Err(HttpError(ApiError::BadKey));
+        }
+        let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+        if row.last_used_at.is_none_or(|at| at < hour_ago) {
+            let (store, id) = (store.clone(), row.id.clone());
+            tokio::spawn(async move {
+                if let Err(error) = store.note_key_use(&id).await {
+                    tracing::debug!(%error, "could not record a key's use");
+                }
+            });
         }
         if !row.enabled {
             return Err(HttpError(ApiError::KeyDisabled));
@@ -78,7 +97,10 @@ impl BearerKey {
     /// Looks the key up on its own (for endpoints that read nothing before they check it).
     pub async fn authenticate(&self, state: &AppState) -> Result<Caller, HttpError> {
         let found = state.store.find_key(&self.hash).await?;
-        self.authorize(found.as_ref().map(|(row, account)| (row, account)))
+        self.authorize(
+            &state.store,
+            found.as_ref().map(|(row, account)| (row, account)),
+        )
     }
 }
 

@@ -81,6 +81,39 @@ impl Dispatcher {
         self.broker.wait_connected(timeout).await.is_some()
     }
 
+    /// Publishes access jobs already recorded in metadata that nobody waits for (a
+    /// suspension's): confirmed, without a reply queue, each within the request timeout.
+    /// Returns how many went; the reconciler delivers the rest.
+    pub async fn send_access_jobs(&self, jobs: &[(JobId, DatabaseId)]) -> usize {
+        let Some(session) = self.broker.current() else {
+            return 0;
+        };
+        let mut sent = 0;
+        for (job, database) in jobs {
+            let message = JobMessage {
+                v: MESSAGE_VERSION,
+                job_id: *job,
+                database_id: *database,
+                kind: JobKind::Access.into(),
+            };
+            let publish = publish_job(
+                &session.publisher,
+                &self.topology,
+                &message,
+                FieldTable::default(),
+                None,
+            );
+            match tokio::time::timeout(self.timeout, publish).await {
+                Ok(Ok(())) => sent += 1,
+                _ => {
+                    tracing::warn!(%job, "could not publish an access job; the reconciler will");
+                    break;
+                }
+            }
+        }
+        sent
+    }
+
     /// Runs a job whose intent is already in metadata, and returns once it is done, failed,
     /// or known to be still running. Never waits longer than the configured timeout.
     pub async fn run(

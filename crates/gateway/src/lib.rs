@@ -8,6 +8,7 @@ pub mod auth;
 pub mod dispatch;
 pub mod error;
 mod metrics;
+mod platform;
 pub mod request_id;
 mod routes;
 pub mod state;
@@ -26,6 +27,8 @@ use crate::{audit::AuditWriter, dispatch::Dispatcher, state::AppState};
 pub struct Application {
     port: u16,
     server: Server,
+    platform_port: u16,
+    platform: Server,
     state: web::Data<AppState>,
 }
 
@@ -81,13 +84,13 @@ impl Application {
         let json = web::JsonConfig::default()
             .limit(settings.gateway.max_body_bytes)
             .error_handler(error::json_error);
-        let app_state = state.clone();
+        let (app_state, app_json) = (state.clone(), json.clone());
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(metrics::record))
                 .wrap(actix_web::middleware::from_fn(request_id::assign))
                 .app_data(app_state.clone())
-                .app_data(json.clone())
+                .app_data(app_json.clone())
                 .configure(routes::configure)
                 .default_service(web::to(error::no_route))
         })
@@ -96,15 +99,23 @@ impl Application {
         if settings.gateway.workers > 0 {
             server = server.workers(settings.gateway.workers);
         }
+        let (platform, platform_port) = platform_server(settings, state.clone(), json)?;
         Ok(Self {
             port,
             server: server.run(),
+            platform_port,
+            platform,
             state,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the platform API's own listener.
+    pub fn platform_port(&self) -> u16 {
+        self.platform_port
     }
 
     /// Waits until the broker connection is up (used at start-up and by tests).
@@ -116,6 +127,33 @@ impl Application {
     /// in-flight requests (up to the shutdown timeout).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let _state = self.state;
-        self.server.await
+        let (public, platform) = futures_util::future::join(self.server, self.platform).await;
+        public.and(platform)
     }
+}
+
+/// The platform API's server: its own listener (`platform.listen`), its own routes, the same
+/// state, middleware and JSON limits as the public one. Two threads: it serves the platform's
+/// few services, not the public's load.
+fn platform_server(
+    settings: &Settings,
+    state: web::Data<AppState>,
+    json: web::JsonConfig,
+) -> anyhow::Result<(Server, u16)> {
+    let listener = TcpListener::bind(&settings.platform.listen)
+        .with_context(|| format!("binding platform.listen {}", settings.platform.listen))?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(request_id::assign))
+            .app_data(state.clone())
+            .app_data(json.clone())
+            .configure(platform::configure)
+            .default_service(web::to(error::no_route))
+    })
+    .listen(listener)?
+    .workers(2)
+    .shutdown_timeout(settings.gateway.shutdown_secs)
+    .run();
+    Ok((server, port))
 }

@@ -2,11 +2,11 @@
 
 use diesel::{OptionalExtension, prelude::*};
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use hepdb_core::{AccountId, DatabaseId, DatabaseState, JobId, naming::DbTag};
+use hepdb_core::{Access, AccountId, DatabaseId, DatabaseState, JobId, naming::DbTag};
 
 use crate::{
     Result, Store, StoreError, exactly_one,
-    models::Account,
+    models::{Account, Database},
     schema::{accounts, api_keys, databases},
 };
 
@@ -18,20 +18,133 @@ pub struct AccountUpdate {
     pub db_access: Option<bool>,
 }
 
+/// A new account, as the platform API or `hepdb-admin` asks for it.
+#[derive(Debug, Clone)]
+pub struct NewAccount<'a> {
+    /// The platform's own id for the owner, unique when given.
+    pub external_id: Option<&'a str>,
+    pub name: &'a str,
+    pub slots: i32,
+    pub storage_mb: i64,
+    pub db_access: bool,
+}
+
+/// Why an account was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAccountError {
+    #[error("an account with this external id exists already")]
+    ExternalIdTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A random 40-bit `db_tag` collides with an existing one about once in 10^12 / accounts
+/// creations; a collision is retried with a new tag, this many times, never surfaced.
+const DB_TAG_TRIES: usize = 8;
+
+/// What an account holds: slots and bytes in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub slots_used: i64,
+    pub used_bytes: i64,
+    /// Databases whose engine access is not yet what metadata wants (a suspension or a quota
+    /// change still on its way to the engines).
+    pub access_pending: i64,
+}
+
 impl Store {
     pub async fn create_account(&self, name: &str, slots: i32, storage_mb: i64) -> Result<Account> {
+        let new = NewAccount {
+            external_id: None,
+            name,
+            slots,
+            storage_mb,
+            db_access: true,
+        };
+        self.insert_account(&new).await.map_err(|e| match e {
+            CreateAccountError::Store(e) => e,
+            CreateAccountError::ExternalIdTaken => StoreError::Guard("external id taken".into()),
+        })
+    }
+
+    /// Creates an account with a fresh `db_tag`; a tag that collides is retried with another.
+    pub async fn insert_account(
+        &self,
+        new: &NewAccount<'_>,
+    ) -> std::result::Result<Account, CreateAccountError> {
+        use diesel::result::{DatabaseErrorKind::UniqueViolation, Error::DatabaseError};
         let mut conn = self.conn().await?;
-        Ok(diesel::insert_into(accounts::table)
-            .values((
-                accounts::id.eq(AccountId::new().to_text()),
-                accounts::name.eq(name),
-                accounts::db_tag.eq(DbTag::generate().as_str()),
-                accounts::slots.eq(slots),
-                accounts::storage_mb.eq(storage_mb),
-            ))
-            .returning(Account::as_returning())
-            .get_result(&mut conn)
-            .await?)
+        for _ in 0..DB_TAG_TRIES {
+            let inserted = diesel::insert_into(accounts::table)
+                .values((
+                    accounts::id.eq(AccountId::new().to_text()),
+                    accounts::name.eq(new.name),
+                    accounts::db_tag.eq(DbTag::generate().as_str()),
+                    accounts::slots.eq(new.slots),
+                    accounts::storage_mb.eq(new.storage_mb),
+                    accounts::db_access.eq(new.db_access),
+                    accounts::external_id.eq(new.external_id),
+                ))
+                .returning(Account::as_returning())
+                .get_result(&mut conn)
+                .await;
+            match inserted {
+                Ok(account) => return Ok(account),
+                Err(DatabaseError(UniqueViolation, info))
+                    if info.constraint_name() == Some("accounts_db_tag_key") =>
+                {
+                    tracing::info!("db_tag collision; retrying with a new tag");
+                }
+                Err(DatabaseError(UniqueViolation, info))
+                    if info.constraint_name() == Some("accounts_external_id_key") =>
+                {
+                    return Err(CreateAccountError::ExternalIdTaken);
+                }
+                Err(e) => return Err(StoreError::from(e).into()),
+            }
+        }
+        Err(StoreError::Guard("no free db_tag after several tries".into()).into())
+    }
+
+    /// The account with this platform id.
+    pub async fn account_by_external_id(&self, external_id: &str) -> Result<Option<Account>> {
+        let mut conn = self.conn().await?;
+        Ok(accounts::table
+            .filter(accounts::external_id.eq(external_id))
+            .select(Account::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
+    /// Slots and bytes the account uses, and how many of its databases' engine access has not
+    /// caught up with metadata yet.
+    pub async fn usage(&self, account: &Account) -> Result<Usage> {
+        use diesel::dsl::count_star;
+        let conn = self.conn().await?;
+        let id = account.id.as_str();
+        let slots_used: i64 = databases::table
+            .filter(databases::account_id.eq(id))
+            .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::holds_slot)))
+            .select(count_star())
+            .get_result(&mut &*conn)
+            .await?;
+        let used_bytes = crate::quota::used_bytes(&conn, id).await?;
+        let visible: Vec<Database> = databases::table
+            .filter(databases::account_id.eq(id))
+            .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::is_visible)))
+            .select(Database::as_select())
+            .load(&mut &*conn)
+            .await?;
+        let access_pending = visible
+            .iter()
+            .filter(|d| Access::wanted(account.suspended, d.state()) != d.engine_access())
+            .count();
+        Ok(Usage {
+            slots_used,
+            used_bytes,
+            access_pending: i64::try_from(access_pending).unwrap_or(i64::MAX),
+        })
     }
 
     pub async fn account(&self, id: AccountId) -> Result<Option<Account>> {

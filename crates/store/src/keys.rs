@@ -16,33 +16,104 @@ impl Store {
     /// Mints a key for the account. The plain key is returned once and never stored.
     /// `None` if the account does not exist.
     pub async fn mint_key(&self, account: AccountId) -> Result<Option<(KeyId, ApiKey)>> {
+        Ok(self
+            .mint_labeled_key(account, "")
+            .await?
+            .map(|(row, key)| (row.id.parse().expect("a minted key's id"), key)))
+    }
+
+    /// [`Store::mint_key`] with the label the dashboard shows; returns the stored row too.
+    pub async fn mint_labeled_key(
+        &self,
+        account: AccountId,
+        label: &str,
+    ) -> Result<Option<(ApiKeyRow, ApiKey)>> {
         if self.account(account).await?.is_none() {
             return Ok(None);
         }
         let (id, key) = (KeyId::new(), ApiKey::generate());
         let mut conn = self.conn().await?;
-        diesel::insert_into(api_keys::table)
+        let row = diesel::insert_into(api_keys::table)
             .values((
                 api_keys::id.eq(id.to_text()),
                 api_keys::account_id.eq(account.to_text()),
                 api_keys::key_hash.eq(&key.hash().0[..]),
+                api_keys::label.eq(label),
             ))
-            .execute(&mut conn)
+            .returning(ApiKeyRow::as_returning())
+            .get_result(&mut conn)
             .await?;
-        Ok(Some((id, key)))
+        Ok(Some((row, key)))
     }
 
-    /// Enables or disables a key by its id. Returns whether the key exists.
-    pub async fn set_key_enabled(&self, id: KeyId, enabled: bool) -> Result<bool> {
+    /// The owner's switch: enables or disables a key by its id. A revoked key stays revoked.
+    /// Returns the key as it is now, `None` if there is no such key (or it was revoked).
+    pub async fn set_key_enabled(&self, id: KeyId, enabled: bool) -> Result<Option<ApiKeyRow>> {
         let mut conn = self.conn().await?;
-        let n = diesel::update(api_keys::table.find(id.to_text()))
-            .set((
-                api_keys::enabled.eq(enabled),
-                api_keys::disabled_by_suspension.eq(false),
-            ))
-            .execute(&mut conn)
-            .await?;
-        Ok(n == 1)
+        Ok(diesel::update(
+            api_keys::table
+                .find(id.to_text())
+                .filter(api_keys::revoked_at.is_null()),
+        )
+        .set((
+            api_keys::enabled.eq(enabled),
+            api_keys::disabled_by_suspension.eq(false),
+        ))
+        .returning(ApiKeyRow::as_returning())
+        .get_result(&mut conn)
+        .await
+        .optional()?)
+    }
+
+    /// Revokes a key for good: it never works again, and neither the owner nor an
+    /// unsuspension enables it. Returns the account it belonged to, `None` if there is no such
+    /// live key.
+    pub async fn revoke_key(&self, id: KeyId) -> Result<Option<String>> {
+        let mut conn = self.conn().await?;
+        Ok(diesel::update(
+            api_keys::table
+                .find(id.to_text())
+                .filter(api_keys::revoked_at.is_null()),
+        )
+        .set((
+            api_keys::enabled.eq(false),
+            api_keys::disabled_by_suspension.eq(false),
+            api_keys::revoked_at.eq(diesel::dsl::now),
+        ))
+        .returning(api_keys::account_id)
+        .get_result(&mut conn)
+        .await
+        .optional()?)
+    }
+
+    /// The account's keys that were not revoked, oldest first.
+    pub async fn keys_of(&self, account: AccountId) -> Result<Vec<ApiKeyRow>> {
+        let mut conn = self.conn().await?;
+        Ok(api_keys::table
+            .filter(api_keys::account_id.eq(account.to_text()))
+            .filter(api_keys::revoked_at.is_null())
+            .order(api_keys::created_at)
+            .select(ApiKeyRow::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// Records that a key was used, at most once an hour per key: `lastUsedAt` is coarse so
+    /// that authentication never adds a write per request.
+    pub async fn note_key_use(&self, id: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+        diesel::update(
+            api_keys::table.find(id).filter(
+                api_keys::last_used_at
+                    .is_null()
+                    .or(api_keys::last_used_at.lt(hour_ago)),
+            ),
+        )
+        .set(api_keys::last_used_at.eq(diesel::dsl::now))
+        .execute(&mut conn)
+        .await?;
+        Ok(())
     }
 
     /// The account a key belongs to.

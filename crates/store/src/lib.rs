@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod keys;
 pub mod migrate;
 pub mod models;
+pub mod platform;
 pub mod quota;
 pub mod reconcile;
 pub mod schema;

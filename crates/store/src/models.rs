@@ -20,6 +20,8 @@ pub struct Account {
     pub suspended: bool,
     pub next_db_seq: i32,
     pub created_at: DateTime<Utc>,
+    /// The platform's own id for the owner (the platform API's `externalId`).
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -31,6 +33,22 @@ pub struct ApiKeyRow {
     pub enabled: bool,
     pub disabled_by_suspension: bool,
     pub created_at: DateTime<Utc>,
+    pub label: String,
+    /// Coarse: written at most once an hour per key.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Revoked for good: the key never works again and cannot be enabled.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKeyRow {
+    /// Who switched the key off: `owner`, `suspension`, or nobody (`None`).
+    pub fn disabled_by(&self) -> Option<&'static str> {
+        match (self.enabled, self.disabled_by_suspension) {
+            (true, _) => None,
+            (false, true) => Some("suspension"),
+            (false, false) => Some("owner"),
+        }
+    }
 }
 
 /// A database row. `password_sealed` is opaque here; only holders of the master key open it.

@@ -11,6 +11,7 @@ diesel::table! {
         suspended -> Bool,
         next_db_seq -> Int4,
         created_at -> Timestamptz,
+        external_id -> Nullable<Text>,
     }
 }
 
@@ -22,6 +23,19 @@ diesel::table! {
         enabled -> Bool,
         disabled_by_suspension -> Bool,
         created_at -> Timestamptz,
+        label -> Text,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    platform_tokens (id) {
+        id -> Text,
+        name -> Text,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -114,5 +128,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     engine_hosts,
     idempotency_keys,
     jobs,
-    periodic_runs
+    periodic_runs,
+    platform_tokens
 );

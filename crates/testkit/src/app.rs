@@ -15,6 +15,8 @@ use crate::{bootstrap_provisioners, metadata::own_metadata};
 /// One test's running stack. Its `Debug` leaves out the key and the settings (secrets).
 pub struct TestApp {
     pub address: String,
+    /// The platform API's own listener.
+    pub platform_address: String,
     pub client: reqwest::Client,
     pub settings: Settings,
     pub store: Store,
@@ -53,6 +55,7 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     settings.amqp.queue_prefix = format!("test_{tag}");
     settings.amqp.queue_expires_secs = 600;
     settings.gateway.listen = "127.0.0.1:0".into();
+    settings.platform.listen = "127.0.0.1:0".into();
     settings.gateway.workers = 2;
     settings.worker.admin_listen = "127.0.0.1:0".into();
     // Tests run reconciler passes themselves (`Worker::reconcile`).
@@ -80,7 +83,7 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     let app = Application::build(&gateway_settings)
         .await
         .expect("gateway");
-    let port = app.port();
+    let (port, platform_port) = (app.port(), app.platform_port());
     if !options.no_broker_wait {
         assert!(
             app.wait_broker(Duration::from_secs(15)).await,
@@ -98,6 +101,7 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     let (_, key) = store.mint_key(account).await.unwrap().unwrap();
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        platform_address: format!("http://127.0.0.1:{platform_port}"),
         client: reqwest::Client::new(),
         settings,
         store,
@@ -146,6 +150,37 @@ impl TestApp {
         let text = resp.text().await.unwrap();
         let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
         (status, json)
+    }
+
+    /// A request to the platform API, with `Authorization: <auth>` (none when `None`).
+    pub async fn platform(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(
+            method,
+            format!("{}/platform/v1{path}", self.platform_address),
+        );
+        if let Some(auth) = auth {
+            req = req.header("Authorization", auth);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+        (status, json)
+    }
+
+    /// A new platform token named `name`, as `Bearer <token>`.
+    pub async fn platform_token(&self, name: &str) -> String {
+        let (_, token) = self.store.mint_platform_token(name).await.unwrap();
+        format!("Bearer {}", token.expose())
     }
 
     pub fn bearer(&self) -> String {

@@ -133,7 +133,10 @@ fn open_password(state: &AppState, db: &Database) -> Result<Password, HttpError>
 
 pub async fn list(state: web::Data<AppState>, key: BearerKey) -> Result<HttpResponse, HttpError> {
     let found = state.store.list_for_key(key.hash()).await?;
-    key.authorize(found.as_ref().map(|(row, account, _)| (row, account)))?;
+    key.authorize(
+        &state.store,
+        found.as_ref().map(|(row, account, _)| (row, account)),
+    )?;
     let rows = found.map(|(_, _, rows)| rows).unwrap_or_default();
     let databases: Vec<_> = rows.iter().map(Summary::of).collect();
     Ok(ok(
@@ -342,7 +345,10 @@ pub async fn reveal(
         return Err(ApiError::NotFound.into());
     };
     let found = state.store.reveal_for_key(key.hash(), id).await?;
-    let caller = key.authorize(found.as_ref().map(|(row, account, _)| (row, account)))?;
+    let caller = key.authorize(
+        &state.store,
+        found.as_ref().map(|(row, account, _)| (row, account)),
+    )?;
     let (db, host) = found
         .and_then(|(_, _, owned)| owned)
         .ok_or(ApiError::NotFound)?;

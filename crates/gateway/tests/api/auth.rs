@@ -49,7 +49,13 @@ async fn disabling_a_key_takes_effect_on_the_next_request() {
     let auth = format!("Bearer {}", key.expose());
     assert_eq!(app.send(Method::GET, LIST, Some(&auth), None).await.0, 200);
 
-    assert!(app.store.set_key_enabled(key_id, false).await.unwrap());
+    assert!(
+        app.store
+            .set_key_enabled(key_id, false)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let (s, b) = app.send(Method::GET, LIST, Some(&auth), None).await;
     assert_error(s, &b, 401, Some("KEY_DISABLED"));
     // The account's other key is unaffected.
@@ -60,7 +66,13 @@ async fn disabling_a_key_takes_effect_on_the_next_request() {
         200
     );
 
-    assert!(app.store.set_key_enabled(key_id, true).await.unwrap());
+    assert!(
+        app.store
+            .set_key_enabled(key_id, true)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(app.send(Method::GET, LIST, Some(&auth), None).await.0, 200);
 }
 
@@ -127,7 +139,13 @@ async fn every_endpoint_checks_the_key_before_it_shows_anything() {
     let (_, created) = app.create(serde_json::json!({"name": "guarded"})).await;
     let id = data(&created)["id"].as_str().unwrap().to_owned();
     let (key_id, key) = app.store.mint_key(app.account).await.unwrap().unwrap();
-    assert!(app.store.set_key_enabled(key_id, false).await.unwrap());
+    assert!(
+        app.store
+            .set_key_enabled(key_id, false)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let auth = format!("Bearer {}", key.expose());
     let reveal = format!("{LIST}/{id}");
     let rotate = format!("{LIST}/{id}/rotate");

@@ -8,6 +8,7 @@ mod envelope;
 mod hosts;
 mod idempotency;
 mod pipeline;
+mod platform;
 mod quota;
 mod reconcile;
 mod reveal_rotate;

@@ -1,0 +1,160 @@
+//! API keys, as the owner manages them in the dashboard: mint (shown once), list, switch off
+//! and on, and revoke for good.
+
+use actix_web::{HttpResponse, http::StatusCode, web};
+use hepdb_core::{ApiError, KeyId, time::iso8601};
+use hepdb_store::models::ApiKeyRow;
+use serde::{Deserialize, Serialize};
+
+use super::{Platform, accounts, audit, ok};
+use crate::{error::HttpError, state::AppState};
+
+/// A key as the dashboard shows it (never the key itself, except once at minting).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView {
+    id: String,
+    label: String,
+    enabled: bool,
+    disabled_by: Option<&'static str>,
+    created_at: String,
+    last_used_at: Option<String>,
+}
+
+impl KeyView {
+    fn of(row: &ApiKeyRow) -> Self {
+        Self {
+            id: row.id.clone(),
+            label: row.label.clone(),
+            enabled: row.enabled,
+            disabled_by: row.disabled_by(),
+            created_at: iso8601(row.created_at),
+            last_used_at: row.last_used_at.map(iso8601),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintBody {
+    #[serde(default)]
+    label: String,
+}
+
+fn key_id(raw: &str) -> Result<KeyId, HttpError> {
+    raw.parse().map_err(|_| HttpError(ApiError::KeyNotFound))
+}
+
+/// `POST /accounts/{id}/keys`: 201 with the key, the only time it is shown.
+pub async fn mint(
+    platform: Platform,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<MintBody>,
+) -> Result<HttpResponse, HttpError> {
+    let account = accounts::account_id(&path)?;
+    let label = body.into_inner().label;
+    if label.chars().count() > 100 || label.chars().any(char::is_control) {
+        return Err(HttpError(ApiError::BadRequest(
+            "`label` must be at most 100 printable characters".into(),
+        )));
+    }
+    let (row, key) = state
+        .store
+        .mint_labeled_key(account, &label)
+        .await?
+        .ok_or(HttpError(ApiError::AccountNotFound))?;
+    audit(
+        &state,
+        &platform,
+        "key.mint",
+        &row.account_id,
+        Some(&row.id),
+        None,
+    )
+    .await?;
+    let mut data = serde_json::to_value(KeyView::of(&row)).expect("key views serialize");
+    data["key"] = key.expose().into();
+    Ok(ok(StatusCode::CREATED, data))
+}
+
+/// `GET /accounts/{id}/keys`: every key not revoked.
+pub async fn list(
+    _: Platform,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let account = accounts::load(&state, accounts::account_id(&path)?).await?;
+    let keys = state
+        .store
+        .keys_of(
+            account
+                .id
+                .parse()
+                .map_err(|_| HttpError(ApiError::Internal))?,
+        )
+        .await?;
+    let keys: Vec<KeyView> = keys.iter().map(KeyView::of).collect();
+    Ok(ok(StatusCode::OK, serde_json::json!({ "keys": keys })))
+}
+
+/// `POST /keys/{id}/disable` and `/enable`: the owner's switch.
+pub async fn disable(
+    platform: Platform,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    switch(platform, state, path, false).await
+}
+
+pub async fn enable(
+    platform: Platform,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    switch(platform, state, path, true).await
+}
+
+async fn switch(
+    platform: Platform,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    enabled: bool,
+) -> Result<HttpResponse, HttpError> {
+    let row = state
+        .store
+        .set_key_enabled(key_id(&path)?, enabled)
+        .await?
+        .ok_or(HttpError(ApiError::KeyNotFound))?;
+    let action = if enabled { "key.enable" } else { "key.disable" };
+    audit(
+        &state,
+        &platform,
+        action,
+        &row.account_id,
+        Some(&row.id),
+        None,
+    )
+    .await?;
+    Ok(ok(StatusCode::OK, KeyView::of(&row)))
+}
+
+/// `DELETE /keys/{id}`: revoked for good.
+pub async fn revoke(
+    platform: Platform,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let id = key_id(&path)?;
+    let account = state
+        .store
+        .revoke_key(id)
+        .await?
+        .ok_or(HttpError(ApiError::KeyNotFound))?;
+    let key = id.to_text();
+    audit(&state, &platform, "key.revoke", &account, Some(&key), None).await?;
+    Ok(ok(
+        StatusCode::OK,
+        serde_json::json!({ "id": key, "revoked": true }),
+    ))
+}

@@ -1,0 +1,554 @@
+//! The platform API, driven the way the hosting platform's dashboard drives it, on real
+//! services: onboarding, top-ups, the owner's key switches, suspension, and who may call what.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use hepdb_testkit::*;
+
+/// Creates an account through the platform API; returns its id.
+async fn account(app: &TestApp, token: &str, external_id: &str, slots: i32) -> String {
+    let (s, b) = app
+        .platform(
+            Method::POST,
+            "/accounts",
+            Some(token),
+            Some(
+                json!({"externalId": external_id, "name": "Ada", "slots": slots, "storageMb": 100}),
+            ),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    data(&b)["id"].as_str().unwrap().to_owned()
+}
+
+/// Mints a key for the account; returns (key id, `Bearer <key>`).
+async fn key(app: &TestApp, token: &str, account: &str, label: &str) -> (String, String) {
+    let (s, b) = app
+        .platform(
+            Method::POST,
+            &format!("/accounts/{account}/keys"),
+            Some(token),
+            Some(json!({"label": label})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let d = data(&b);
+    assert_eq!(d["label"], label);
+    assert_eq!(
+        (d["enabled"].as_bool(), d["disabledBy"].is_null()),
+        (Some(true), true)
+    );
+    (
+        d["id"].as_str().unwrap().to_owned(),
+        format!("Bearer {}", d["key"].as_str().unwrap()),
+    )
+}
+
+async fn create_with(app: &TestApp, bearer: &str, name: &str) -> (reqwest::StatusCode, Value) {
+    app.send(
+        Method::POST,
+        "/api/v1/db/databases",
+        Some(bearer),
+        Some(json!({"name": name})),
+    )
+    .await
+}
+
+async fn list_with(app: &TestApp, bearer: &str) -> (reqwest::StatusCode, Value) {
+    app.send(Method::GET, "/api/v1/db/databases", Some(bearer), None)
+        .await
+}
+
+async fn get_account(app: &TestApp, token: &str, id: &str) -> Value {
+    let (s, b) = app
+        .platform(Method::GET, &format!("/accounts/{id}"), Some(token), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    data(&b).clone()
+}
+
+/// 1. The dashboard creates an account and a key; the key creates a database over the public
+/// API, and the account shows the slot in use.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_onboards_an_account_that_creates_a_database() {
+    let app = spawn_app().await;
+    let token = app.platform_token("dashboard").await;
+    let external = format!("user-{}", ulid_like());
+    let id = account(&app, &token, &external, 1).await;
+    let a = get_account(&app, &token, &id).await;
+    assert_eq!(
+        keys(&a),
+        [
+            "createdAt",
+            "dbAccess",
+            "engineAccess",
+            "externalId",
+            "id",
+            "name",
+            "slots",
+            "storage",
+            "suspended"
+        ]
+    );
+    assert_eq!(a["slots"], json!({"total": 1, "used": 0}));
+    assert_eq!(
+        a["storage"],
+        json!({"quotaBytes": 100 * 1024 * 1024, "usedBytes": 0})
+    );
+    assert_eq!(
+        (a["suspended"].as_bool(), a["dbAccess"].as_bool()),
+        (Some(false), Some(true))
+    );
+
+    // The platform's id is unique, and finds the account.
+    let (s, b) = app
+        .platform(
+            Method::POST,
+            "/accounts",
+            Some(&token),
+            Some(json!({"externalId": external, "name": "Ada", "slots": 1, "storageMb": 1})),
+        )
+        .await;
+    assert_error(s, &b, 409, Some("EXTERNAL_ID_TAKEN"));
+    let (s, b) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts?externalId={external}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), data(&b)["id"].as_str()),
+        (200, Some(id.as_str()))
+    );
+
+    let (_, bearer) = key(&app, &token, &id, "ci").await;
+    let (s, b) = create_with(&app, &bearer, "shop").await;
+    assert_eq!(s, 201, "{b}");
+    assert!(can_login(data(&b)["connectionString"].as_str().unwrap()).await);
+    assert_eq!(get_account(&app, &token, &id).await["slots"]["used"], 1);
+}
+
+/// 2. A create refused for want of slots goes through once the platform tops them up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_top_up_lets_a_refused_create_through() {
+    let app = spawn_app().await;
+    let token = app.platform_token("billing").await;
+    let id = account(&app, &token, &format!("u-{}", ulid_like()), 1).await;
+    let (_, bearer) = key(&app, &token, &id, "").await;
+    assert_eq!(create_with(&app, &bearer, "one").await.0, 201);
+    let (s, b) = create_with(&app, &bearer, "two").await;
+    assert_error(s, &b, 402, Some("OUT_OF_SLOTS"));
+    let (s, b) = app
+        .platform(
+            Method::PATCH,
+            &format!("/accounts/{id}"),
+            Some(&token),
+            Some(json!({"slots": 2, "storageMb": 200})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(data(&b)["slots"], json!({"total": 2, "used": 1}));
+    assert_eq!(data(&b)["storage"]["quotaBytes"], 200 * 1024 * 1024);
+    let (s, b) = create_with(&app, &bearer, "two").await;
+    assert_eq!(s, 201, "{b}");
+}
+
+/// 3. The owner switches a key off (401 `KEY_DISABLED`) and on again, then revokes it for
+/// good: it is refused as unknown, cannot be enabled, and is no longer listed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owner_switches_a_key_off_and_on_and_revokes_it() {
+    let app = spawn_app().await;
+    let token = app.platform_token("dashboard").await;
+    let id = account(&app, &token, &format!("u-{}", ulid_like()), 2).await;
+    let (key_id, bearer) = key(&app, &token, &id, "laptop").await;
+    assert_eq!(list_with(&app, &bearer).await.0, 200);
+
+    let (s, b) = app
+        .platform(
+            Method::POST,
+            &format!("/keys/{key_id}/disable"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), &data(&b)["disabledBy"]),
+        (200, &json!("owner"))
+    );
+    let (s, b) = list_with(&app, &bearer).await;
+    assert_error(s, &b, 401, Some("KEY_DISABLED"));
+    let (s, b) = app
+        .platform(
+            Method::POST,
+            &format!("/keys/{key_id}/enable"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), data(&b)["enabled"].as_bool()),
+        (200, Some(true))
+    );
+    assert_eq!(list_with(&app, &bearer).await.0, 200);
+
+    // Its use is recorded, coarsely, in the background.
+    let started = Instant::now();
+    loop {
+        let (_, b) = app
+            .platform(
+                Method::GET,
+                &format!("/accounts/{id}/keys"),
+                Some(&token),
+                None,
+            )
+            .await;
+        let listed = &data(&b)["keys"][0];
+        assert_eq!(
+            keys(listed),
+            [
+                "createdAt",
+                "disabledBy",
+                "enabled",
+                "id",
+                "label",
+                "lastUsedAt"
+            ]
+        );
+        if listed["lastUsedAt"].is_string() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "lastUsedAt never set"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (s, b) = app
+        .platform(
+            Method::DELETE,
+            &format!("/keys/{key_id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), data(&b)["revoked"].as_bool()),
+        (200, Some(true))
+    );
+    let (s, b) = list_with(&app, &bearer).await;
+    assert_error(s, &b, 401, Some("BAD_KEY"));
+    for action in ["enable", "disable"] {
+        let (s, b) = app
+            .platform(
+                Method::POST,
+                &format!("/keys/{key_id}/{action}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_error(s, &b, 404, Some("KEY_NOT_FOUND"));
+    }
+    let (s, b) = app
+        .platform(
+            Method::DELETE,
+            &format!("/keys/{key_id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 404, Some("KEY_NOT_FOUND"));
+    let (_, b) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts/{id}/keys"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(data(&b)["keys"], json!([]));
+
+    // Every change is in the audit log, with the token's name as the actor.
+    let entries = app.store.audit_log(id.parse().unwrap()).await.unwrap();
+    let by_platform: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.actor == "platform:dashboard")
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(
+        by_platform,
+        [
+            "account.create",
+            "key.mint",
+            "key.disable",
+            "key.enable",
+            "key.revoke"
+        ]
+    );
+}
+
+/// 5. Suspension through the platform API: keys and metadata change before the answer, the
+/// engines follow (reported as `engineAccess` until they have), and unsuspension undoes
+/// exactly what suspension did.
+#[tokio::test(flavor = "multi_thread")]
+async fn suspension_through_the_platform_cascades_to_keys_and_engines() {
+    let app = spawn_app().await;
+    let token = app.platform_token("abuse").await;
+    let id = account(&app, &token, &format!("u-{}", ulid_like()), 2).await;
+    let (_, bearer) = key(&app, &token, &id, "").await;
+    let (owner_off, _) = key(&app, &token, &id, "off").await;
+    app.platform(
+        Method::POST,
+        &format!("/keys/{owner_off}/disable"),
+        Some(&token),
+        None,
+    )
+    .await;
+    let (_, created) = create_with(&app, &bearer, "site").await;
+    let cs = data(&created)["connectionString"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (s, b) = app
+        .platform(
+            Method::POST,
+            &format!("/accounts/{id}/suspend"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), data(&b)["suspended"].as_bool()),
+        (200, Some(true))
+    );
+    let (s, b) = list_with(&app, &bearer).await;
+    assert_error(s, &b, 401, Some("KEY_DISABLED"));
+    converged(&app, &token, &id).await;
+    assert!(!can_login(&cs).await, "the engine user is locked");
+    let (_, b) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts/{id}/keys"),
+            Some(&token),
+            None,
+        )
+        .await;
+    let by: Vec<&Value> = data(&b)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["disabledBy"])
+        .collect();
+    assert_eq!(by, [&json!("suspension"), &json!("owner")]);
+
+    let (s, b) = app
+        .platform(
+            Method::POST,
+            &format!("/accounts/{id}/unsuspend"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), data(&b)["suspended"].as_bool()),
+        (200, Some(false))
+    );
+    converged(&app, &token, &id).await;
+    assert!(can_login(&cs).await, "the engine user works again");
+    assert_eq!(list_with(&app, &bearer).await.0, 200);
+    let (_, b) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts/{id}/keys"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        data(&b)["keys"][1]["disabledBy"],
+        "owner",
+        "the owner's switch stays off"
+    );
+}
+
+/// Waits until the account's engines are where metadata wants them.
+async fn converged(app: &TestApp, token: &str, id: &str) {
+    let started = Instant::now();
+    loop {
+        let a = get_account(app, token, id).await;
+        if a["engineAccess"]["converged"] == true {
+            assert_eq!(a["engineAccess"]["pending"], 0);
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never converged: {a}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 7. Each API takes only its own credential, and each listener serves only its own API.
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_and_keys_stay_on_their_own_api() {
+    let app = spawn_app().await;
+    let token = app.platform_token("dashboard").await;
+    let (s, b) = app
+        .platform(Method::GET, "/accounts?externalId=x", None, None)
+        .await;
+    assert_error(s, &b, 401, Some("NO_TOKEN"));
+    let (s, b) = app
+        .platform(
+            Method::GET,
+            "/accounts?externalId=x",
+            Some(&app.bearer()),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 401, Some("BAD_TOKEN"));
+    let (s, b) = list_with(&app, &token).await;
+    assert_error(s, &b, 401, Some("BAD_KEY"));
+    let (s, b) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts/{}", app.account),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    // A revoked token is refused at once.
+    let (id, revoked) = app.store.mint_platform_token("old").await.unwrap();
+    let revoked = format!("Bearer {}", revoked.expose());
+    assert!(app.store.revoke_platform_token(id).await.unwrap());
+    let (s, b) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts/{}", app.account),
+            Some(&revoked),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 401, Some("BAD_TOKEN"));
+
+    // The public listener has no platform API, and the platform listener no public one.
+    let (s, b) = app
+        .send(
+            Method::GET,
+            &format!("/platform/v1/accounts/{}", app.account),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 404, Some("NO_ROUTE"));
+    let url = format!("{}/api/v1/db/databases", app.platform_address);
+    let resp = app
+        .client
+        .get(url)
+        .header("Authorization", app.bearer())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+/// Bad input is a 4xx in the envelope, never a 5xx.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_platform_requests_are_refused_in_the_envelope() {
+    let app = spawn_app().await;
+    let token = app.platform_token("dashboard").await;
+    let id = app.account.to_text();
+    let cases: Vec<(Method, String, Option<Value>, u16, &str)> = vec![
+        (Method::GET, "/accounts".into(), None, 400, "BAD_REQUEST"),
+        (
+            Method::GET,
+            "/accounts/nope".into(),
+            None,
+            404,
+            "ACCOUNT_NOT_FOUND",
+        ),
+        (
+            Method::GET,
+            format!("/accounts/{}", hepdb_core::AccountId::new()),
+            None,
+            404,
+            "ACCOUNT_NOT_FOUND",
+        ),
+        (
+            Method::PATCH,
+            format!("/accounts/{id}"),
+            Some(json!({"slots": -1})),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            Method::PATCH,
+            format!("/accounts/{id}"),
+            Some(json!({"slotz": 3})),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            Method::PATCH,
+            format!("/accounts/{id}"),
+            Some(json!({"storageMb": "lots"})),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/accounts".into(),
+            Some(json!({"externalId": "", "name": "x", "slots": 1, "storageMb": 1})),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/accounts".into(),
+            Some(json!({"externalId": "a\u{0}b", "name": "x", "slots": 1, "storageMb": 1})),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            Method::POST,
+            format!("/accounts/{id}/keys"),
+            Some(json!({"label": "x".repeat(101)})),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/keys/nope/disable".into(),
+            None,
+            404,
+            "KEY_NOT_FOUND",
+        ),
+        (
+            Method::PUT,
+            format!("/accounts/{id}"),
+            None,
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (Method::GET, "/nothing".into(), None, 404, "NO_ROUTE"),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (s, b) = app
+            .platform(method.clone(), &path, Some(&token), body)
+            .await;
+        assert_error(s, &b, status, Some(code));
+        assert!(s.as_u16() < 500, "{method} {path}: {b}");
+    }
+}
+
+/// A unique-enough suffix for external ids.
+fn ulid_like() -> String {
+    hepdb_core::DatabaseId::new().to_text()
+}
