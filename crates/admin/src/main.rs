@@ -437,8 +437,11 @@ async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
 async fn platform_token(store: &Store, cmd: PlatformTokenCmd) -> anyhow::Result<Value> {
     Ok(match cmd {
         PlatformTokenCmd::Mint { name } => {
-            if name.trim().is_empty() || name.chars().count() > 100 {
-                bail!("--name must be 1 to 100 characters");
+            if name.trim().is_empty()
+                || name.chars().count() > 100
+                || name.chars().any(char::is_control)
+            {
+                bail!("--name must be 1 to 100 printable characters");
             }
             let (id, token) = store.mint_platform_token(&name).await?;
             json!({ "id": id, "token": token.expose() })

@@ -81,6 +81,8 @@ pub enum ApiError {
     AccountNotFound,
     #[error("key not found")]
     KeyNotFound,
+    #[error("no engine host by that name")]
+    HostNotFound,
     /// Another account already has this `externalId`.
     #[error("an account with this externalId exists already")]
     ExternalIdTaken,
@@ -95,7 +97,7 @@ impl ApiError {
             NoKey | BadKey | KeyDisabled | NoToken | BadToken => 401,
             OutOfSlots | OverStorageQuota => 402,
             AccountForbidden => 403,
-            NotFound | NoRoute | AccountNotFound | KeyNotFound => 404,
+            NotFound | NoRoute | AccountNotFound | KeyNotFound | HostNotFound => 404,
             MethodNotAllowed => 405,
             DuplicateName(_) | DatabaseDisabled | ExternalIdTaken => 409,
             PayloadTooLarge => 413,
@@ -138,6 +140,7 @@ impl ApiError {
             BadToken => "BAD_TOKEN",
             AccountNotFound => "ACCOUNT_NOT_FOUND",
             KeyNotFound => "KEY_NOT_FOUND",
+            HostNotFound => "HOST_NOT_FOUND",
             ExternalIdTaken => "EXTERNAL_ID_TAKEN",
         })
     }
@@ -176,6 +179,21 @@ mod tests {
         ];
         for (err, status, code) in rows {
             assert_eq!((err.status(), err.code()), (status, code), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn platform_rows() {
+        let rows: [(ApiError, u16, &str); 6] = [
+            (ApiError::NoToken, 401, "NO_TOKEN"),
+            (ApiError::BadToken, 401, "BAD_TOKEN"),
+            (ApiError::AccountNotFound, 404, "ACCOUNT_NOT_FOUND"),
+            (ApiError::KeyNotFound, 404, "KEY_NOT_FOUND"),
+            (ApiError::HostNotFound, 404, "HOST_NOT_FOUND"),
+            (ApiError::ExternalIdTaken, 409, "EXTERNAL_ID_TAKEN"),
+        ];
+        for (err, status, code) in rows {
+            assert_eq!((err.status(), err.code()), (status, Some(code)), "{err:?}");
         }
     }
 

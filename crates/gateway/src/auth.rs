@@ -58,8 +58,7 @@ impl BearerKey {
     /// disabling a key or suspending an account takes effect on the very next request, on
     /// every replica.
     ///
-    /// A key whose last recorded use is over an hour old gets a new one, written in the
-    /// background: `lastUsedAt` is coarse so that authentication adds no write per request.
+    /// An accepted key's use is recorded in the background, at most once an hour.
     pub fn authorize(
         &self,
         store: &Store,
@@ -69,21 +68,13 @@ impl BearerKey {
         if !self.hash.matches(&row.key_hash) || row.revoked_at.is_some() {
             return Err(HttpError(ApiError::BadKey));
         }
-        let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
-        if row.last_used_at.is_none_or(|at| at < hour_ago) {
-            let (store, id) = (store.clone(), row.id.clone());
-            tokio::spawn(async move {
-                if let Err(error) = store.note_key_use(&id).await {
-                    tracing::debug!(%error, "could not record a key's use");
-                }
-            });
-        }
         if !row.enabled {
             return Err(HttpError(ApiError::KeyDisabled));
         }
         if account.suspended || !account.db_access {
             return Err(HttpError(ApiError::AccountForbidden));
         }
+        note_use(store, row);
         Ok(Caller {
             account: account
                 .id
@@ -102,6 +93,29 @@ impl BearerKey {
             found.as_ref().map(|(row, account)| (row, account)),
         )
     }
+}
+
+/// Keys whose use this process is recording now: at most one write per key at a time, however
+/// many requests arrive before it commits (or while metadata refuses it).
+static NOTING: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Records, in the background, that an accepted key was used, when its last recorded use is
+/// over an hour old: `lastUsedAt` is coarse, so authentication adds no write per request.
+fn note_use(store: &Store, row: &ApiKeyRow) {
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    if row.last_used_at.is_some_and(|at| at >= hour_ago)
+        || !NOTING.lock().expect("noting lock").insert(row.id.clone())
+    {
+        return;
+    }
+    let (store, id) = (store.clone(), row.id.clone());
+    tokio::spawn(async move {
+        if let Err(error) = store.note_key_use(&id).await {
+            tracing::debug!(%error, "could not record a key's use");
+        }
+        NOTING.lock().expect("noting lock").remove(&id);
+    });
 }
 
 impl FromRequest for BearerKey {

@@ -81,8 +81,9 @@ impl Dispatcher {
         self.broker.wait_connected(timeout).await.is_some()
     }
 
-    /// Publishes access jobs already recorded in metadata that nobody waits for (a
-    /// suspension's): confirmed, without a reply queue, each within the request timeout.
+    /// Publishes access jobs already recorded in metadata whose outcome nobody waits for (a
+    /// suspension's): each confirmed by the broker, without a reply queue, within the request
+    /// timeout.
     /// Returns how many went; the reconciler delivers the rest.
     pub async fn send_access_jobs(&self, jobs: &[(JobId, DatabaseId)]) -> usize {
         let Some(session) = self.broker.current() else {

@@ -237,7 +237,8 @@ impl Store {
                 diesel::update(
                     api_keys::table
                         .filter(api_keys::account_id.eq(&id))
-                        .filter(api_keys::disabled_by_suspension.eq(true)),
+                        .filter(api_keys::disabled_by_suspension.eq(true))
+                        .filter(api_keys::revoked_at.is_null()),
                 )
                 .set((
                     api_keys::enabled.eq(true),

@@ -66,6 +66,31 @@ impl Store {
         Ok(())
     }
 
+    /// One page of the account's entries, newest first: at most `limit`, older than the
+    /// entry `before` (the cursor: the last id of the previous page), only `action` if given.
+    pub async fn audit_page(
+        &self,
+        account: AccountId,
+        limit: i64,
+        before: Option<i64>,
+        action: Option<&str>,
+    ) -> Result<Vec<AuditRow>> {
+        let mut conn = self.conn().await?;
+        let mut query = audit_log::table
+            .filter(audit_log::account_id.eq(account.to_text()))
+            .order(audit_log::id.desc())
+            .limit(limit)
+            .select(AuditRow::as_select())
+            .into_boxed();
+        if let Some(before) = before {
+            query = query.filter(audit_log::id.lt(before));
+        }
+        if let Some(action) = action {
+            query = query.filter(audit_log::action.eq(action));
+        }
+        Ok(query.load(&mut conn).await?)
+    }
+
     /// The account's entries, oldest first.
     pub async fn audit_log(&self, account: AccountId) -> Result<Vec<AuditRow>> {
         let mut conn = self.conn().await?;

@@ -213,6 +213,17 @@ impl Store {
 
     /// Any database by id, whatever its state (worker and operator use).
     #[tracing::instrument(name = "metadata.database", skip_all)]
+    /// Every database of the account, in any state, oldest first (the platform API's view).
+    pub async fn databases_of(&self, account: AccountId) -> Result<Vec<Database>> {
+        let mut conn = self.conn().await?;
+        Ok(databases::table
+            .filter(databases::account_id.eq(account.to_text()))
+            .order((databases::created_at, databases::id))
+            .select(Database::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
     pub async fn database(&self, id: DatabaseId) -> Result<Option<Database>> {
         let mut conn = self.conn().await?;
         Ok(databases::table

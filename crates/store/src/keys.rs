@@ -2,7 +2,7 @@
 //! a key takes effect on the next request on every gateway replica).
 
 use diesel::{OptionalExtension, dsl::AsSelect, pg::Pg, prelude::*};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use hepdb_core::{AccountId, DatabaseId, KeyId, secret::ApiKey, secret::KeyHash};
 
 use crate::{
@@ -22,47 +22,71 @@ impl Store {
             .map(|(row, key)| (row.id.parse().expect("a minted key's id"), key)))
     }
 
-    /// [`Store::mint_key`] with the label the dashboard shows; returns the stored row too.
+    /// [`Store::mint_key`] with the label the dashboard shows; returns the stored row too. A
+    /// key minted while its account is suspended waits for the unsuspension like the others
+    /// (`disabledBy: suspension`).
     pub async fn mint_labeled_key(
         &self,
         account: AccountId,
         label: &str,
     ) -> Result<Option<(ApiKeyRow, ApiKey)>> {
-        if self.account(account).await?.is_none() {
-            return Ok(None);
-        }
         let (id, key) = (KeyId::new(), ApiKey::generate());
         let mut conn = self.conn().await?;
-        let row = diesel::insert_into(api_keys::table)
-            .values((
-                api_keys::id.eq(id.to_text()),
-                api_keys::account_id.eq(account.to_text()),
-                api_keys::key_hash.eq(&key.hash().0[..]),
-                api_keys::label.eq(label),
-            ))
-            .returning(ApiKeyRow::as_returning())
-            .get_result(&mut conn)
-            .await?;
-        Ok(Some((row, key)))
+        let account = account.to_text();
+        conn.transaction(async |c| {
+            let Some(suspended) = suspended_for_share(c, &account).await? else {
+                return Ok(None);
+            };
+            let row = diesel::insert_into(api_keys::table)
+                .values((
+                    api_keys::id.eq(id.to_text()),
+                    api_keys::account_id.eq(&account),
+                    api_keys::key_hash.eq(&key.hash().0[..]),
+                    api_keys::label.eq(label),
+                    api_keys::enabled.eq(!suspended),
+                    api_keys::disabled_by_suspension.eq(suspended),
+                ))
+                .returning(ApiKeyRow::as_returning())
+                .get_result(c)
+                .await?;
+            Ok(Some((row, key)))
+        })
+        .await
     }
 
-    /// The owner's switch: enables or disables a key by its id. A revoked key stays revoked.
-    /// Returns the key as it is now, `None` if there is no such key (or it was revoked).
+    /// The owner's switch: enables or disables a key by its id. While its account is
+    /// suspended, switching it on only lets the unsuspension enable it. A revoked key stays
+    /// revoked. Returns the key as it is now, `None` if there is no such live key.
     pub async fn set_key_enabled(&self, id: KeyId, enabled: bool) -> Result<Option<ApiKeyRow>> {
         let mut conn = self.conn().await?;
-        Ok(diesel::update(
-            api_keys::table
-                .find(id.to_text())
-                .filter(api_keys::revoked_at.is_null()),
-        )
-        .set((
-            api_keys::enabled.eq(enabled),
-            api_keys::disabled_by_suspension.eq(false),
-        ))
-        .returning(ApiKeyRow::as_returning())
-        .get_result(&mut conn)
+        let id = id.to_text();
+        conn.transaction(async |c| {
+            let Some(account) = api_keys::table
+                .find(&id)
+                .filter(api_keys::revoked_at.is_null())
+                .select(api_keys::account_id)
+                .first::<String>(c)
+                .await
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let suspended = suspended_for_share(c, &account).await?.unwrap_or(false);
+            Ok(diesel::update(
+                api_keys::table
+                    .find(&id)
+                    .filter(api_keys::revoked_at.is_null()),
+            )
+            .set((
+                api_keys::enabled.eq(enabled && !suspended),
+                api_keys::disabled_by_suspension.eq(enabled && suspended),
+            ))
+            .returning(ApiKeyRow::as_returning())
+            .get_result(c)
+            .await
+            .optional()?)
+        })
         .await
-        .optional()?)
     }
 
     /// Revokes a key for good: it never works again, and neither the owner nor an
@@ -133,6 +157,19 @@ impl Store {
         let mut conn = self.conn().await?;
         Ok(key_and_account(hash).first(&mut conn).await.optional()?)
     }
+}
+
+/// Whether the account is suspended, read `FOR SHARE`: a suspension or unsuspension (which
+/// updates the account row) waits for the caller's transaction, and the other way round, so
+/// a key changed meanwhile is never left out of the cascade. `None` if there is no account.
+async fn suspended_for_share(c: &mut AsyncPgConnection, account: &str) -> Result<Option<bool>> {
+    Ok(accounts::table
+        .find(account)
+        .for_share()
+        .select(accounts::suspended)
+        .first(c)
+        .await
+        .optional()?)
 }
 
 /// A read request's key and account, fetched in the same round trip as the rows it reads.

@@ -9,7 +9,7 @@ use hepdb_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Platform, audit, ok};
+use super::{Authed, Platform, audit, ok};
 use crate::{error::HttpError, state::AppState};
 
 const MB: i64 = 1024 * 1024;
@@ -28,8 +28,9 @@ pub struct AccountView {
     storage: Storage,
     suspended: bool,
     db_access: bool,
-    /// Whether the engines are where metadata wants them (after a suspension, an
-    /// unsuspension or a quota change); `pending` databases are still on their way.
+    /// Whether the engines are where metadata wants them after a suspension or an
+    /// unsuspension (a storage change shows here once the quota watcher's next pass has
+    /// moved databases over or under quota); `pending` databases are still on their way.
     engine_access: EngineAccess,
     created_at: String,
 }
@@ -134,11 +135,9 @@ fn check_quota(slots: Option<i32>, storage_mb: Option<i64>) -> Result<(), HttpEr
 
 /// `POST /accounts`: 201 with the account; 409 `EXTERNAL_ID_TAKEN` if the platform id has one.
 pub async fn create(
-    platform: Platform,
+    Authed(platform, body): Authed<CreateBody>,
     state: web::Data<AppState>,
-    body: web::Json<CreateBody>,
 ) -> Result<HttpResponse, HttpError> {
-    let body = body.into_inner();
     check_text("externalId", &body.external_id, 255)?;
     check_text("name", &body.name, 100)?;
     check_quota(Some(body.slots), Some(body.storage_mb))?;
@@ -207,13 +206,11 @@ pub struct PatchBody {
 
 /// `PATCH /accounts/{id}`: top-ups and access.
 pub async fn patch(
-    platform: Platform,
+    Authed(platform, body): Authed<PatchBody>,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<PatchBody>,
 ) -> Result<HttpResponse, HttpError> {
     let id = account_id(&path)?;
-    let body = body.into_inner();
     check_quota(body.slots, body.storage_mb)?;
     let update = AccountUpdate {
         slots: body.slots,

@@ -6,6 +6,7 @@ use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use hepdb_core::{ApiError, secret::PlatformToken};
+use serde::de::DeserializeOwned;
 
 use crate::{auth::token, error::HttpError, state::AppState};
 
@@ -45,6 +46,28 @@ impl FromRequest for Platform {
                 .await?
                 .ok_or(HttpError(ApiError::BadToken))?;
             Ok(Platform { name, address })
+        })
+    }
+}
+
+/// An authenticated caller and its JSON body, extracted in that order. Separate extractors run
+/// together, so a `web::Json` next to a [`Platform`] would answer a malformed body (and name
+/// the expected fields) to a caller whose token is not yet checked.
+#[derive(Debug)]
+pub struct Authed<T>(pub Platform, pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Authed<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        let platform = Platform::from_request(&req, &mut Payload::None);
+        Box::pin(async move {
+            let platform = platform.await?;
+            let body = web::Json::<T>::from_request(&req, &mut payload).await?;
+            Ok(Authed(platform, body.into_inner()))
         })
     }
 }

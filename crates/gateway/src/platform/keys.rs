@@ -6,7 +6,7 @@ use hepdb_core::{ApiError, KeyId, time::iso8601};
 use hepdb_store::models::ApiKeyRow;
 use serde::{Deserialize, Serialize};
 
-use super::{Platform, accounts, audit, ok};
+use super::{Authed, Platform, accounts, audit, ok};
 use crate::{error::HttpError, state::AppState};
 
 /// A key as the dashboard shows it (never the key itself, except once at minting).
@@ -47,13 +47,12 @@ fn key_id(raw: &str) -> Result<KeyId, HttpError> {
 
 /// `POST /accounts/{id}/keys`: 201 with the key, the only time it is shown.
 pub async fn mint(
-    platform: Platform,
+    Authed(platform, body): Authed<MintBody>,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<MintBody>,
 ) -> Result<HttpResponse, HttpError> {
     let account = accounts::account_id(&path)?;
-    let label = body.into_inner().label;
+    let label = body.label;
     if label.chars().count() > 100 || label.chars().any(char::is_control) {
         return Err(HttpError(ApiError::BadRequest(
             "`label` must be at most 100 printable characters".into(),

@@ -5,12 +5,13 @@
 mod accounts;
 mod auth;
 mod keys;
+mod reads;
 
 use actix_web::{HttpResponse, http::StatusCode, web};
 use hepdb_store::audit::AuditEntry;
 use serde::Serialize;
 
-pub use auth::Platform;
+pub use auth::{Authed, Platform};
 
 use crate::{error::HttpError, error::method_not_allowed, state::AppState};
 
@@ -43,6 +44,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/accounts/{id}/keys")
                     .route(web::post().to(keys::mint))
                     .route(web::get().to(keys::list))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/accounts/{id}/databases")
+                    .route(web::get().to(reads::databases))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/accounts/{id}/audit")
+                    .route(web::get().to(reads::audit))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/hosts")
+                    .route(web::get().to(reads::hosts))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/hosts/{name}/drain")
+                    .route(web::post().to(reads::drain))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/hosts/{name}/undrain")
+                    .route(web::post().to(reads::undrain))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(

@@ -346,6 +346,20 @@ async fn suspension_through_the_platform_cascades_to_keys_and_engines() {
         .map(|k| &k["disabledBy"])
         .collect();
     assert_eq!(by, [&json!("suspension"), &json!("owner")]);
+    // A key minted during the suspension waits for the unsuspension like the others.
+    let (s, b) = app
+        .platform(
+            Method::POST,
+            &format!("/accounts/{id}/keys"),
+            Some(&token),
+            Some(json!({"label": "during"})),
+        )
+        .await;
+    assert_eq!(
+        (s.as_u16(), &data(&b)["disabledBy"]),
+        (201, &json!("suspension"))
+    );
+    let during = format!("Bearer {}", data(&b)["key"].as_str().unwrap());
 
     let (s, b) = app
         .platform(
@@ -362,6 +376,7 @@ async fn suspension_through_the_platform_cascades_to_keys_and_engines() {
     converged(&app, &token, &id).await;
     assert!(can_login(&cs).await, "the engine user works again");
     assert_eq!(list_with(&app, &bearer).await.0, 200);
+    assert_eq!(list_with(&app, &during).await.0, 200);
     let (_, b) = app
         .platform(
             Method::GET,
@@ -551,4 +566,157 @@ async fn bad_platform_requests_are_refused_in_the_envelope() {
 /// A unique-enough suffix for external ids.
 fn ulid_like() -> String {
     hepdb_core::DatabaseId::new().to_text()
+}
+
+/// 6. The audit log, page by page, newest first, with each token's name as the actor; and an
+/// account's databases in every state, with their host.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_reads_page_by_page_with_token_names_as_actors() {
+    let app = spawn_app().await;
+    let (dashboard, billing) = (
+        app.platform_token("dashboard").await,
+        app.platform_token("billing").await,
+    );
+    let id = account(&app, &dashboard, &format!("u-{}", ulid_like()), 2).await;
+    let (key_id, bearer) = key(&app, &dashboard, &id, "a").await;
+    for (token, path) in [
+        (&dashboard, format!("/keys/{key_id}/disable")),
+        (&dashboard, format!("/keys/{key_id}/enable")),
+    ] {
+        assert_eq!(
+            app.platform(Method::POST, &path, Some(token), None).await.0,
+            200
+        );
+    }
+    let (s, _) = app
+        .platform(
+            Method::PATCH,
+            &format!("/accounts/{id}"),
+            Some(&billing),
+            Some(json!({"slots": 3})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, created) = create_with(&app, &bearer, "logged").await;
+    assert_eq!(s, 201, "{created}");
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/accounts/{id}/audit?limit=2&cursor={c}"),
+            None => format!("/accounts/{id}/audit?limit=2"),
+        };
+        let (s, b) = app.platform(Method::GET, &path, Some(&billing), None).await;
+        assert_eq!(s, 200, "{b}");
+        let entries = data(&b)["entries"].as_array().unwrap().clone();
+        assert!(entries.len() <= 2);
+        seen.extend(entries.iter().map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+            )
+        }));
+        match data(&b)["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<(String, String)> = [
+        (format!("key:{key_id}"), "database.create"),
+        ("platform:billing".into(), "account.update"),
+        ("platform:dashboard".into(), "key.enable"),
+        ("platform:dashboard".into(), "key.disable"),
+        ("platform:dashboard".into(), "key.mint"),
+        ("platform:dashboard".into(), "account.create"),
+    ]
+    .into_iter()
+    .map(|(actor, action)| (actor, action.to_owned()))
+    .collect();
+    assert_eq!(seen, expected, "newest first, every entry once");
+    let (_, b) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts/{id}/audit?action=key.disable"),
+            Some(&billing),
+            None,
+        )
+        .await;
+    assert_eq!(data(&b)["entries"].as_array().unwrap().len(), 1);
+    assert!(data(&b)["nextCursor"].is_null());
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "cursor=abc",
+        "cursor=-1",
+        "colour=red",
+    ] {
+        let (s, b) = app
+            .platform(
+                Method::GET,
+                &format!("/accounts/{id}/audit?{bad}"),
+                Some(&billing),
+                None,
+            )
+            .await;
+        assert_error(s, &b, 400, Some("BAD_REQUEST"));
+    }
+
+    let (s, b) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts/{id}/databases"),
+            Some(&billing),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let dbs = data(&b)["databases"].as_array().unwrap();
+    assert_eq!(dbs.len(), 1);
+    assert_eq!(
+        (
+            dbs[0]["id"].clone(),
+            dbs[0]["state"].clone(),
+            dbs[0]["host"].clone()
+        ),
+        (
+            data(&created)["id"].clone(),
+            json!("active"),
+            json!("mariadb")
+        )
+    );
+    assert!(dbs[0].get("password").is_none());
+}
+
+/// Hosts: listed, drained (a create then has nowhere to go) and opened again.
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_are_listed_drained_and_opened_again() {
+    let app = spawn_app().await;
+    let token = app.platform_token("ops").await;
+    let (s, b) = app
+        .platform(Method::GET, "/hosts", Some(&token), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let names: Vec<&str> = data(&b)["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"mariadb"), "{names:?}");
+    let (s, b) = app
+        .platform(Method::POST, "/hosts/mariadb/drain", Some(&token), None)
+        .await;
+    assert_eq!((s.as_u16(), &data(&b)["state"]), (200, &json!("drained")));
+    let (s, b) = app.create(json!({"name": "nowhere"})).await;
+    assert_error(s, &b, 503, Some("NO_CAPACITY"));
+    let (s, _) = app
+        .platform(Method::POST, "/hosts/mariadb/undrain", Some(&token), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(app.create(json!({"name": "somewhere"})).await.0, 201);
+    let (s, b) = app
+        .platform(Method::POST, "/hosts/nope/drain", Some(&token), None)
+        .await;
+    assert_error(s, &b, 404, Some("HOST_NOT_FOUND"));
 }
