@@ -10,7 +10,7 @@ pub mod error;
 mod metrics;
 mod platform;
 pub mod request_id;
-mod routes;
+pub(crate) mod routes;
 pub mod state;
 
 use std::{net::TcpListener, time::Duration};

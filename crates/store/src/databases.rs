@@ -199,16 +199,31 @@ impl Store {
         account: AccountId,
         id: DatabaseId,
     ) -> Result<Option<(Database, EngineHost)>> {
+        self.visible_database_of(Some(account), id).await
+    }
+
+    /// One visible database with its host, whoever owns it (the platform API).
+    #[tracing::instrument(name = "metadata.visible_database", skip_all)]
+    pub async fn visible_database(&self, id: DatabaseId) -> Result<Option<(Database, EngineHost)>> {
+        self.visible_database_of(None, id).await
+    }
+
+    async fn visible_database_of(
+        &self,
+        account: Option<AccountId>,
+        id: DatabaseId,
+    ) -> Result<Option<(Database, EngineHost)>> {
         let mut conn = self.conn().await?;
-        Ok(databases::table
+        let mut query = databases::table
             .inner_join(engine_hosts::table)
             .filter(databases::id.eq(id.to_text()))
-            .filter(databases::account_id.eq(account.to_text()))
             .filter(databases::state.eq_any(visible()))
             .select((Database::as_select(), EngineHost::as_select()))
-            .first(&mut conn)
-            .await
-            .optional()?)
+            .into_boxed();
+        if let Some(account) = account {
+            query = query.filter(databases::account_id.eq(account.to_text()));
+        }
+        Ok(query.first(&mut conn).await.optional()?)
     }
 
     /// Any database by id, whatever its state (worker and operator use).

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod auth;
+mod databases;
 mod keys;
 mod reads;
 
@@ -57,6 +58,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/databases/{id}")
+                    .route(web::get().to(databases::reveal))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/databases/{id}/rotate")
+                    .route(web::post().to(databases::rotate))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/hosts")
                     .route(web::get().to(reads::hosts))
                     .default_service(web::to(method_not_allowed)),
@@ -93,7 +104,22 @@ fn ok(status: StatusCode, data: impl Serialize) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "ok": true, "data": data }))
 }
 
-/// Records a platform action before it is answered; the token's name is the actor.
+/// Records a platform action on a database (in its account's log) before it is answered.
+async fn audit_database(
+    state: &AppState,
+    platform: &Platform,
+    action: &str,
+    db: &hepdb_store::models::Database,
+) -> Result<(), HttpError> {
+    let target = Target {
+        account: &db.account_id,
+        database: Some(&db.id),
+        key: None,
+    };
+    record(state, platform, action, target, None).await
+}
+
+/// Records a platform action on an account or a key before it is answered.
 async fn audit(
     state: &AppState,
     platform: &Platform,
@@ -102,15 +128,38 @@ async fn audit(
     key: Option<&str>,
     detail: Option<&str>,
 ) -> Result<(), HttpError> {
+    let target = Target {
+        account,
+        database: None,
+        key,
+    };
+    record(state, platform, action, target, detail).await
+}
+
+/// What an audit entry is about.
+struct Target<'a> {
+    account: &'a str,
+    database: Option<&'a str>,
+    key: Option<&'a str>,
+}
+
+/// Writes the entry, with the token's name as the actor and the caller's address.
+async fn record(
+    state: &AppState,
+    platform: &Platform,
+    action: &str,
+    target: Target<'_>,
+    detail: Option<&str>,
+) -> Result<(), HttpError> {
     let (actor, address) = (platform.actor(), platform.address.map(|a| a.to_string()));
     state
         .store
         .audit(AuditEntry {
             actor: &actor,
             action,
-            account,
-            database: None,
-            key,
+            account: target.account,
+            database: target.database,
+            key: target.key,
             address: address.as_deref(),
             detail,
         })

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use hepdb_core::{
-    ApiError, DatabaseId, DatabaseState, Engine, JobId, JobState,
+    AccountId, ApiError, DatabaseId, DatabaseState, Engine, JobId, JobState,
     conn_string::connection_string,
     idempotency::{self, IdempotencyKey},
     job::JobFailure,
@@ -61,7 +61,7 @@ impl<'a> Summary<'a> {
 /// The create and rotate response: the credentials, shown with the names.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Credentials<'a> {
+pub(crate) struct Credentials<'a> {
     id: &'a str,
     name: &'a str,
     engine: &'a str,
@@ -83,12 +83,12 @@ struct Revealed<'a> {
     created_at: String,
 }
 
-fn ok(status: StatusCode, data: impl Serialize) -> HttpResponse {
+pub(crate) fn ok(status: StatusCode, data: impl Serialize) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "ok": true, "data": data }))
 }
 
 /// The credentials of `db`, with the connection string of the host it lives on.
-fn credentials<'a>(
+pub(crate) fn credentials<'a>(
     db: &'a Database,
     host: &EngineHost,
     password: &'a Password,
@@ -121,7 +121,7 @@ async fn owned(
         .ok_or(HttpError(ApiError::NotFound))
 }
 
-fn open_password(state: &AppState, db: &Database) -> Result<Password, HttpError> {
+pub(crate) fn open_password(state: &AppState, db: &Database) -> Result<Password, HttpError> {
     state
         .key
         .open(db.database_id(), &db.password_sealed)
@@ -354,11 +354,21 @@ pub async fn reveal(
         .ok_or(ApiError::NotFound)?;
     let password = open_password(&state, &db)?;
     audit(&state, caller, "database.reveal", &db.id, None).await;
-    let summary = Summary::of(&db);
+    revealed(&db, &host, &password)
+}
+
+/// The reveal answer: the credentials with the summary's size and status fields (the public
+/// API's and the platform's).
+pub(crate) fn revealed(
+    db: &Database,
+    host: &EngineHost,
+    password: &Password,
+) -> Result<HttpResponse, HttpError> {
+    let summary = Summary::of(db);
     Ok(ok(
         StatusCode::OK,
         Revealed {
-            credentials: credentials(&db, &host, &password)?,
+            credentials: credentials(db, host, password)?,
             size_bytes: summary.size_bytes,
             size_refreshed_at: summary.size_refreshed_at,
             status: summary.status,
@@ -382,6 +392,24 @@ pub async fn rotate(
     if let Some(response) = earlier_use(&state, caller, keyed).await? {
         return Ok(response);
     }
+    let Some(password) = rotate_password(&state, caller.account, &db, keyed).await? else {
+        return earlier_use(&state, caller, keyed)
+            .await?
+            .ok_or_else(|| ApiError::Internal.into());
+    };
+    audit(&state, caller, "database.rotate", &db.id, None).await;
+    Ok(ok(StatusCode::OK, credentials(&db, &host, &password)?))
+}
+
+/// A rotate, the same job for the public API and the platform's: the new password is sealed
+/// into the job before anything changes, the worker applies it, and it is returned once the
+/// job is done. `None` when a concurrent request bound the same Idempotency-Key first.
+pub(crate) async fn rotate_password(
+    state: &AppState,
+    account: AccountId,
+    db: &Database,
+    keyed: Option<KeyedRequest<'_>>,
+) -> Result<Option<Password>, HttpError> {
     if db.state() == DatabaseState::Disabled {
         return Err(ApiError::DatabaseDisabled.into());
     }
@@ -389,17 +417,14 @@ pub async fn rotate(
     let sealed = state.key.seal(db.database_id(), &password);
     let Some(job) = state
         .store
-        .insert_rotate_job(caller.account, db.database_id(), sealed, keyed)
+        .insert_rotate_job(account, db.database_id(), sealed, keyed)
         .await?
     else {
-        return earlier_use(&state, caller, keyed)
-            .await?
-            .ok_or_else(|| ApiError::Internal.into());
+        return Ok(None);
     };
     state
         .dispatcher
         .run(job, db.database_id(), JobKind::Rotate)
         .await?;
-    audit(&state, caller, "database.rotate", &db.id, None).await;
-    Ok(ok(StatusCode::OK, credentials(&db, &host, &password)?))
+    Ok(Some(password))
 }

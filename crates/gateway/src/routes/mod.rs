@@ -1,6 +1,6 @@
 //! URL map. Each resource answers a wrong method with 405 in the envelope.
 
-mod databases;
+pub(crate) mod databases;
 mod health;
 
 use actix_web::web;

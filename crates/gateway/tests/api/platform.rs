@@ -720,3 +720,65 @@ async fn hosts_are_listed_drained_and_opened_again() {
         .await;
     assert_error(s, &b, 404, Some("HOST_NOT_FOUND"));
 }
+
+/// The dashboard reveals and rotates for the owner: the same answers as the public API's, the
+/// same job (the new password logs in, the old one is refused), audited with the token's name.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_reveals_and_rotates_for_the_owner() {
+    let app = spawn_app().await;
+    let token = app.platform_token("dashboard").await;
+    let (s, created) = app.create(json!({"name": "owned"})).await;
+    assert_eq!(s, 201, "{created}");
+    let id = data(&created)["id"].as_str().unwrap().to_owned();
+    let (s, by_platform) = app
+        .platform(Method::GET, &format!("/databases/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(s, 200, "{by_platform}");
+    let (_, by_owner) = app.reveal(&id).await;
+    assert_eq!(keys(data(&by_platform)), keys(data(&by_owner)));
+    assert_eq!(data(&by_platform)["password"], data(&created)["password"]);
+
+    let (s, rotated) = app
+        .platform(
+            Method::POST,
+            &format!("/databases/{id}/rotate"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{rotated}");
+    let new_cs = data(&rotated)["connectionString"].as_str().unwrap();
+    assert!(can_login(new_cs).await, "the new password logs in");
+    let old_cs = data(&created)["connectionString"].as_str().unwrap();
+    assert!(!can_login(old_cs).await, "the old one is refused");
+    let (_, after) = app.reveal(&id).await;
+    assert_eq!(data(&after)["password"], data(&rotated)["password"]);
+
+    let actions: Vec<(String, String)> = app
+        .store
+        .audit_log(app.account)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor == "platform:dashboard")
+        .map(|e| (e.action, e.database_id.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("database.reveal".to_owned(), id.clone()),
+            ("database.rotate".to_owned(), id.clone())
+        ]
+    );
+    for missing in ["nope".to_owned(), hepdb_core::DatabaseId::new().to_text()] {
+        let (s, b) = app
+            .platform(
+                Method::GET,
+                &format!("/databases/{missing}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_error(s, &b, 404, Some("NOT_FOUND"));
+    }
+}

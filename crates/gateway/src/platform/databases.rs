@@ -1,0 +1,54 @@
+//! The owner's actions on a database, done by the dashboard: reveal and rotate. The same
+//! reads, the same rotate job and the same audit actions as the public API's; the actor is
+//! the platform token's name.
+
+use actix_web::{HttpResponse, http::StatusCode, web};
+use hepdb_core::{ApiError, DatabaseId};
+use hepdb_store::models::{Database, EngineHost};
+
+use super::{Platform, audit_database};
+use crate::{
+    error::HttpError,
+    routes::databases::{credentials, ok, open_password, revealed, rotate_password},
+    state::AppState,
+};
+
+/// A visible database by path id, whoever owns it; a malformed or unknown id is 404.
+async fn visible(state: &AppState, raw: &str) -> Result<(Database, EngineHost), HttpError> {
+    let id: DatabaseId = raw.parse().map_err(|_| HttpError(ApiError::NotFound))?;
+    state
+        .store
+        .visible_database(id)
+        .await?
+        .ok_or(HttpError(ApiError::NotFound))
+}
+
+/// `GET /databases/{id}`: the credentials, audited as a reveal.
+pub async fn reveal(
+    platform: Platform,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let (db, host) = visible(&state, &path).await?;
+    let password = open_password(&state, &db)?;
+    audit_database(&state, &platform, "database.reveal", &db).await?;
+    revealed(&db, &host, &password)
+}
+
+/// `POST /databases/{id}/rotate`: a new password through the worker, as the public rotate.
+pub async fn rotate(
+    platform: Platform,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let (db, host) = visible(&state, &path).await?;
+    let account = db
+        .account_id
+        .parse()
+        .map_err(|_| HttpError(ApiError::Internal))?;
+    let password = rotate_password(&state, account, &db, None)
+        .await?
+        .ok_or(HttpError(ApiError::Internal))?;
+    audit_database(&state, &platform, "database.rotate", &db).await?;
+    Ok(ok(StatusCode::OK, credentials(&db, &host, &password)?))
+}
