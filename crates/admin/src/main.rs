@@ -3,9 +3,11 @@
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
+use hepdb_core::state::JobKind;
 use hepdb_core::{AccountId, DatabaseId, Engine, KeyId, secret::MasterKey, settings::Settings};
+use hepdb_store::databases::DeleteIntent;
 use hepdb_store::{Store, accounts::AccountUpdate, audit::AuditEntry, migrate};
-use hepdb_worker::engines::{EngineDriver, MariaDb, Mongo, Postgres, Target};
+use hepdb_worker::engines::{MariaDb, Mongo, Postgres};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -468,25 +470,23 @@ async fn set_key(store: &Store, id: &str, enabled: bool) -> anyhow::Result<Value
     Ok(json!({ "id": id, "enabled": enabled }))
 }
 
-/// Crash-safe: the row is marked `deleting` first, the engine objects are dropped only if they
-/// carry hepdb's mark (idempotently), and the row goes last. Running it again finishes the job.
+/// Deletion runs behind the worker, as the platform API's does: the row is marked `deleting`
+/// with a delete job in one transaction, the job is published, and this waits for its
+/// outcome. The worker drops only what carries hepdb's mark, then the row. If it has not
+/// finished in time it still will (the reconciler delivers a job that was not published).
 async fn delete_database(
     store: &Store,
     settings: &Settings,
     id: DatabaseId,
 ) -> anyhow::Result<Value> {
-    let db = store.mark_deleting(id).await?.context("no such database")?;
-    let names = db
-        .names()
-        .context("stored names are malformed; refusing to run DDL")?;
-    let engine = db.engine();
-    let host = settings
-        .engines
-        .host(&db.host)
-        .with_context(|| format!("host `{}` of this database is not configured here", db.host))?;
-    let driver = EngineDriver::for_host(&host)?;
-    driver.drop_owned(&Target { id, names }).await?;
-    store.remove_deleted(id).await?;
+    let db = store.database(id).await?.context("no such database")?;
+    let job = match store.insert_delete_job(id).await? {
+        DeleteIntent::Missing => bail!("no such database"),
+        DeleteIntent::StillCreating => {
+            bail!("the database is still being created; delete it once its create has finished")
+        }
+        DeleteIntent::Job(job) => job,
+    };
     audit(
         store,
         "database.delete",
@@ -496,7 +496,25 @@ async fn delete_database(
         Some(&db.db_name),
     )
     .await?;
-    Ok(
-        json!({ "id": id, "deleted": true, "engine": engine, "host": db.host, "db_name": db.db_name }),
-    )
+    hepdb_worker::oneshot::publish_jobs(settings, &[(job, id, JobKind::Delete)]).await;
+    let started = std::time::Instant::now();
+    let state = loop {
+        let state = store.job(job).await?.map(|j| j.state().as_str());
+        match state {
+            Some("done") | Some("failed") => break state,
+            _ if started.elapsed() > std::time::Duration::from_secs(60) => break state,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    };
+    if state == Some("failed") {
+        bail!("the delete job failed; the reconciler finishes the deletion (job {job})");
+    }
+    Ok(json!({
+        "id": id,
+        "deleted": state == Some("done"),
+        "job": job,
+        "engine": db.engine,
+        "host": db.host,
+        "db_name": db.db_name,
+    }))
 }

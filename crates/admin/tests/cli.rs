@@ -15,17 +15,33 @@ use hepdb_worker::{
 };
 use serde_json::Value;
 
+#[derive(Clone)]
 struct Admin {
     metadata_url: String,
+    /// The test's own queues, so that the jobs it publishes reach only its own worker.
+    queue_prefix: String,
 }
 
 impl Admin {
     fn new() -> Self {
         let mut settings = Settings::load().unwrap();
-        hepdb_testkit::metadata::own_metadata(&mut settings, "cli");
+        let tag = hepdb_testkit::metadata::own_metadata(&mut settings, "cli");
         Self {
             metadata_url: settings.metadata.url.expose().to_owned(),
+            queue_prefix: format!("test_cli_{tag}"),
         }
+    }
+
+    /// The settings a worker for this test's metadata and queues runs with.
+    fn worker_settings(&self) -> Settings {
+        let mut s = Settings::load().unwrap();
+        s.metadata.url = hepdb_core::settings::Secret::new(self.metadata_url.clone());
+        s.amqp.queue_prefix = self.queue_prefix.clone();
+        s.amqp.queue_expires_secs = 600;
+        s.worker.admin_listen = "127.0.0.1:0".into();
+        s.worker.reconcile_interval_secs = 0;
+        s.quota.interval_secs = 0;
+        s
     }
 
     /// Runs the binary; returns (success, stdout JSON or Null, stderr).
@@ -33,6 +49,8 @@ impl Admin {
         let out = Command::new(env!("CARGO_BIN_EXE_hepdb-admin"))
             .args(args)
             .env("HEPDB__METADATA__URL", &self.metadata_url)
+            .env("HEPDB__AMQP__QUEUE_PREFIX", &self.queue_prefix)
+            .env("HEPDB__AMQP__QUEUE_EXPIRES_SECS", "600")
             .output()
             .unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
@@ -237,7 +255,18 @@ async fn operator_commands_print_json_and_fail_clearly() {
             dead_letter: None
         }
     );
-    let deleted = admin.ok(&["database", "delete", &db_id.to_text()]);
+    // Deletion runs behind the worker.
+    let worker = hepdb_worker::Worker::start(&admin.worker_settings()).unwrap();
+    assert!(
+        worker
+            .wait_consuming(std::time::Duration::from_secs(15))
+            .await
+    );
+    let (runner, id_text) = (admin.clone(), db_id.to_text());
+    let deleted = tokio::task::spawn_blocking(move || runner.ok(&["database", "delete", &id_text]))
+        .await
+        .unwrap();
+    worker.shutdown().await;
     assert_eq!(
         (deleted["deleted"].as_bool(), deleted["db_name"].as_str()),
         (Some(true), Some(db.db_name.as_str()))

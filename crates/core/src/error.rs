@@ -83,6 +83,9 @@ pub enum ApiError {
     KeyNotFound,
     #[error("no engine host by that name")]
     HostNotFound,
+    /// A database whose create has not finished cannot be deleted yet.
+    #[error("this database is still being created; delete it once its create has finished")]
+    DatabaseBusy,
     /// Another account already has this `externalId`.
     #[error("an account with this externalId exists already")]
     ExternalIdTaken,
@@ -99,7 +102,7 @@ impl ApiError {
             AccountForbidden => 403,
             NotFound | NoRoute | AccountNotFound | KeyNotFound | HostNotFound => 404,
             MethodNotAllowed => 405,
-            DuplicateName(_) | DatabaseDisabled | ExternalIdTaken => 409,
+            DuplicateName(_) | DatabaseDisabled | ExternalIdTaken | DatabaseBusy => 409,
             PayloadTooLarge => 413,
             IdempotencyKeyReused => 422,
             UnsupportedMediaType => 415,
@@ -141,6 +144,7 @@ impl ApiError {
             AccountNotFound => "ACCOUNT_NOT_FOUND",
             KeyNotFound => "KEY_NOT_FOUND",
             HostNotFound => "HOST_NOT_FOUND",
+            DatabaseBusy => "DATABASE_BUSY",
             ExternalIdTaken => "EXTERNAL_ID_TAKEN",
         })
     }
@@ -184,13 +188,14 @@ mod tests {
 
     #[test]
     fn platform_rows() {
-        let rows: [(ApiError, u16, &str); 6] = [
+        let rows: [(ApiError, u16, &str); 7] = [
             (ApiError::NoToken, 401, "NO_TOKEN"),
             (ApiError::BadToken, 401, "BAD_TOKEN"),
             (ApiError::AccountNotFound, 404, "ACCOUNT_NOT_FOUND"),
             (ApiError::KeyNotFound, 404, "KEY_NOT_FOUND"),
             (ApiError::HostNotFound, 404, "HOST_NOT_FOUND"),
             (ApiError::ExternalIdTaken, 409, "EXTERNAL_ID_TAKEN"),
+            (ApiError::DatabaseBusy, 409, "DATABASE_BUSY"),
         ];
         for (err, status, code) in rows {
             assert_eq!((err.status(), err.code()), (status, Some(code)), "{err:?}");

@@ -28,6 +28,7 @@ pub enum JobKindWire {
     Create,
     Rotate,
     Access,
+    Delete,
 }
 
 impl From<JobKind> for JobKindWire {
@@ -36,6 +37,7 @@ impl From<JobKind> for JobKindWire {
             JobKind::Create => JobKindWire::Create,
             JobKind::Rotate => JobKindWire::Rotate,
             JobKind::Access => JobKindWire::Access,
+            JobKind::Delete => JobKindWire::Delete,
         }
     }
 }
@@ -46,6 +48,7 @@ impl From<JobKindWire> for JobKind {
             JobKindWire::Create => JobKind::Create,
             JobKindWire::Rotate => JobKind::Rotate,
             JobKindWire::Access => JobKind::Access,
+            JobKindWire::Delete => JobKind::Delete,
         }
     }
 }

@@ -104,6 +104,9 @@ text_enum!(
         Rotate => "rotate",
         /// Bring one database's engine access in line with metadata (suspension, quota).
         Access => "access",
+        /// Drop a database and its user (what carries hepdb's mark), then its row: the
+        /// platform's deletion.
+        Delete => "delete",
     }
 );
 

@@ -10,7 +10,7 @@ use std::{
 use futures_util::StreamExt;
 use hepdb_core::{
     ApiError, DatabaseId, JobId, JobState,
-    job::{JobMessage, JobOutcome, JobReply, MESSAGE_VERSION},
+    job::{JobFailure, JobMessage, JobOutcome, JobReply, MESSAGE_VERSION},
     state::JobKind,
 };
 use hepdb_queue::{Supervised, Topology, publish_job, supervise};
@@ -24,6 +24,15 @@ use tokio::sync::oneshot;
 use tracing::Instrument;
 
 type Waiters = Arc<Mutex<HashMap<JobId, oneshot::Sender<JobReply>>>>;
+
+/// What to do with a job whose reply did not come.
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    /// Cancel it if no worker has taken it: nothing was changed (creates and rotates).
+    CancelIfPending,
+    /// Leave it to finish: once recorded, it must (deletions).
+    LetItFinish,
+}
 
 /// One live broker connection: a confirm-mode channel to publish on, and this process's own
 /// exclusive reply queue.
@@ -123,8 +132,36 @@ impl Dispatcher {
         database: DatabaseId,
         kind: JobKind,
     ) -> Result<(), ApiError> {
+        self.dispatch(job, database, kind, Settle::CancelIfPending)
+            .await
+    }
+
+    /// Runs a job that must complete once it is recorded (a deletion): like [`Dispatcher::run`],
+    /// but a job nobody has taken yet is never cancelled; the caller gets 503 `JOB_TIMEOUT`
+    /// and the job finishes later (the reconciler delivers one that could not be published).
+    pub async fn run_to_completion(
+        &self,
+        job: JobId,
+        database: DatabaseId,
+        kind: JobKind,
+    ) -> Result<(), ApiError> {
+        self.dispatch(job, database, kind, Settle::LetItFinish)
+            .await
+    }
+
+    async fn dispatch(
+        &self,
+        job: JobId,
+        database: DatabaseId,
+        kind: JobKind,
+        how: Settle,
+    ) -> Result<(), ApiError> {
+        let settle = async |not_taken: ApiError| match how {
+            Settle::CancelIfPending => self.settle(job, not_taken).await,
+            Settle::LetItFinish => self.outcome(job).await,
+        };
         let Some(session) = self.broker.current() else {
-            return self.settle(job, ApiError::BrokerUnavailable).await;
+            return settle(ApiError::BrokerUnavailable).await;
         };
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().expect("waiters lock").insert(job, tx);
@@ -167,7 +204,7 @@ impl Dispatcher {
         .await;
         if !matches!(published, Ok(Ok(()))) {
             tracing::warn!(%job, "could not publish the job");
-            return self.settle(job, ApiError::BrokerUnavailable).await;
+            return settle(ApiError::BrokerUnavailable).await;
         }
         let waited = tokio::time::timeout(self.timeout, rx)
             .instrument(tracing::info_span!("await reply", %job))
@@ -180,7 +217,27 @@ impl Dispatcher {
             _ => {
                 metrics::counter!("hepdb_job_reply_timeouts_total", "kind" => kind.as_str())
                     .increment(1);
-                self.settle(job, ApiError::WorkerUnavailable).await
+                settle(ApiError::WorkerUnavailable).await
+            }
+        }
+    }
+
+    /// No reply to a job that must finish: what metadata says of it now; still open is
+    /// `JOB_TIMEOUT` (it will complete).
+    async fn outcome(&self, job: JobId) -> Result<(), ApiError> {
+        match self.store.job(job).await {
+            Ok(Some(row)) => match row.state() {
+                JobState::Done => Ok(()),
+                JobState::Failed => Err(row
+                    .error_code
+                    .as_deref()
+                    .map_or(ApiError::Internal, |c| JobFailure::parse(c).into())),
+                _ => Err(ApiError::JobTimeout),
+            },
+            Ok(None) => Err(ApiError::Internal),
+            Err(error) => {
+                tracing::warn!(%error, %job, "cannot read the job's state");
+                Err(ApiError::MetadataUnavailable)
             }
         }
     }

@@ -35,6 +35,17 @@ pub struct NewDatabase<'a> {
     pub idempotency: Option<KeyedRequest<'a>>,
 }
 
+/// What a deletion request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteIntent {
+    /// No such database.
+    Missing,
+    /// Its create has not finished: delete it once it has.
+    StillCreating,
+    /// The delete job to run (new, or the one already open).
+    Job(JobId),
+}
+
 /// A reserved create: the row, the host it was placed on, and its job.
 #[derive(Debug)]
 pub struct Reserved {
@@ -226,8 +237,6 @@ impl Store {
         Ok(query.first(&mut conn).await.optional()?)
     }
 
-    /// Any database by id, whatever its state (worker and operator use).
-    #[tracing::instrument(name = "metadata.database", skip_all)]
     /// Every database of the account, in any state, oldest first (the platform API's view).
     pub async fn databases_of(&self, account: AccountId) -> Result<Vec<Database>> {
         let mut conn = self.conn().await?;
@@ -239,6 +248,8 @@ impl Store {
             .await?)
     }
 
+    /// Any database by id, whatever its state (worker and operator use).
+    #[tracing::instrument(name = "metadata.database", skip_all)]
     pub async fn database(&self, id: DatabaseId) -> Result<Option<Database>> {
         let mut conn = self.conn().await?;
         Ok(databases::table
@@ -247,6 +258,62 @@ impl Store {
             .first(&mut conn)
             .await
             .optional()?)
+    }
+
+    /// Records a deletion: the row becomes `deleting` (hidden, its name and slot still held)
+    /// and a pending delete job carries it to the worker, in one transaction. A database
+    /// already being deleted answers the open job, so a repeated request joins it.
+    #[tracing::instrument(name = "metadata.insert_delete_job", skip_all)]
+    pub async fn insert_delete_job(&self, id: DatabaseId) -> Result<DeleteIntent> {
+        let mut conn = self.conn().await?;
+        let id = id.to_text();
+        conn.transaction(async |c| {
+            let Some(db) = databases::table
+                .find(&id)
+                .for_update()
+                .select(Database::as_select())
+                .first(c)
+                .await
+                .optional()?
+            else {
+                return Ok(DeleteIntent::Missing);
+            };
+            if db.state() == DatabaseState::Creating {
+                return Ok(DeleteIntent::StillCreating);
+            }
+            if db.state() == DatabaseState::Deleting {
+                let open: Option<String> = jobs::table
+                    .filter(jobs::database_id.eq(&id))
+                    .filter(jobs::kind.eq(JobKind::Delete.as_str()))
+                    .filter(
+                        jobs::state
+                            .eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]),
+                    )
+                    .select(jobs::id)
+                    .first(c)
+                    .await
+                    .optional()?;
+                if let Some(job) = open.and_then(|j| j.parse().ok()) {
+                    return Ok(DeleteIntent::Job(job));
+                }
+            }
+            diesel::update(databases::table.find(&id))
+                .set(databases::state.eq(DatabaseState::Deleting.as_str()))
+                .execute(c)
+                .await?;
+            let job = JobId::new();
+            diesel::insert_into(jobs::table)
+                .values((
+                    jobs::id.eq(job.to_text()),
+                    jobs::database_id.eq(Some(&id)),
+                    jobs::kind.eq(JobKind::Delete.as_str()),
+                    jobs::state.eq(JobState::Pending.as_str()),
+                ))
+                .execute(c)
+                .await?;
+            Ok(DeleteIntent::Job(job))
+        })
+        .await
     }
 
     /// Moves a database to `deleting` (the write-ahead mark of an operator deletion) unless it

@@ -8,7 +8,7 @@ use diesel::{
     sql_types::{BigInt, Bool},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl, pooled_connection::deadpool::Object};
-use hepdb_core::{DatabaseId, DatabaseState, JobId, JobState};
+use hepdb_core::{DatabaseId, DatabaseState, JobId, JobState, state::JobKind};
 
 use crate::{
     Result, Store, exactly_one,
@@ -104,6 +104,23 @@ impl Store {
         let mut conn = self.conn().await?;
         Ok(databases::table
             .filter(databases::state.eq(state.as_str()))
+            .order(databases::created_at)
+            .select(Database::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
+    /// Rows left `deleting` with no delete job working on them: an operator's deletion that
+    /// was interrupted, or a delete job that failed. (A live delete job finishes its own.)
+    pub async fn deletions_to_finish(&self) -> Result<Vec<Database>> {
+        let mut conn = self.conn().await?;
+        let open = jobs::table
+            .filter(jobs::kind.eq(JobKind::Delete.as_str()))
+            .filter(jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]))
+            .select(jobs::database_id.assume_not_null());
+        Ok(databases::table
+            .filter(databases::state.eq(DatabaseState::Deleting.as_str()))
+            .filter(databases::id.ne_all(open))
             .order(databases::created_at)
             .select(Database::as_select())
             .load(&mut conn)

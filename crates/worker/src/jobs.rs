@@ -200,7 +200,7 @@ async fn prepare<'a>(
         return refuse(held, JobFailure::EngineUnavailable, None).await;
     };
     let secret = match kind {
-        JobKind::Create | JobKind::Access => Some(db.password_sealed.clone()),
+        JobKind::Create | JobKind::Access | JobKind::Delete => Some(db.password_sealed.clone()),
         JobKind::Rotate => claimed.password_sealed.clone(),
     };
     let Some(password) = secret.and_then(|s| ctx.key.open(msg.database_id, &s).ok()) else {
@@ -339,6 +339,10 @@ async fn step(
         JobKind::Access => bounded(limit, driver.set_access(&target, locked.wanted))
             .await
             .map_err(StepError::Engine),
+        // Only what carries hepdb's mark for this database; idempotent.
+        JobKind::Delete => bounded(limit, driver.drop_owned(&target))
+            .await
+            .map_err(StepError::Engine),
         JobKind::Rotate => {
             let Err(error) = bounded(limit, driver.set_password(&target, &password)).await else {
                 return Ok(());
@@ -431,7 +435,8 @@ async fn give_up_held(
         // A rotate given up after many deliveries may have changed the engine in one that
         // died before its commit.
         JobKind::Rotate if failure == JobFailure::Poisoned => undo_rotate(ctx, held).await,
-        JobKind::Rotate | JobKind::Access => {
+        // A failed deletion leaves its row `deleting`: the reconciler finishes it.
+        JobKind::Rotate | JobKind::Access | JobKind::Delete => {
             held.fail(failure, |_| async { Ok::<(), EngineError>(()) })
                 .await
         }

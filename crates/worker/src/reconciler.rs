@@ -137,11 +137,7 @@ async fn pass(
             outcome: outcome(dry_run, || result),
         });
     }
-    for db in ctx
-        .store
-        .databases_in_state(DatabaseState::Deleting)
-        .await?
-    {
+    for db in ctx.store.deletions_to_finish().await? {
         let result = if dry_run {
             Ok(())
         } else {

@@ -3,8 +3,11 @@
 //! the platform token's name.
 
 use actix_web::{HttpResponse, http::StatusCode, web};
-use hepdb_core::{ApiError, DatabaseId};
-use hepdb_store::models::{Database, EngineHost};
+use hepdb_core::{ApiError, DatabaseId, state::JobKind};
+use hepdb_store::{
+    databases::DeleteIntent,
+    models::{Database, EngineHost},
+};
 
 use super::{Platform, audit_database};
 use crate::{
@@ -51,4 +54,33 @@ pub async fn rotate(
         .ok_or(HttpError(ApiError::Internal))?;
     audit_database(&state, &platform, "database.rotate", &db).await?;
     Ok(ok(StatusCode::OK, credentials(&db, &host, &password)?))
+}
+
+/// `DELETE /databases/{id}`: a delete job through the worker, which drops only what carries
+/// hepdb's mark and then the row, freeing the slot. Once recorded it always completes: 200 when
+/// done, 503 `JOB_TIMEOUT` while it still runs (asking again joins the same job); 409
+/// `DATABASE_BUSY` while the database is still being created.
+pub async fn delete(
+    platform: Platform,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, HttpError> {
+    let id: DatabaseId = path.parse().map_err(|_| HttpError(ApiError::NotFound))?;
+    let Some(db) = state.store.database(id).await? else {
+        return Err(HttpError(ApiError::NotFound));
+    };
+    let job = match state.store.insert_delete_job(id).await? {
+        DeleteIntent::Missing => return Err(HttpError(ApiError::NotFound)),
+        DeleteIntent::StillCreating => return Err(HttpError(ApiError::DatabaseBusy)),
+        DeleteIntent::Job(job) => job,
+    };
+    audit_database(&state, &platform, "database.delete", &db).await?;
+    state
+        .dispatcher
+        .run_to_completion(job, id, JobKind::Delete)
+        .await?;
+    Ok(ok(
+        StatusCode::OK,
+        serde_json::json!({ "id": db.id, "deleted": true }),
+    ))
 }

@@ -60,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/databases/{id}")
                     .route(web::get().to(databases::reveal))
+                    .route(web::delete().to(databases::delete))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(

@@ -247,7 +247,7 @@ async fn replay(state: &AppState, caller: Caller, job: Job) -> Result<HttpRespon
     })?;
     let status = match job.kind() {
         JobKind::Create => StatusCode::CREATED,
-        JobKind::Rotate | JobKind::Access => StatusCode::OK,
+        JobKind::Rotate | JobKind::Access | JobKind::Delete => StatusCode::OK,
     };
     Ok(ok(status, credentials(&db, &host, &password)?))
 }

@@ -782,3 +782,141 @@ async fn the_dashboard_reveals_and_rotates_for_the_owner() {
         assert_error(s, &b, 404, Some("NOT_FOUND"));
     }
 }
+
+/// 4. Deleting through the platform API: a job through the worker drops the database and its
+/// user on all three engines, the slot is free again, and a second request finds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_drops_everything_on_every_engine_and_frees_the_slot() {
+    let app = spawn_app().await;
+    let token = app.platform_token("dashboard").await;
+    let mut made = Vec::new();
+    for engine in ["mariadb", "postgres", "mongo"] {
+        let (s, b) = app
+            .create(json!({"name": format!("gone-{engine}"), "engine": engine}))
+            .await;
+        assert_eq!(s, 201, "{b}");
+        assert!(can_login(data(&b)["connectionString"].as_str().unwrap()).await);
+        made.push(data(&b).clone());
+    }
+    let (s, b) = app.create(json!({"name": "fourth"})).await;
+    assert_error(s, &b, 402, Some("OUT_OF_SLOTS"));
+    for db in &made {
+        let id = db["id"].as_str().unwrap();
+        let (s, b) = app
+            .platform(
+                Method::DELETE,
+                &format!("/databases/{id}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (s.as_u16(), data(&b)["deleted"].as_bool()),
+            (200, Some(true)),
+            "{b}"
+        );
+        assert!(
+            !can_login(db["connectionString"].as_str().unwrap()).await,
+            "{}: the user is gone",
+            db["engine"]
+        );
+        let (s, b) = app
+            .platform(
+                Method::DELETE,
+                &format!("/databases/{id}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_error(s, &b, 404, Some("NOT_FOUND"));
+    }
+    assert!(engine_databases(&app.tag().await).await.is_empty());
+    assert!(engine_users(&app.tag().await).await.is_empty());
+    let (pg, conn) = tokio_postgres::connect(&postgres_root_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let pattern = format!("um\\_{}\\_%", app.tag().await);
+    let left: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+            &[&pattern],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the PostgreSQL database is gone");
+    let a = get_account(&app, &token, &app.account.to_text()).await;
+    assert_eq!(a["slots"]["used"], 0);
+    assert_eq!(
+        app.create(json!({"name": "again"})).await.0,
+        201,
+        "the slot is free"
+    );
+    let entries = app.store.audit_log(app.account).await.unwrap();
+    let deletes = entries
+        .iter()
+        .filter(|e| e.actor == "platform:dashboard" && e.action == "database.delete")
+        .count();
+    assert_eq!(deletes, 3);
+}
+
+/// A recorded deletion always completes: without a worker it answers 503 `JOB_TIMEOUT`, a
+/// repeated request joins the same job, and a worker that starts later finishes it. A
+/// database still being created cannot be deleted yet.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_nobody_has_taken_yet_still_completes() {
+    let mut app = spawn_app_with(
+        Options {
+            no_worker: true,
+            ..Default::default()
+        },
+        |s| s.gateway.job_timeout_ms = 800,
+    )
+    .await;
+    let token = app.platform_token("dashboard").await;
+    let (reserved, _) = app.reserve_intent("creating").await;
+    let creating = reserved.database.id.clone();
+    let (s, b) = app
+        .platform(
+            Method::DELETE,
+            &format!("/databases/{creating}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 409, Some("DATABASE_BUSY"));
+
+    // A database that exists (made active directly in metadata: there is no worker yet).
+    app.metadata_sql(&format!(
+        "UPDATE databases SET state = 'active' WHERE id = '{creating}'"
+    ))
+    .await;
+    for _ in 0..2 {
+        let (s, b) = app
+            .platform(
+                Method::DELETE,
+                &format!("/databases/{creating}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_error(s, &b, 503, Some("JOB_TIMEOUT"));
+    }
+    let open = app
+        .metadata_sql("SELECT 1 FROM jobs WHERE kind = 'delete' AND state = 'pending'")
+        .await;
+    assert_eq!(open, 1, "the repeated request joined the same job");
+    app.start_worker().await;
+    let started = Instant::now();
+    while app
+        .store
+        .database(creating.parse().unwrap())
+        .await
+        .unwrap()
+        .is_some()
+    {
+        assert!(started.elapsed() < Duration::from_secs(15), "never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

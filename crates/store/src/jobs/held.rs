@@ -344,5 +344,15 @@ async fn record(
                 .execute(c)
                 .await?
         }
+        // Nothing of it is left on the engine: the row goes, and with it the slot.
+        JobKind::Delete => {
+            diesel::delete(
+                databases::table
+                    .find(db)
+                    .filter(databases::state.eq(DatabaseState::Deleting.as_str())),
+            )
+            .execute(c)
+            .await?
+        }
     })
 }
