@@ -10,11 +10,22 @@ use hepdb_store::{Store, accounts::AccountUpdate, audit::AuditEntry, migrate};
 use hepdb_worker::engines::{MariaDb, Mongo, Postgres};
 use serde_json::{Value, json};
 
+use crate::output::Output;
+
+mod confirm;
+mod output;
+
 #[derive(Parser)]
 #[command(name = "hepdb-admin", version, about = "Operate a hepdb deployment")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How to print the result: one JSON object (for scripts) or tables (for people).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Json)]
+    output: Output,
+    /// Confirm a destructive command without being asked (scripts; a terminal is asked).
+    #[arg(long, global = true)]
+    yes: bool,
 }
 
 #[derive(Subcommand)]
@@ -30,7 +41,7 @@ enum Command {
     /// Tokens of the platform API (the hosting platform's dashboard, billing, abuse tools).
     #[command(subcommand, name = "platform-token")]
     PlatformToken(PlatformTokenCmd),
-    /// Databases (deletion is operator-only).
+    /// Databases: list an account's, delete one.
     #[command(subcommand)]
     Database(DatabaseCmd),
     /// Engine provisioner accounts.
@@ -44,6 +55,7 @@ enum Command {
     Quota(QuotaCmd),
     /// What was done to an account, by whom, when, from where.
     Audit {
+        /// The account's id.
         #[arg(long)]
         account: String,
     },
@@ -66,7 +78,7 @@ enum PlatformTokenCmd {
         #[arg(long)]
         name: String,
     },
-    /// End a token for good.
+    /// End a token for good (asks first).
     Revoke {
         /// The token's id (from `mint`).
         id: String,
@@ -75,55 +87,109 @@ enum PlatformTokenCmd {
 
 #[derive(Subcommand)]
 enum AccountCmd {
+    /// Create an account; prints it with its id.
     Create {
+        /// A name for people (the platform's user name, say).
         #[arg(long)]
         name: String,
+        /// How many databases it may hold.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..))]
         slots: i32,
+        /// Its storage quota, in MiB.
         #[arg(long = "storage-mb", default_value_t = 1024, value_parser = clap::value_parser!(i64).range(0..))]
         storage_mb: i64,
     },
+    /// Accounts, oldest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+    },
+    /// One account with what it uses (by id, or by the platform's id).
+    Show {
+        /// The account's id.
+        #[arg(
+            required_unless_present = "external_id",
+            conflicts_with = "external_id"
+        )]
+        id: Option<String>,
+        /// The platform's own id for the account (its `externalId`).
+        #[arg(long = "external-id")]
+        external_id: Option<String>,
+    },
     /// Top up slots or storage, or switch database access.
     Update {
+        /// The account's id.
         id: String,
+        /// The new number of slots.
         #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
         slots: Option<i32>,
+        /// The new storage quota, in MiB.
         #[arg(long = "storage-mb", value_parser = clap::value_parser!(i64).range(0..))]
         storage_mb: Option<i64>,
+        /// Whether the account may use databases at all.
         #[arg(long = "db-access")]
         db_access: Option<bool>,
     },
-    /// Suspend: every key of the account stops authenticating at once.
-    Suspend { id: String },
+    /// Suspend: every key of the account stops authenticating at once (asks first).
+    Suspend {
+        /// The account's id.
+        id: String,
+    },
     /// Lift a suspension: keys the suspension disabled work again.
-    Unsuspend { id: String },
+    Unsuspend {
+        /// The account's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeyCmd {
     /// Mint a key; the key is shown only here.
     Mint {
+        /// The account's id.
         #[arg(long)]
         account: String,
     },
+    /// An account's keys (never the keys themselves).
+    List {
+        /// The account's id.
+        #[arg(long)]
+        account: String,
+    },
+    /// Switch a key off (the owner's switch).
     Disable {
+        /// The key's id.
         key_id: String,
     },
+    /// Switch a key on again.
     Enable {
+        /// The key's id.
         key_id: String,
     },
 }
 
 #[derive(Subcommand)]
 enum DatabaseCmd {
-    /// Drop the engine database and user (only if hepdb's mark is on them) and the metadata row.
-    Delete { id: String },
+    /// An account's databases in every state, with host and size (never passwords).
+    List {
+        /// The account's id.
+        #[arg(long)]
+        account: String,
+    },
+    /// Delete through the worker: the engine database and user (only if hepdb's mark is on
+    /// them), then the metadata row (asks first).
+    Delete {
+        /// The database's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum EngineCmd {
     /// Create or update the least-privilege provisioner account named in the engine's admin_url.
     Bootstrap {
+        /// `mariadb`, `postgres` or `mongo`.
         engine: String,
         /// An engine account allowed to create users and grant (kept out of hepdb's settings).
         #[arg(long = "root-url", env = "HEPDB_ENGINE_ROOT_URL")]
@@ -149,9 +215,15 @@ enum HostCmd {
     /// Every host with its engine, state, capacity, databases and total size.
     List,
     /// Stop placing new databases on a host (existing ones keep working).
-    Drain { name: String },
+    Drain {
+        /// The host's name (as configured).
+        name: String,
+    },
     /// Place new databases on a drained host again.
-    Undrain { name: String },
+    Undrain {
+        /// The host's name (as configured).
+        name: String,
+    },
 }
 
 fn parse<T: std::str::FromStr>(what: &str, s: &str) -> anyhow::Result<T> {
@@ -161,11 +233,13 @@ fn parse<T: std::str::FromStr>(what: &str, s: &str) -> anyhow::Result<T> {
 
 #[tokio::main]
 async fn main() {
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    let output = cli.output;
+    match run(cli).await {
         Ok(out) => {
             #[allow(clippy::print_stdout)]
             {
-                println!("{out}");
+                println!("{}", output::render(&out, output));
             }
         }
         Err(e) => {
@@ -213,17 +287,27 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
             .collect();
         return Ok(json!({ "database_created": created, "applied": applied, "hosts": hosts }));
     }
+    let yes = cli.yes;
     Ok(match cli.command {
-        Command::Account(cmd) => account(&store, &settings, cmd).await?,
+        Command::Account(cmd) => account(&store, &settings, cmd, yes).await?,
         Command::Key(cmd) => key(&store, cmd).await?,
-        Command::PlatformToken(cmd) => platform_token(&store, cmd).await?,
+        Command::PlatformToken(cmd) => platform_token(&store, cmd, yes).await?,
         Command::Audit { account } => {
             let rows = store.audit_log(parse("account", &account)?).await?;
             json!({ "account": account, "entries": rows })
         }
         Command::Host(cmd) => host(&store, cmd).await?,
+        Command::Database(DatabaseCmd::List { account }) => {
+            let account: AccountId = parse("account", &account)?;
+            store.account(account).await?.context("no such account")?;
+            let rows = store.databases_of(account).await?;
+            let databases: Vec<Value> = rows.iter().map(database_json).collect();
+            json!({ "account": account, "databases": databases })
+        }
         Command::Database(DatabaseCmd::Delete { id }) => {
-            delete_database(&store, &settings, parse("database", &id)?).await?
+            let id = parse("database", &id)?;
+            confirm::destructive(&format!("delete database {id} and its user"), yes)?;
+            delete_database(&store, &settings, id).await?
         }
         Command::Migrate
         | Command::Keygen
@@ -320,6 +404,16 @@ async fn set_drained(store: &Store, name: &str, drained: bool) -> anyhow::Result
     Ok(json!({ "name": name, "state": if drained { "drained" } else { "open" } }))
 }
 
+/// A database as the operator sees it: every state, where it lives, what it measures; never
+/// its password.
+fn database_json(db: &hepdb_store::models::Database) -> Value {
+    json!({
+        "id": db.id, "name": db.name, "engine": db.engine, "db_name": db.db_name,
+        "state": db.state, "host": db.host, "size_bytes": db.size_bytes,
+        "engine_access": db.engine_access, "created_at": db.created_at,
+    })
+}
+
 /// Records an operator action in the audit log.
 async fn audit(
     store: &Store,
@@ -347,7 +441,12 @@ async fn audit(
         .context("writing the audit log")
 }
 
-async fn account(store: &Store, settings: &Settings, cmd: AccountCmd) -> anyhow::Result<Value> {
+async fn account(
+    store: &Store,
+    settings: &Settings,
+    cmd: AccountCmd,
+    yes: bool,
+) -> anyhow::Result<Value> {
     Ok(match cmd {
         AccountCmd::Create {
             name,
@@ -379,7 +478,45 @@ async fn account(store: &Store, settings: &Settings, cmd: AccountCmd) -> anyhow:
             audit(store, "account.update", &a.id, None, None, Some(&detail)).await?;
             json!({ "id": a.id, "slots": a.slots, "storage_mb": a.storage_mb, "db_access": a.db_access })
         }
-        AccountCmd::Suspend { id } => suspension(store, settings, &id, true).await?,
+        AccountCmd::List { limit } => {
+            let accounts: Vec<Value> = store
+                .accounts(limit)
+                .await?
+                .into_iter()
+                .map(|a| {
+                    json!({
+                        "id": a.id, "external_id": a.external_id, "name": a.name,
+                        "slots": a.slots, "storage_mb": a.storage_mb,
+                        "suspended": a.suspended, "db_access": a.db_access,
+                    })
+                })
+                .collect();
+            json!({ "accounts": accounts })
+        }
+        AccountCmd::Show { id, external_id } => {
+            let found = match (id, external_id) {
+                (Some(id), _) => store.account(parse("account", &id)?).await?,
+                (None, Some(external)) => store.account_by_external_id(&external).await?,
+                (None, None) => bail!("give an account id or --external-id"),
+            };
+            let a = found.context("no such account")?;
+            let usage = store.usage(&a).await?;
+            json!({
+                "id": a.id, "external_id": a.external_id, "name": a.name, "db_tag": a.db_tag,
+                "slots": { "total": a.slots, "used": usage.slots_used },
+                "storage": { "quota_mb": a.storage_mb, "used_bytes": usage.used_bytes },
+                "suspended": a.suspended, "db_access": a.db_access,
+                "engine_access": {
+                    "converged": usage.access_pending == 0,
+                    "pending": usage.access_pending,
+                },
+                "created_at": a.created_at,
+            })
+        }
+        AccountCmd::Suspend { id } => {
+            confirm::destructive(&format!("suspend account {id}: its keys stop working"), yes)?;
+            suspension(store, settings, &id, true).await?
+        }
         AccountCmd::Unsuspend { id } => suspension(store, settings, &id, false).await?,
     })
 }
@@ -423,6 +560,23 @@ async fn suspension(
 
 async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
     Ok(match cmd {
+        KeyCmd::List { account } => {
+            let account: AccountId = parse("account", &account)?;
+            store.account(account).await?.context("no such account")?;
+            let keys: Vec<Value> = store
+                .keys_of(account)
+                .await?
+                .into_iter()
+                .map(|k| {
+                    json!({
+                        "id": k.id, "label": k.label, "enabled": k.enabled,
+                        "disabled_by": k.disabled_by(), "created_at": k.created_at,
+                        "last_used_at": k.last_used_at,
+                    })
+                })
+                .collect();
+            json!({ "account": account, "keys": keys })
+        }
         KeyCmd::Mint { account } => {
             let (id, key) = store
                 .mint_key(parse("account", &account)?)
@@ -436,7 +590,7 @@ async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
     })
 }
 
-async fn platform_token(store: &Store, cmd: PlatformTokenCmd) -> anyhow::Result<Value> {
+async fn platform_token(store: &Store, cmd: PlatformTokenCmd, yes: bool) -> anyhow::Result<Value> {
     Ok(match cmd {
         PlatformTokenCmd::Mint { name } => {
             if name.trim().is_empty()
@@ -449,6 +603,7 @@ async fn platform_token(store: &Store, cmd: PlatformTokenCmd) -> anyhow::Result<
             json!({ "id": id, "token": token.expose() })
         }
         PlatformTokenCmd::Revoke { id } => {
+            confirm::destructive(&format!("revoke platform token {id} for good"), yes)?;
             if !store.revoke_platform_token(parse("token", &id)?).await? {
                 bail!("no such live token");
             }

@@ -128,10 +128,10 @@ async fn operator_commands_print_json_and_fail_clearly() {
         "{minted}"
     );
     assert_eq!(
-        admin.ok(&["platform-token", "revoke", &token_id])["revoked"],
+        admin.ok(&["platform-token", "revoke", &token_id, "--yes"])["revoked"],
         true
     );
-    let (ok, _, err) = admin.run(&["platform-token", "revoke", &token_id]);
+    let (ok, _, err) = admin.run(&["platform-token", "revoke", &token_id, "--yes"]);
     assert!(!ok && err.contains("no such live token"), "{err}");
     let (ok, _, err) = admin.run(&["platform-token", "mint", "--name", " "]);
     assert!(!ok && err.contains("--name"), "{err}");
@@ -175,7 +175,46 @@ async fn operator_commands_print_json_and_fail_clearly() {
     assert!(!enabled().await);
     admin.ok(&["key", "enable", &key_id]);
     assert!(enabled().await);
-    assert_eq!(admin.ok(&["account", "suspend", &id])["keys_changed"], 1);
+    // The reads an operator needs, as JSON or as tables.
+    let listed = admin.ok(&["account", "list"]);
+    assert!(
+        listed["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == id.as_str()),
+        "{listed}"
+    );
+    let shown = admin.ok(&["account", "show", &id]);
+    assert_eq!(shown["slots"], serde_json::json!({"total": 5, "used": 0}));
+    assert_eq!(shown["engine_access"]["converged"], true);
+    let keys = admin.ok(&["key", "list", "--account", &id]);
+    assert_eq!(keys["keys"][0]["id"], key_id.as_str());
+    assert!(
+        !keys.to_string().contains(key.expose()),
+        "never the key itself"
+    );
+    assert_eq!(
+        admin.ok(&["database", "list", "--account", &id])["databases"],
+        serde_json::json!([])
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_hepdb-admin"))
+        .args(["key", "list", "--account", &id, "--output", "table"])
+        .env("HEPDB__METADATA__URL", &admin.metadata_url)
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success() && table.contains(&key_id) && table.contains("keys: 1"),
+        "{table}"
+    );
+    // Destructive: refused without a terminal unless confirmed with --yes.
+    let (ok, _, err) = admin.run(&["account", "suspend", &id]);
+    assert!(!ok && err.contains("--yes"), "{err}");
+    assert_eq!(
+        admin.ok(&["account", "suspend", &id, "--yes"])["keys_changed"],
+        1
+    );
     assert!(!enabled().await);
     assert_eq!(admin.ok(&["account", "unsuspend", &id])["keys_changed"], 1);
     assert!(enabled().await);
@@ -205,10 +244,12 @@ async fn operator_commands_print_json_and_fail_clearly() {
 
     for bad in [
         vec!["account", "update", "not-an-id", "--slots", "1"],
-        vec!["account", "suspend", "01HV000000000000000000000A"],
+        vec!["account", "suspend", "01HV000000000000000000000A", "--yes"],
         vec!["key", "mint", "--account", "01HV000000000000000000000A"],
         vec!["key", "disable", "nope"],
-        vec!["database", "delete", "01HV000000000000000000000A"],
+        vec!["database", "delete", "01HV000000000000000000000A", "--yes"],
+        vec!["account", "show", "01HV000000000000000000000A"],
+        vec!["key", "list", "--account", "01HV000000000000000000000A"],
     ] {
         let (ok, _, err) = admin.run(&bad);
         assert!(!ok && err.starts_with("hepdb-admin: "), "{bad:?}: {err}");
@@ -263,9 +304,10 @@ async fn operator_commands_print_json_and_fail_clearly() {
             .await
     );
     let (runner, id_text) = (admin.clone(), db_id.to_text());
-    let deleted = tokio::task::spawn_blocking(move || runner.ok(&["database", "delete", &id_text]))
-        .await
-        .unwrap();
+    let deleted =
+        tokio::task::spawn_blocking(move || runner.ok(&["database", "delete", &id_text, "--yes"]))
+            .await
+            .unwrap();
     worker.shutdown().await;
     assert_eq!(
         (deleted["deleted"].as_bool(), deleted["db_name"].as_str()),

@@ -106,6 +106,17 @@ impl Store {
         Err(StoreError::Guard("no free db_tag after several tries".into()).into())
     }
 
+    /// Accounts, oldest first, at most `limit`.
+    pub async fn accounts(&self, limit: i64) -> Result<Vec<Account>> {
+        let mut conn = self.conn().await?;
+        Ok(accounts::table
+            .order((accounts::created_at, accounts::id))
+            .limit(limit)
+            .select(Account::as_select())
+            .load(&mut conn)
+            .await?)
+    }
+
     /// The account with this platform id.
     pub async fn account_by_external_id(&self, external_id: &str) -> Result<Option<Account>> {
         let mut conn = self.conn().await?;
