@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use hepdb_core::state::JobKind;
 use hepdb_core::{AccountId, DatabaseId, Engine, KeyId, secret::MasterKey, settings::Settings};
 use hepdb_store::databases::DeleteIntent;
-use hepdb_store::{Store, accounts::AccountUpdate, audit::AuditEntry, migrate};
+use hepdb_store::{Store, accounts::AccountUpdate, audit::Actor, migrate};
 use hepdb_worker::engines::{MariaDb, Mongo, Postgres};
 use serde_json::{Value, json};
 
@@ -414,31 +414,20 @@ fn database_json(db: &hepdb_store::models::Database) -> Value {
     })
 }
 
-/// Records an operator action in the audit log.
-async fn audit(
-    store: &Store,
-    action: &str,
-    account: &str,
-    database: Option<&str>,
-    key: Option<&str>,
-    detail: Option<&str>,
-) -> anyhow::Result<()> {
-    let actor = format!(
+/// The operator running this command, as the audit log's actor (`operator:<user>`); every
+/// change is recorded in the same transaction as the change itself.
+fn operator() -> String {
+    format!(
         "operator:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
-    store
-        .audit(AuditEntry {
-            actor: &actor,
-            action,
-            account,
-            database,
-            key,
-            address: None,
-            detail,
-        })
-        .await
-        .context("writing the audit log")
+    )
+}
+
+fn as_actor(name: &str) -> Option<Actor<'_>> {
+    Some(Actor {
+        name,
+        address: None,
+    })
 }
 
 async fn account(
@@ -467,15 +456,15 @@ async fn account(
                 storage_mb,
                 db_access,
             };
+            let operator = operator();
             let a = store
-                .update_account(parse::<AccountId>("account", &id)?, &update)
+                .update_account(
+                    parse::<AccountId>("account", &id)?,
+                    &update,
+                    as_actor(&operator),
+                )
                 .await?
                 .context("no such account")?;
-            let detail = format!(
-                "slots={} storage_mb={} db_access={}",
-                a.slots, a.storage_mb, a.db_access
-            );
-            audit(store, "account.update", &a.id, None, None, Some(&detail)).await?;
             json!({ "id": a.id, "slots": a.slots, "storage_mb": a.storage_mb, "db_access": a.db_access })
         }
         AccountCmd::List { limit } => {
@@ -531,18 +520,15 @@ async fn suspension(
     suspend: bool,
 ) -> anyhow::Result<Value> {
     let account = parse("account", id)?;
+    let operator = operator();
     let done = if suspend {
-        store.suspend_account(account).await?
+        store.suspend_account(account, as_actor(&operator)).await?
     } else {
-        store.unsuspend_account(account).await?
+        store
+            .unsuspend_account(account, as_actor(&operator))
+            .await?
     }
     .context("no such account")?;
-    let action = if suspend {
-        "account.suspend"
-    } else {
-        "account.unsuspend"
-    };
-    audit(store, action, id, None, None, None).await?;
     let jobs: Vec<_> = done
         .jobs
         .iter()
@@ -578,12 +564,12 @@ async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
             json!({ "account": account, "keys": keys })
         }
         KeyCmd::Mint { account } => {
-            let (id, key) = store
-                .mint_key(parse("account", &account)?)
+            let operator = operator();
+            let (row, key) = store
+                .mint_labeled_key(parse("account", &account)?, "", as_actor(&operator))
                 .await?
                 .context("no such account")?;
-            audit(store, "key.mint", &account, None, Some(&id.to_text()), None).await?;
-            json!({ "id": id, "key": key.expose() })
+            json!({ "id": row.id, "key": key.expose() })
         }
         KeyCmd::Disable { key_id } => set_key(store, &key_id, false).await?,
         KeyCmd::Enable { key_id } => set_key(store, &key_id, true).await?,
@@ -614,14 +600,14 @@ async fn platform_token(store: &Store, cmd: PlatformTokenCmd, yes: bool) -> anyh
 
 async fn set_key(store: &Store, id: &str, enabled: bool) -> anyhow::Result<Value> {
     let key: KeyId = parse("key", id)?;
-    let Some(account) = store.key_account(key).await? else {
-        bail!("no such key");
-    };
-    if store.set_key_enabled(key, enabled).await?.is_none() {
+    let operator = operator();
+    if store
+        .set_key_enabled(key, enabled, as_actor(&operator))
+        .await?
+        .is_none()
+    {
         bail!("no such key");
     }
-    let action = if enabled { "key.enable" } else { "key.disable" };
-    audit(store, action, &account, None, Some(id), None).await?;
     Ok(json!({ "id": id, "enabled": enabled }))
 }
 
@@ -635,22 +621,14 @@ async fn delete_database(
     id: DatabaseId,
 ) -> anyhow::Result<Value> {
     let db = store.database(id).await?.context("no such database")?;
-    let job = match store.insert_delete_job(id).await? {
+    let operator = operator();
+    let job = match store.insert_delete_job(id, as_actor(&operator)).await? {
         DeleteIntent::Missing => bail!("no such database"),
         DeleteIntent::StillCreating => {
             bail!("the database is still being created; delete it once its create has finished")
         }
         DeleteIntent::Job(job) => job,
     };
-    audit(
-        store,
-        "database.delete",
-        &db.account_id,
-        Some(&id.to_text()),
-        None,
-        Some(&db.db_name),
-    )
-    .await?;
     hepdb_worker::oneshot::publish_jobs(settings, &[(job, id, JobKind::Delete)]).await;
     let started = std::time::Instant::now();
     let state = loop {

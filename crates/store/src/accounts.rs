@@ -5,7 +5,9 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use hepdb_core::{Access, AccountId, DatabaseId, DatabaseState, JobId, naming::DbTag};
 
 use crate::{
-    Result, Store, StoreError, exactly_one,
+    Result, Store, StoreError,
+    audit::{Actor, AuditEntry},
+    exactly_one,
     models::{Account, Database},
     schema::{accounts, api_keys, databases},
 };
@@ -61,32 +63,44 @@ impl Store {
             storage_mb,
             db_access: true,
         };
-        self.insert_account(&new).await.map_err(|e| match e {
+        self.insert_account(&new, None).await.map_err(|e| match e {
             CreateAccountError::Store(e) => e,
             CreateAccountError::ExternalIdTaken => StoreError::Guard("external id taken".into()),
         })
     }
 
     /// Creates an account with a fresh `db_tag`; a tag that collides is retried with another.
+    /// With an `actor`, its audit entry is written in the same transaction.
     pub async fn insert_account(
         &self,
         new: &NewAccount<'_>,
+        actor: Option<Actor<'_>>,
     ) -> std::result::Result<Account, CreateAccountError> {
         use diesel::result::{DatabaseErrorKind::UniqueViolation, Error::DatabaseError};
         let mut conn = self.conn().await?;
         for _ in 0..DB_TAG_TRIES {
-            let inserted = diesel::insert_into(accounts::table)
-                .values((
-                    accounts::id.eq(AccountId::new().to_text()),
-                    accounts::name.eq(new.name),
-                    accounts::db_tag.eq(DbTag::generate().as_str()),
-                    accounts::slots.eq(new.slots),
-                    accounts::storage_mb.eq(new.storage_mb),
-                    accounts::db_access.eq(new.db_access),
-                    accounts::external_id.eq(new.external_id),
-                ))
-                .returning(Account::as_returning())
-                .get_result(&mut conn)
+            let inserted = conn
+                .transaction(async |c| {
+                    let account: Account = diesel::insert_into(accounts::table)
+                        .values((
+                            accounts::id.eq(AccountId::new().to_text()),
+                            accounts::name.eq(new.name),
+                            accounts::db_tag.eq(DbTag::generate().as_str()),
+                            accounts::slots.eq(new.slots),
+                            accounts::storage_mb.eq(new.storage_mb),
+                            accounts::db_access.eq(new.db_access),
+                            accounts::external_id.eq(new.external_id),
+                        ))
+                        .returning(Account::as_returning())
+                        .get_result(c)
+                        .await?;
+                    if let Some(actor) = actor {
+                        actor
+                            .record(c, "account.create", &account.id, |e| e)
+                            .await?;
+                    }
+                    Ok::<_, diesel::result::Error>(account)
+                })
                 .await;
             match inserted {
                 Ok(account) => return Ok(account),
@@ -168,11 +182,13 @@ impl Store {
             .optional()?)
     }
 
-    /// Applies an operator update; `None` if the account does not exist.
+    /// Applies an operator update; `None` if the account does not exist. With an `actor`, its
+    /// audit entry is written in the same transaction.
     pub async fn update_account(
         &self,
         id: AccountId,
         update: &AccountUpdate,
+        actor: Option<Actor<'_>>,
     ) -> Result<Option<Account>> {
         let mut conn = self.conn().await?;
         let id = id.to_text();
@@ -199,6 +215,18 @@ impl Store {
                 .execute(c)
                 .await?;
             exactly_one(n, "update account")?;
+            if let Some(actor) = actor {
+                let detail = format!(
+                    "slots={} storage_mb={} db_access={}",
+                    a.slots, a.storage_mb, a.db_access
+                );
+                actor
+                    .record(c, "account.update", &id, |e| AuditEntry {
+                        detail: Some(&detail),
+                        ..e
+                    })
+                    .await?;
+            }
             Ok::<_, StoreError>(Some(a))
         })
         .await
@@ -208,18 +236,31 @@ impl Store {
     /// which, so [`Store::unsuspend_account`] restores exactly those), every database becomes
     /// `disabled`, and one access job per database is recorded to lock its engine user.
     /// `None` if the account does not exist.
-    pub async fn suspend_account(&self, id: AccountId) -> Result<Option<Suspension>> {
-        self.set_suspended(id, true).await
+    pub async fn suspend_account(
+        &self,
+        id: AccountId,
+        actor: Option<Actor<'_>>,
+    ) -> Result<Option<Suspension>> {
+        self.set_suspended(id, true, actor).await
     }
 
     /// Lifts a suspension: the keys the suspension disabled work again (not the ones the owner
     /// had disabled), databases return to `active` or `over_quota` by the last measured total,
     /// and access jobs unlock their engine users.
-    pub async fn unsuspend_account(&self, id: AccountId) -> Result<Option<Suspension>> {
-        self.set_suspended(id, false).await
+    pub async fn unsuspend_account(
+        &self,
+        id: AccountId,
+        actor: Option<Actor<'_>>,
+    ) -> Result<Option<Suspension>> {
+        self.set_suspended(id, false, actor).await
     }
 
-    async fn set_suspended(&self, id: AccountId, suspend: bool) -> Result<Option<Suspension>> {
+    async fn set_suspended(
+        &self,
+        id: AccountId,
+        suspend: bool,
+        actor: Option<Actor<'_>>,
+    ) -> Result<Option<Suspension>> {
         let mut conn = self.conn().await?;
         let id = id.to_text();
         conn.transaction(async |c| {
@@ -289,6 +330,14 @@ impl Store {
                 .load(c)
                 .await?;
             let jobs = crate::quota::insert_access_jobs(c, &ids).await?;
+            if let Some(actor) = actor {
+                let action = if suspend {
+                    "account.suspend"
+                } else {
+                    "account.unsuspend"
+                };
+                actor.record(c, action, &id, |e| e).await?;
+            }
             Ok::<_, StoreError>(Some(Suspension { keys, jobs }))
         })
         .await

@@ -3,13 +3,69 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hepdb_core::AccountId;
 use serde::Serialize;
 
 use crate::{Result, Store, schema::audit_log};
 
-/// One thing to record. `actor` is `key:<id>` for API calls, `operator` for hepdb-admin.
+/// Who changes something, for the audit entry written in the same transaction as the change
+/// (so there is never a change without its entry, nor an entry without its change).
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    /// `platform:<token name>`, `operator:<user>`.
+    pub name: &'a str,
+    pub address: Option<&'a str>,
+}
+
+impl<'a> Actor<'a> {
+    /// Writes `action` on `account` (and what `fill` adds) as one entry, on `c`.
+    pub(crate) async fn record<'b>(
+        self,
+        c: &mut AsyncPgConnection,
+        action: &'b str,
+        account: &'b str,
+        fill: impl FnOnce(AuditEntry<'b>) -> AuditEntry<'b>,
+    ) -> diesel::QueryResult<()>
+    where
+        'a: 'b,
+    {
+        let entry = fill(AuditEntry {
+            actor: self.name,
+            action,
+            account,
+            address: self.address,
+            ..AuditEntry::default()
+        });
+        write(c, &[entry]).await
+    }
+}
+
+/// Inserts entries in one statement.
+async fn write(c: &mut AsyncPgConnection, entries: &[AuditEntry<'_>]) -> diesel::QueryResult<()> {
+    let rows: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            (
+                audit_log::actor.eq(e.actor),
+                audit_log::action.eq(e.action),
+                audit_log::account_id.eq(e.account),
+                audit_log::database_id.eq(e.database),
+                audit_log::key_id.eq(e.key),
+                audit_log::address.eq(e.address),
+                audit_log::detail.eq(e.detail),
+            )
+        })
+        .collect();
+    diesel::insert_into(audit_log::table)
+        .values(rows)
+        .execute(c)
+        .await?;
+    Ok(())
+}
+
+/// One thing to record. `actor` is `key:<id>` for API calls, `operator:<user>` for
+/// hepdb-admin, `platform:<token name>` for the platform API.
 #[derive(Debug, Clone, Default)]
 pub struct AuditEntry<'a> {
     pub actor: &'a str,
@@ -44,25 +100,8 @@ impl Store {
     /// together).
     #[tracing::instrument(name = "metadata.audit", skip_all, fields(entries = entries.len()))]
     pub async fn audit_many(&self, entries: &[AuditEntry<'_>]) -> Result<()> {
-        let rows: Vec<_> = entries
-            .iter()
-            .map(|e| {
-                (
-                    audit_log::actor.eq(e.actor),
-                    audit_log::action.eq(e.action),
-                    audit_log::account_id.eq(e.account),
-                    audit_log::database_id.eq(e.database),
-                    audit_log::key_id.eq(e.key),
-                    audit_log::address.eq(e.address),
-                    audit_log::detail.eq(e.detail),
-                )
-            })
-            .collect();
         let mut conn = self.conn().await?;
-        diesel::insert_into(audit_log::table)
-            .values(rows)
-            .execute(&mut conn)
-            .await?;
+        write(&mut conn, entries).await?;
         Ok(())
     }
 

@@ -14,7 +14,9 @@ use hepdb_core::{
 };
 
 use crate::{
-    Result, Store, StoreError, exactly_one,
+    Result, Store, StoreError,
+    audit::{Actor, AuditEntry},
+    exactly_one,
     idempotency::{KEY_TAKEN, KeyedRequest},
     models::{Account, Database, EngineHost},
     schema::{accounts, databases, engine_hosts, jobs},
@@ -264,7 +266,11 @@ impl Store {
     /// and a pending delete job carries it to the worker, in one transaction. A database
     /// already being deleted answers the open job, so a repeated request joins it.
     #[tracing::instrument(name = "metadata.insert_delete_job", skip_all)]
-    pub async fn insert_delete_job(&self, id: DatabaseId) -> Result<DeleteIntent> {
+    pub async fn insert_delete_job(
+        &self,
+        id: DatabaseId,
+        actor: Option<Actor<'_>>,
+    ) -> Result<DeleteIntent> {
         let mut conn = self.conn().await?;
         let id = id.to_text();
         conn.transaction(async |c| {
@@ -311,6 +317,15 @@ impl Store {
                 ))
                 .execute(c)
                 .await?;
+            if let Some(actor) = actor {
+                actor
+                    .record(c, "database.delete", &db.account_id, |e| AuditEntry {
+                        database: Some(&id),
+                        detail: Some(&db.db_name),
+                        ..e
+                    })
+                    .await?;
+            }
             Ok(DeleteIntent::Job(job))
         })
         .await

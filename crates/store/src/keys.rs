@@ -7,6 +7,7 @@ use hepdb_core::{AccountId, DatabaseId, KeyId, secret::ApiKey, secret::KeyHash};
 
 use crate::{
     Result, Store,
+    audit::{Actor, AuditEntry},
     databases::visible,
     models::{Account, ApiKeyRow, Database, EngineHost},
     schema::{accounts, api_keys, databases, engine_hosts},
@@ -17,7 +18,7 @@ impl Store {
     /// `None` if the account does not exist.
     pub async fn mint_key(&self, account: AccountId) -> Result<Option<(KeyId, ApiKey)>> {
         Ok(self
-            .mint_labeled_key(account, "")
+            .mint_labeled_key(account, "", None)
             .await?
             .map(|(row, key)| (row.id.parse().expect("a minted key's id"), key)))
     }
@@ -29,6 +30,7 @@ impl Store {
         &self,
         account: AccountId,
         label: &str,
+        actor: Option<Actor<'_>>,
     ) -> Result<Option<(ApiKeyRow, ApiKey)>> {
         let (id, key) = (KeyId::new(), ApiKey::generate());
         let mut conn = self.conn().await?;
@@ -47,8 +49,16 @@ impl Store {
                     api_keys::disabled_by_suspension.eq(suspended),
                 ))
                 .returning(ApiKeyRow::as_returning())
-                .get_result(c)
+                .get_result::<ApiKeyRow>(c)
                 .await?;
+            if let Some(actor) = actor {
+                actor
+                    .record(c, "key.mint", &account, |e| AuditEntry {
+                        key: Some(&row.id),
+                        ..e
+                    })
+                    .await?;
+            }
             Ok(Some((row, key)))
         })
         .await
@@ -57,7 +67,12 @@ impl Store {
     /// The owner's switch: enables or disables a key by its id. While its account is
     /// suspended, switching it on only lets the unsuspension enable it. A revoked key stays
     /// revoked. Returns the key as it is now, `None` if there is no such live key.
-    pub async fn set_key_enabled(&self, id: KeyId, enabled: bool) -> Result<Option<ApiKeyRow>> {
+    pub async fn set_key_enabled(
+        &self,
+        id: KeyId,
+        enabled: bool,
+        actor: Option<Actor<'_>>,
+    ) -> Result<Option<ApiKeyRow>> {
         let mut conn = self.conn().await?;
         let id = id.to_text();
         conn.transaction(async |c| {
@@ -72,7 +87,7 @@ impl Store {
                 return Ok(None);
             };
             let suspended = suspended_for_share(c, &account).await?.unwrap_or(false);
-            Ok(diesel::update(
+            let row = diesel::update(
                 api_keys::table
                     .find(&id)
                     .filter(api_keys::revoked_at.is_null()),
@@ -82,9 +97,19 @@ impl Store {
                 api_keys::disabled_by_suspension.eq(enabled && suspended),
             ))
             .returning(ApiKeyRow::as_returning())
-            .get_result(c)
+            .get_result::<ApiKeyRow>(c)
             .await
-            .optional()?)
+            .optional()?;
+            if let (Some(actor), Some(_)) = (actor, &row) {
+                let action = if enabled { "key.enable" } else { "key.disable" };
+                actor
+                    .record(c, action, &account, |e| AuditEntry {
+                        key: Some(&id),
+                        ..e
+                    })
+                    .await?;
+            }
+            Ok(row)
         })
         .await
     }
@@ -92,22 +117,35 @@ impl Store {
     /// Revokes a key for good: it never works again, and neither the owner nor an
     /// unsuspension enables it. Returns the account it belonged to, `None` if there is no such
     /// live key.
-    pub async fn revoke_key(&self, id: KeyId) -> Result<Option<String>> {
+    pub async fn revoke_key(&self, id: KeyId, actor: Option<Actor<'_>>) -> Result<Option<String>> {
         let mut conn = self.conn().await?;
-        Ok(diesel::update(
-            api_keys::table
-                .find(id.to_text())
-                .filter(api_keys::revoked_at.is_null()),
-        )
-        .set((
-            api_keys::enabled.eq(false),
-            api_keys::disabled_by_suspension.eq(false),
-            api_keys::revoked_at.eq(diesel::dsl::now),
-        ))
-        .returning(api_keys::account_id)
-        .get_result(&mut conn)
+        let id = id.to_text();
+        conn.transaction(async |c| {
+            let account: Option<String> = diesel::update(
+                api_keys::table
+                    .find(&id)
+                    .filter(api_keys::revoked_at.is_null()),
+            )
+            .set((
+                api_keys::enabled.eq(false),
+                api_keys::disabled_by_suspension.eq(false),
+                api_keys::revoked_at.eq(diesel::dsl::now),
+            ))
+            .returning(api_keys::account_id)
+            .get_result(c)
+            .await
+            .optional()?;
+            if let (Some(actor), Some(account)) = (actor, &account) {
+                actor
+                    .record(c, "key.revoke", account, |e| AuditEntry {
+                        key: Some(&id),
+                        ..e
+                    })
+                    .await?;
+            }
+            Ok(account)
+        })
         .await
-        .optional()?)
     }
 
     /// The account's keys that were not revoked, oldest first.

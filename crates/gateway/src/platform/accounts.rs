@@ -9,7 +9,7 @@ use hepdb_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Authed, Platform, audit, ok};
+use super::{Authed, Platform, ok};
 use crate::{error::HttpError, state::AppState};
 
 const MB: i64 = 1024 * 1024;
@@ -148,14 +148,17 @@ pub async fn create(
         storage_mb: body.storage_mb,
         db_access: body.db_access.unwrap_or(true),
     };
-    let account = match state.store.insert_account(&new).await {
+    let account = match state
+        .store
+        .insert_account(&new, Some(platform.actor()))
+        .await
+    {
         Ok(account) => account,
         Err(CreateAccountError::ExternalIdTaken) => {
             return Err(HttpError(ApiError::ExternalIdTaken));
         }
         Err(CreateAccountError::Store(e)) => return Err(e.into()),
     };
-    audit(&state, &platform, "account.create", &account.id, None, None).await?;
     Ok(ok(StatusCode::CREATED, view(&state, account).await?))
 }
 
@@ -219,22 +222,9 @@ pub async fn patch(
     };
     let account = state
         .store
-        .update_account(id, &update)
+        .update_account(id, &update, Some(platform.actor()))
         .await?
         .ok_or(HttpError(ApiError::AccountNotFound))?;
-    let detail = format!(
-        "slots={} storage_mb={} db_access={}",
-        account.slots, account.storage_mb, account.db_access
-    );
-    audit(
-        &state,
-        &platform,
-        "account.update",
-        &account.id,
-        None,
-        Some(&detail),
-    )
-    .await?;
     Ok(ok(StatusCode::OK, view(&state, account).await?))
 }
 
@@ -264,18 +254,13 @@ async fn set_suspended(
     suspend: bool,
 ) -> Result<HttpResponse, HttpError> {
     let id = account_id(&path)?;
+    let actor = Some(platform.actor());
     let done = if suspend {
-        state.store.suspend_account(id).await?
+        state.store.suspend_account(id, actor).await?
     } else {
-        state.store.unsuspend_account(id).await?
+        state.store.unsuspend_account(id, actor).await?
     }
     .ok_or(HttpError(ApiError::AccountNotFound))?;
-    let action = if suspend {
-        "account.suspend"
-    } else {
-        "account.unsuspend"
-    };
-    audit(&state, &platform, action, &id.to_text(), None, None).await?;
     // Whatever cannot be sent now, the reconciler delivers.
     state.dispatcher.send_access_jobs(&done.jobs).await;
     let account = load(&state, id).await?;

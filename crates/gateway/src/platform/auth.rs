@@ -6,6 +6,7 @@ use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use hepdb_core::{ApiError, secret::PlatformToken};
+use hepdb_store::audit::Actor;
 use serde::de::DeserializeOwned;
 
 use crate::{auth::token, error::HttpError, state::AppState};
@@ -13,16 +14,19 @@ use crate::{auth::token, error::HttpError, state::AppState};
 /// The platform service behind the request's token.
 #[derive(Debug, Clone)]
 pub struct Platform {
-    /// The token's name: the actor of every audit entry it causes.
-    pub name: String,
+    /// `platform:<token name>`: the actor of every audit entry it causes.
+    who: String,
     /// The peer's address (the TCP peer, not a header a client could forge).
-    pub address: Option<std::net::IpAddr>,
+    from: Option<String>,
 }
 
 impl Platform {
     /// The audit log's actor for this caller.
-    pub fn actor(&self) -> String {
-        format!("platform:{}", self.name)
+    pub fn actor(&self) -> Actor<'_> {
+        Actor {
+            name: &self.who,
+            address: self.from.as_deref(),
+        }
     }
 }
 
@@ -45,7 +49,10 @@ impl FromRequest for Platform {
                 .platform_token_name(&hash)
                 .await?
                 .ok_or(HttpError(ApiError::BadToken))?;
-            Ok(Platform { name, address })
+            Ok(Platform {
+                who: format!("platform:{name}"),
+                from: address.map(|a| a.to_string()),
+            })
         })
     }
 }

@@ -69,12 +69,15 @@ pub async fn delete(
     let Some(db) = state.store.database(id).await? else {
         return Err(HttpError(ApiError::NotFound));
     };
-    let job = match state.store.insert_delete_job(id).await? {
+    let job = match state
+        .store
+        .insert_delete_job(id, Some(platform.actor()))
+        .await?
+    {
         DeleteIntent::Missing => return Err(HttpError(ApiError::NotFound)),
         DeleteIntent::StillCreating => return Err(HttpError(ApiError::DatabaseBusy)),
         DeleteIntent::Job(job) => job,
     };
-    audit_database(&state, &platform, "database.delete", &db).await?;
     state
         .dispatcher
         .run_to_completion(job, id, JobKind::Delete)

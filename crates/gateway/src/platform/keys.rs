@@ -6,7 +6,7 @@ use hepdb_core::{ApiError, KeyId, time::iso8601};
 use hepdb_store::models::ApiKeyRow;
 use serde::{Deserialize, Serialize};
 
-use super::{Authed, Platform, accounts, audit, ok};
+use super::{Authed, Platform, accounts, ok};
 use crate::{error::HttpError, state::AppState};
 
 /// A key as the dashboard shows it (never the key itself, except once at minting).
@@ -60,18 +60,9 @@ pub async fn mint(
     }
     let (row, key) = state
         .store
-        .mint_labeled_key(account, &label)
+        .mint_labeled_key(account, &label, Some(platform.actor()))
         .await?
         .ok_or(HttpError(ApiError::AccountNotFound))?;
-    audit(
-        &state,
-        &platform,
-        "key.mint",
-        &row.account_id,
-        Some(&row.id),
-        None,
-    )
-    .await?;
     let mut data = serde_json::to_value(KeyView::of(&row)).expect("key views serialize");
     data["key"] = key.expose().into();
     Ok(ok(StatusCode::CREATED, data))
@@ -122,19 +113,9 @@ async fn switch(
 ) -> Result<HttpResponse, HttpError> {
     let row = state
         .store
-        .set_key_enabled(key_id(&path)?, enabled)
+        .set_key_enabled(key_id(&path)?, enabled, Some(platform.actor()))
         .await?
         .ok_or(HttpError(ApiError::KeyNotFound))?;
-    let action = if enabled { "key.enable" } else { "key.disable" };
-    audit(
-        &state,
-        &platform,
-        action,
-        &row.account_id,
-        Some(&row.id),
-        None,
-    )
-    .await?;
     Ok(ok(StatusCode::OK, KeyView::of(&row)))
 }
 
@@ -145,13 +126,12 @@ pub async fn revoke(
     path: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let id = key_id(&path)?;
-    let account = state
+    state
         .store
-        .revoke_key(id)
+        .revoke_key(id, Some(platform.actor()))
         .await?
         .ok_or(HttpError(ApiError::KeyNotFound))?;
     let key = id.to_text();
-    audit(&state, &platform, "key.revoke", &account, Some(&key), None).await?;
     Ok(ok(
         StatusCode::OK,
         serde_json::json!({ "id": key, "revoked": true }),

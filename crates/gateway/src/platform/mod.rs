@@ -120,23 +120,6 @@ async fn audit_database(
     record(state, platform, action, target, None).await
 }
 
-/// Records a platform action on an account or a key before it is answered.
-async fn audit(
-    state: &AppState,
-    platform: &Platform,
-    action: &str,
-    account: &str,
-    key: Option<&str>,
-    detail: Option<&str>,
-) -> Result<(), HttpError> {
-    let target = Target {
-        account,
-        database: None,
-        key,
-    };
-    record(state, platform, action, target, detail).await
-}
-
 /// What an audit entry is about.
 struct Target<'a> {
     account: &'a str,
@@ -152,16 +135,16 @@ async fn record(
     target: Target<'_>,
     detail: Option<&str>,
 ) -> Result<(), HttpError> {
-    let (actor, address) = (platform.actor(), platform.address.map(|a| a.to_string()));
+    let actor = platform.actor();
     state
         .store
         .audit(AuditEntry {
-            actor: &actor,
+            actor: actor.name,
             action,
             account: target.account,
             database: target.database,
             key: target.key,
-            address: address.as_deref(),
+            address: actor.address,
             detail,
         })
         .await?;

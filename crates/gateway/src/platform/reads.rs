@@ -191,7 +191,7 @@ async fn set_drained(
     if !state.store.set_drained(&name, drained).await? {
         return Err(HttpError(ApiError::HostNotFound));
     }
-    tracing::info!(host = %name, drained, actor = %platform.actor(), "host placement changed");
+    tracing::info!(host = %name, drained, actor = platform.actor().name, "host placement changed");
     Ok(ok(
         StatusCode::OK,
         serde_json::json!({ "name": name, "state": if drained { "drained" } else { "open" } }),

@@ -51,7 +51,7 @@ async fn disabling_a_key_takes_effect_on_the_next_request() {
 
     assert!(
         app.store
-            .set_key_enabled(key_id, false)
+            .set_key_enabled(key_id, false, None)
             .await
             .unwrap()
             .is_some()
@@ -68,7 +68,7 @@ async fn disabling_a_key_takes_effect_on_the_next_request() {
 
     assert!(
         app.store
-            .set_key_enabled(key_id, true)
+            .set_key_enabled(key_id, true, None)
             .await
             .unwrap()
             .is_some()
@@ -81,13 +81,13 @@ async fn suspension_disables_keys_and_unsuspension_restores_only_those() {
     let app = spawn_app().await;
     let (owner_disabled, k2) = app.store.mint_key(app.account).await.unwrap().unwrap();
     app.store
-        .set_key_enabled(owner_disabled, false)
+        .set_key_enabled(owner_disabled, false, None)
         .await
         .unwrap();
 
     assert_eq!(
         app.store
-            .suspend_account(app.account)
+            .suspend_account(app.account, None)
             .await
             .unwrap()
             .map(|s| s.keys),
@@ -98,7 +98,7 @@ async fn suspension_disables_keys_and_unsuspension_restores_only_those() {
 
     assert_eq!(
         app.store
-            .unsuspend_account(app.account)
+            .unsuspend_account(app.account, None)
             .await
             .unwrap()
             .map(|s| s.keys),
@@ -124,7 +124,7 @@ async fn account_without_database_access_is_forbidden_without_code() {
         ..Default::default()
     };
     app.store
-        .update_account(app.account, &update)
+        .update_account(app.account, &update, None)
         .await
         .unwrap();
     let (s, b) = app.list().await;
@@ -141,7 +141,7 @@ async fn every_endpoint_checks_the_key_before_it_shows_anything() {
     let (key_id, key) = app.store.mint_key(app.account).await.unwrap().unwrap();
     assert!(
         app.store
-            .set_key_enabled(key_id, false)
+            .set_key_enabled(key_id, false, None)
             .await
             .unwrap()
             .is_some()

@@ -194,11 +194,14 @@ async fn suspension_locks_every_engine_and_unsuspension_restores_it() {
     }
     // A key the owner disabled stays disabled through the cycle.
     let (own_id, own_key) = app.store.mint_key(app.account).await.unwrap().unwrap();
-    app.store.set_key_enabled(own_id, false).await.unwrap();
+    app.store
+        .set_key_enabled(own_id, false, None)
+        .await
+        .unwrap();
 
     let suspended = app
         .store
-        .suspend_account(app.account)
+        .suspend_account(app.account, None)
         .await
         .unwrap()
         .unwrap();
@@ -212,7 +215,7 @@ async fn suspension_locks_every_engine_and_unsuspension_restores_it() {
 
     let back = app
         .store
-        .unsuspend_account(app.account)
+        .unsuspend_account(app.account, None)
         .await
         .unwrap()
         .unwrap();
