@@ -442,7 +442,18 @@ async fn account(
             slots,
             storage_mb,
         } => {
-            let a = store.create_account(&name, slots, storage_mb).await?;
+            let operator = operator();
+            let new = hepdb_store::accounts::NewAccount {
+                external_id: None,
+                name: &name,
+                slots,
+                storage_mb,
+                db_access: true,
+            };
+            let a = store
+                .insert_account(&new, as_actor(&operator))
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
             json!({ "id": a.id, "name": a.name, "slots": a.slots, "storage_mb": a.storage_mb })
         }
         AccountCmd::Update {
@@ -624,12 +635,13 @@ async fn delete_database(
     let operator = operator();
     let job = match store.insert_delete_job(id, as_actor(&operator)).await? {
         DeleteIntent::Missing => bail!("no such database"),
-        DeleteIntent::StillCreating => {
-            bail!("the database is still being created; delete it once its create has finished")
+        DeleteIntent::Unsettled => {
+            bail!("the database's create has not settled; delete it once it has")
         }
-        DeleteIntent::Job(job) => job,
+        DeleteIntent::Job { job, .. } => job,
     };
-    hepdb_worker::oneshot::publish_jobs(settings, &[(job, id, JobKind::Delete)]).await;
+    let published =
+        hepdb_worker::oneshot::publish_jobs(settings, &[(job, id, JobKind::Delete)]).await;
     let started = std::time::Instant::now();
     let state = loop {
         let state = store.job(job).await?.map(|j| j.state().as_str());
@@ -639,12 +651,20 @@ async fn delete_database(
             _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
         }
     };
-    if state == Some("failed") {
-        bail!("the delete job failed; the reconciler finishes the deletion (job {job})");
+    match state {
+        Some("done") => {}
+        Some("failed") => {
+            bail!("the delete job failed; the reconciler finishes the deletion (job {job})")
+        }
+        _ if published == 0 => bail!(
+            "the deletion is recorded (job {job}), but the broker is unreachable: the \
+             reconciler delivers it once it is back"
+        ),
+        _ => bail!("the deletion is recorded and still running (job {job}); it completes later"),
     }
     Ok(json!({
         "id": id,
-        "deleted": state == Some("done"),
+        "deleted": true,
         "job": job,
         "engine": db.engine,
         "host": db.host,

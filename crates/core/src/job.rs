@@ -81,6 +81,8 @@ pub enum JobFailure {
     Poisoned,
     /// Anything else; details are in the worker's log, never in the reply.
     Internal,
+    /// The database is being deleted (or is gone): nothing was changed.
+    Gone,
 }
 
 impl JobFailure {
@@ -90,6 +92,7 @@ impl JobFailure {
             JobFailure::EngineConflict => "ENGINE_CONFLICT",
             JobFailure::Poisoned => "POISONED",
             JobFailure::Internal => "INTERNAL",
+            JobFailure::Gone => "GONE",
         }
     }
 
@@ -98,6 +101,7 @@ impl JobFailure {
             "ENGINE_UNAVAILABLE" => JobFailure::EngineUnavailable,
             "ENGINE_CONFLICT" => JobFailure::EngineConflict,
             "POISONED" => JobFailure::Poisoned,
+            "GONE" => JobFailure::Gone,
             _ => JobFailure::Internal,
         }
     }
@@ -109,6 +113,7 @@ impl From<JobFailure> for ApiError {
             JobFailure::EngineUnavailable => ApiError::EngineUnavailable,
             JobFailure::EngineConflict => ApiError::EngineConflict,
             JobFailure::Poisoned | JobFailure::Internal => ApiError::Internal,
+            JobFailure::Gone => ApiError::NotFound,
         }
     }
 }

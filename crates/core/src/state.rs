@@ -126,7 +126,9 @@ impl Access {
     /// The access a database should have: a suspended account locks everything; otherwise a
     /// database over quota is restricted.
     pub fn wanted(account_suspended: bool, state: DatabaseState) -> Self {
-        if account_suspended || state == DatabaseState::Disabled {
+        // A database being deleted keeps no access while its deletion runs.
+        if account_suspended || state == DatabaseState::Disabled || state == DatabaseState::Deleting
+        {
             Access::Locked
         } else if state == DatabaseState::OverQuota {
             Access::Restricted

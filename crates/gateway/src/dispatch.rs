@@ -222,6 +222,20 @@ impl Dispatcher {
         }
     }
 
+    /// Waits, up to the request timeout, for a job another request sent (joining it rather
+    /// than sending it again): its recorded outcome, or `JOB_TIMEOUT` while it still runs.
+    pub async fn await_outcome(&self, job: JobId) -> Result<(), ApiError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.outcome(job).await {
+                Err(ApiError::JobTimeout) if started.elapsed() < self.timeout => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
     /// No reply to a job that must finish: what metadata says of it now; still open is
     /// `JOB_TIMEOUT` (it will complete).
     async fn outcome(&self, job: JobId) -> Result<(), ApiError> {

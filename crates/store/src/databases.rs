@@ -42,10 +42,11 @@ pub struct NewDatabase<'a> {
 pub enum DeleteIntent {
     /// No such database.
     Missing,
-    /// Its create has not finished: delete it once it has.
-    StillCreating,
-    /// The delete job to run (new, or the one already open).
-    Job(JobId),
+    /// Its create has not finished, or a failed create is being cleaned up: nothing to
+    /// delete yet.
+    Unsettled,
+    /// The delete job to run; `new` is false when it joins one already open.
+    Job { job: JobId, new: bool },
 }
 
 /// A reserved create: the row, the host it was placed on, and its job.
@@ -284,8 +285,8 @@ impl Store {
             else {
                 return Ok(DeleteIntent::Missing);
             };
-            if db.state() == DatabaseState::Creating {
-                return Ok(DeleteIntent::StillCreating);
+            if matches!(db.state(), DatabaseState::Creating | DatabaseState::Failed) {
+                return Ok(DeleteIntent::Unsettled);
             }
             if db.state() == DatabaseState::Deleting {
                 let open: Option<String> = jobs::table
@@ -300,7 +301,7 @@ impl Store {
                     .await
                     .optional()?;
                 if let Some(job) = open.and_then(|j| j.parse().ok()) {
-                    return Ok(DeleteIntent::Job(job));
+                    return Ok(DeleteIntent::Job { job, new: false });
                 }
             }
             diesel::update(databases::table.find(&id))
@@ -326,7 +327,7 @@ impl Store {
                     })
                     .await?;
             }
-            Ok(DeleteIntent::Job(job))
+            Ok(DeleteIntent::Job { job, new: true })
         })
         .await
     }

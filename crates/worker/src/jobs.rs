@@ -92,11 +92,26 @@ fn failure_of(e: &EngineError) -> JobFailure {
 /// database's lock: a pass must not stall behind one database, and a job left pending is
 /// delivered later through the broker by the reconciler. `Ok` when the engine matches.
 pub async fn run_access(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<(), String> {
+    run_now(ctx, job, database, JobKindWire::Access).await
+}
+
+/// Runs a delete job in this process, now, like [`run_access`] (the reconciler finishing a
+/// deletion): under the database's lock, so never beside another job of it.
+pub async fn run_delete(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<(), String> {
+    run_now(ctx, job, database, JobKindWire::Delete).await
+}
+
+async fn run_now(
+    ctx: &JobContext,
+    job: JobId,
+    database: DatabaseId,
+    kind: JobKindWire,
+) -> Result<(), String> {
     let message = JobMessage {
         v: hepdb_core::job::MESSAGE_VERSION,
         job_id: job,
         database_id: database,
-        kind: JobKindWire::Access,
+        kind,
     };
     match deliver(ctx, &message, None).await {
         Disposition::Finished {
@@ -196,6 +211,10 @@ async fn prepare<'a>(
             return Err(Disposition::Retry);
         }
     };
+    if kind == JobKind::Rotate && !db.state().is_visible() {
+        // Recorded just before a deletion: the database is going, and gets no new password.
+        return refuse(held, JobFailure::Gone, None).await;
+    }
     let Some((target, driver)) = resolve(ctx, &db) else {
         return refuse(held, JobFailure::EngineUnavailable, None).await;
     };
@@ -251,6 +270,12 @@ async fn run(ctx: &JobContext, msg: &JobMessage, held: &mut Held, ready: Ready<'
     match result {
         Ok(()) => finished(JobOutcome::Done),
         Err(LockedError::AlreadyFinished) => recorded(held).await,
+        Err(LockedError::Engine(StepError::Engine(error))) if kind == JobKind::Delete => {
+            // A recorded deletion is never given up on an engine outage: it is retried (up to
+            // the attempt cap, then the reconciler finishes it).
+            tracing::warn!(%error, job = %msg.job_id, "a deletion failed on the engine; it stays open and is retried");
+            Disposition::Retry
+        }
         Err(LockedError::Engine(StepError::Engine(error))) => {
             let failure = failure_of(&error);
             tracing::warn!(%error, job = %msg.job_id, kind = kind.as_str(), "job failed on the engine");

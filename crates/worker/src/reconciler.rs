@@ -141,7 +141,7 @@ async fn pass(
         let result = if dry_run {
             Ok(())
         } else {
-            drop_then(ctx, &db, async |id| ctx.store.remove_deleted(id).await).await
+            finish_deletion(ctx, db.database_id()).await
         };
         report.deletions.push(Action {
             id: db.id.clone(),
@@ -303,6 +303,19 @@ async fn drop_leftover(
     )
     .await
     .map_err(|e| e.to_string())
+}
+
+/// Finishes an interrupted deletion as a delete job, run here under the database's lock (so
+/// never beside a delivery of another job of it); a database another delivery holds is left
+/// to that job's delivery through the broker.
+async fn finish_deletion(ctx: &JobContext, id: DatabaseId) -> Result<(), String> {
+    use hepdb_store::databases::DeleteIntent;
+    match ctx.store.insert_delete_job(id, None).await {
+        Ok(DeleteIntent::Job { job, .. }) => crate::jobs::run_delete(ctx, job, id).await,
+        Ok(DeleteIntent::Missing) => Ok(()),
+        Ok(DeleteIntent::Unsettled) => Err("the database is not settled yet".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Drops the database's marked engine objects, then runs `finish` on its row.

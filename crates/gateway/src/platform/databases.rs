@@ -75,13 +75,21 @@ pub async fn delete(
         .await?
     {
         DeleteIntent::Missing => return Err(HttpError(ApiError::NotFound)),
-        DeleteIntent::StillCreating => return Err(HttpError(ApiError::DatabaseBusy)),
-        DeleteIntent::Job(job) => job,
+        DeleteIntent::Unsettled => return Err(HttpError(ApiError::DatabaseBusy)),
+        // Another request's job: wait for its outcome rather than send it again.
+        DeleteIntent::Job { job, new: false } => {
+            state.dispatcher.await_outcome(job).await?;
+            job
+        }
+        DeleteIntent::Job { job, new: true } => {
+            state
+                .dispatcher
+                .run_to_completion(job, id, JobKind::Delete)
+                .await?;
+            job
+        }
     };
-    state
-        .dispatcher
-        .run_to_completion(job, id, JobKind::Delete)
-        .await?;
+    tracing::debug!(%job, "database deleted");
     Ok(ok(
         StatusCode::OK,
         serde_json::json!({ "id": db.id, "deleted": true }),

@@ -887,6 +887,21 @@ async fn a_deletion_nobody_has_taken_yet_still_completes() {
         .await;
     assert_error(s, &b, 409, Some("DATABASE_BUSY"));
 
+    // Nor one whose create failed (the reconciler cleans those up).
+    app.metadata_sql(&format!(
+        "UPDATE databases SET state = 'failed' WHERE id = '{creating}'"
+    ))
+    .await;
+    let (s, b) = app
+        .platform(
+            Method::DELETE,
+            &format!("/databases/{creating}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 409, Some("DATABASE_BUSY"));
+
     // A database that exists (made active directly in metadata: there is no worker yet).
     app.metadata_sql(&format!(
         "UPDATE databases SET state = 'active' WHERE id = '{creating}'"
@@ -919,4 +934,27 @@ async fn a_deletion_nobody_has_taken_yet_still_completes() {
         assert!(started.elapsed() < Duration::from_secs(15), "never deleted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A rotate recorded just before a deletion finds its database going: it changes nothing on
+/// the engine and answers 404, instead of retrying against a row it can no longer update.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotate_recorded_before_a_deletion_changes_nothing() {
+    use hepdb_worker::jobs::{Disposition, handle};
+    let app = spawn_app().await;
+    let (s, created) = app.create(json!({"name": "going"})).await;
+    assert_eq!(s, 201, "{created}");
+    let id: hepdb_core::DatabaseId = data(&created)["id"].as_str().unwrap().parse().unwrap();
+    let (msg, _) = app.rotate_intent(id).await;
+    app.store.insert_delete_job(id, None).await.unwrap();
+    let ctx = app.worker.as_ref().unwrap().context();
+    assert_eq!(
+        handle(ctx, &msg).await,
+        Disposition::Finished {
+            outcome: hepdb_core::job::JobOutcome::Failed(hepdb_core::job::JobFailure::Gone),
+            dead_letter: None
+        }
+    );
+    let cs = data(&created)["connectionString"].as_str().unwrap();
+    assert!(can_login(cs).await, "the password was not changed");
 }
