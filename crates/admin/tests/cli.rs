@@ -229,6 +229,7 @@ async fn operator_commands_print_json_and_fail_clearly() {
     assert_eq!(
         actions,
         [
+            "account.create",
             "account.update",
             "key.mint",
             "key.disable",
