@@ -3,7 +3,7 @@
 
 use hepdb_core::{
     DatabaseId, JobId, JobState,
-    job::{JobFailure, JobKindWire, JobMessage, JobOutcome},
+    job::{JobFailure, JobMessage, JobOutcome},
     secret::MasterKey,
     state::JobKind,
 };
@@ -92,28 +92,27 @@ fn failure_of(e: &EngineError) -> JobFailure {
 /// database's lock: a pass must not stall behind one database, and a job left pending is
 /// delivered later through the broker by the reconciler. `Ok` when the engine matches.
 pub async fn run_access(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<(), String> {
-    run_now(ctx, job, database, JobKindWire::Access).await
+    run_now(ctx, job, database, JobKind::Access).await
 }
 
 /// Runs a delete job in this process, now, like [`run_access`] (the reconciler finishing a
 /// deletion): under the database's lock, so never beside another job of it.
 pub async fn run_delete(ctx: &JobContext, job: JobId, database: DatabaseId) -> Result<(), String> {
-    run_now(ctx, job, database, JobKindWire::Delete).await
+    run_now(ctx, job, database, JobKind::Delete).await
 }
 
 async fn run_now(
     ctx: &JobContext,
     job: JobId,
     database: DatabaseId,
-    kind: JobKindWire,
+    kind: JobKind,
 ) -> Result<(), String> {
-    let message = JobMessage {
-        v: hepdb_core::job::MESSAGE_VERSION,
-        job_id: job,
-        database_id: database,
+    let job = JobRef {
+        id: job,
+        database,
         kind,
     };
-    match deliver(ctx, &message, None).await {
+    match deliver(ctx, job, None).await {
         Disposition::Finished {
             outcome: JobOutcome::Done,
             ..
@@ -127,9 +126,29 @@ async fn run_now(
 /// worker's one waiter for that database (see [`crate::waiters`]); otherwise the answer is
 /// [`Disposition::Busy`], and nothing was counted or changed.
 pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
-    match ctx.waiters.admit(msg.database_id) {
-        Some(waiting) => deliver(ctx, msg, Some(waiting)).await,
-        None => deliver(ctx, msg, None).await,
+    let job = JobRef::from(msg);
+    match ctx.waiters.admit(job.database) {
+        Some(waiting) => deliver(ctx, job, Some(waiting)).await,
+        None => deliver(ctx, job, None).await,
+    }
+}
+
+/// A job to run: which one, on which database, doing what. A delivered message names one
+/// (and metadata must agree); the in-process passes name their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct JobRef {
+    id: JobId,
+    database: DatabaseId,
+    kind: JobKind,
+}
+
+impl From<&JobMessage> for JobRef {
+    fn from(msg: &JobMessage) -> Self {
+        Self {
+            id: msg.job_id,
+            database: msg.database_id,
+            kind: msg.kind.into(),
+        }
     }
 }
 
@@ -137,19 +156,19 @@ pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
 /// the lock is taken), runs the job under it, and gives it back.
 async fn deliver(
     ctx: &JobContext,
-    msg: &JobMessage,
+    msg: JobRef,
     waiting: Option<crate::waiters::Waiting>,
 ) -> Disposition {
     let held = ctx
         .store
-        .hold(msg.job_id, msg.database_id, waiting.is_some())
+        .hold(msg.id, msg.database, waiting.is_some())
         .await;
     drop(waiting);
     let mut held = match held {
         Ok(Some(held)) => held,
         Ok(None) => return Disposition::Busy,
         Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "cannot take the database's lock, will retry");
+            tracing::warn!(%error, job = %msg.id, "cannot take the database's lock, will retry");
             return Disposition::Retry;
         }
     };
@@ -176,7 +195,7 @@ struct Ready<'a> {
 /// and sealed password must be there. Anything else is the answer for the message.
 async fn prepare<'a>(
     ctx: &'a JobContext,
-    msg: &JobMessage,
+    msg: JobRef,
     held: &mut Held,
 ) -> Result<Ready<'a>, Disposition> {
     let claimed = match held.claim().await {
@@ -184,7 +203,7 @@ async fn prepare<'a>(
         // Finished, cancelled or unknown: a duplicate delivery gets the recorded answer.
         Ok(None) => return Err(recorded(held).await),
         Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "cannot claim job, will retry");
+            tracing::warn!(%error, job = %msg.id, "cannot claim job, will retry");
             return Err(Disposition::Retry);
         }
     };
@@ -192,15 +211,13 @@ async fn prepare<'a>(
     let refuse = async |held: &mut Held, failure, reason| {
         Err(give_up_held(ctx, msg, held, kind, failure, reason).await)
     };
-    if JobKindWire::from(kind) != msg.kind
-        || claimed.database_id.as_deref() != Some(&msg.database_id.to_text())
-    {
-        tracing::error!(job = %msg.job_id, "message does not match the job's metadata");
+    if kind != msg.kind || claimed.database_id.as_deref() != Some(&msg.database.to_text()) {
+        tracing::error!(job = %msg.id, "message does not match the job's metadata");
         let reason = Some("message disagrees with metadata");
         return refuse(held, JobFailure::Internal, reason).await;
     }
     if u32::try_from(claimed.attempts).unwrap_or(u32::MAX) > ctx.max_attempts {
-        tracing::error!(job = %msg.job_id, attempts = claimed.attempts, "job keeps failing, dead-lettering it");
+        tracing::error!(job = %msg.id, attempts = claimed.attempts, "job keeps failing, dead-lettering it");
         return refuse(held, JobFailure::Poisoned, Some("too many attempts")).await;
     }
     let db = match held.database().await {
@@ -222,8 +239,8 @@ async fn prepare<'a>(
         JobKind::Create | JobKind::Access | JobKind::Delete => Some(db.password_sealed.clone()),
         JobKind::Rotate => claimed.password_sealed.clone(),
     };
-    let Some(password) = secret.and_then(|s| ctx.key.open(msg.database_id, &s).ok()) else {
-        tracing::error!(job = %msg.job_id, "sealed password does not open (wrong master key?)");
+    let Some(password) = secret.and_then(|s| ctx.key.open(msg.database, &s).ok()) else {
+        tracing::error!(job = %msg.id, "sealed password does not open (wrong master key?)");
         let reason = Some("sealed password does not open");
         return refuse(held, JobFailure::Internal, reason).await;
     };
@@ -238,7 +255,7 @@ async fn prepare<'a>(
 }
 
 /// Runs the engine step under the lock, records it, and answers the message.
-async fn run(ctx: &JobContext, msg: &JobMessage, held: &mut Held, ready: Ready<'_>) -> Disposition {
+async fn run(ctx: &JobContext, msg: JobRef, held: &mut Held, ready: Ready<'_>) -> Disposition {
     let Ready {
         kind,
         target,
@@ -258,7 +275,7 @@ async fn run(ctx: &JobContext, msg: &JobMessage, held: &mut Held, ready: Ready<'
     );
     let _alive = Heartbeat(tokio::spawn(keep_alive(
         ctx.store.clone(),
-        msg.job_id,
+        msg.id,
         ctx.heartbeat,
     )));
     let result = held
@@ -273,19 +290,19 @@ async fn run(ctx: &JobContext, msg: &JobMessage, held: &mut Held, ready: Ready<'
         Err(LockedError::Engine(StepError::Engine(error))) if kind == JobKind::Delete => {
             // A recorded deletion is never given up on an engine outage: it is retried (up to
             // the attempt cap, then the reconciler finishes it).
-            tracing::warn!(%error, job = %msg.job_id, "a deletion failed on the engine; it stays open and is retried");
+            tracing::warn!(%error, job = %msg.id, "a deletion failed on the engine; it stays open and is retried");
             Disposition::Retry
         }
         Err(LockedError::Engine(StepError::Engine(error))) => {
             let failure = failure_of(&error);
-            tracing::warn!(%error, job = %msg.job_id, kind = kind.as_str(), "job failed on the engine");
+            tracing::warn!(%error, job = %msg.id, kind = kind.as_str(), "job failed on the engine");
             give_up_held(ctx, msg, held, kind, failure, None).await
         }
         Err(LockedError::Engine(StepError::Unsettled(error))) => {
             tracing::error!(
                 alert = true,
                 %error,
-                job = %msg.job_id,
+                job = %msg.id,
                 "a failed rotate could not put the previous password back; the job stays open"
             );
             Disposition::Retry
@@ -293,7 +310,7 @@ async fn run(ctx: &JobContext, msg: &JobMessage, held: &mut Held, ready: Ready<'
         Err(LockedError::Store(error)) => {
             // The engine step may have been applied; the job is still `running`, and the
             // redelivery applies the same intent again.
-            tracing::warn!(%error, job = %msg.job_id, "could not record the job's result, will retry");
+            tracing::warn!(%error, job = %msg.id, "could not record the job's result, will retry");
             Disposition::Retry
         }
     }
@@ -423,7 +440,8 @@ pub async fn give_up(
     failure: JobFailure,
     dead_letter: Option<&'static str>,
 ) -> Disposition {
-    match ctx.store.hold(msg.job_id, msg.database_id, true).await {
+    let msg = JobRef::from(msg);
+    match ctx.store.hold(msg.id, msg.database, true).await {
         Ok(Some(mut held)) => {
             let disposition = give_up_held(ctx, msg, &mut held, kind, failure, dead_letter).await;
             held.release().await;
@@ -449,7 +467,7 @@ pub async fn give_up_create(
 /// metadata's password back.
 async fn give_up_held(
     ctx: &JobContext,
-    msg: &JobMessage,
+    msg: JobRef,
     held: &mut Held,
     kind: JobKind,
     failure: JobFailure,
@@ -473,7 +491,7 @@ async fn give_up_held(
         },
         Err(LockedError::AlreadyFinished) => recorded(held).await,
         Err(error) => {
-            tracing::warn!(%error, job = %msg.job_id, "could not give the job up yet, will retry");
+            tracing::warn!(%error, job = %msg.id, "could not give the job up yet, will retry");
             Disposition::Retry
         }
     }
