@@ -16,7 +16,6 @@ use hepdb_core::{
 use crate::{
     Result, Store, StoreError,
     audit::{Actor, AuditEntry},
-    exactly_one,
     idempotency::{KEY_TAKEN, KeyedRequest},
     models::{Account, Database, EngineHost},
     schema::{accounts, databases, engine_hosts, jobs},
@@ -330,50 +329,6 @@ impl Store {
             Ok(DeleteIntent::Job { job, new: true })
         })
         .await
-    }
-
-    /// Moves a database to `deleting` (the write-ahead mark of an operator deletion) unless it
-    /// is still being created. Returns the row as it was.
-    pub async fn mark_deleting(&self, id: DatabaseId) -> Result<Option<Database>> {
-        let mut conn = self.conn().await?;
-        let id = id.to_text();
-        conn.transaction(async |c| {
-            let Some(db) = databases::table
-                .find(&id)
-                .for_update()
-                .select(Database::as_select())
-                .first(c)
-                .await
-                .optional()?
-            else {
-                return Ok(None);
-            };
-            if db.state() == DatabaseState::Creating {
-                return Err(StoreError::Guard(
-                    "database is still being created; retry when its job has finished".into(),
-                ));
-            }
-            let n = diesel::update(databases::table.find(&id))
-                .set(databases::state.eq(DatabaseState::Deleting.as_str()))
-                .execute(c)
-                .await?;
-            exactly_one(n, "mark database deleting")?;
-            Ok(Some(db))
-        })
-        .await
-    }
-
-    /// Removes a row in `deleting` state once its engine objects are gone.
-    pub async fn remove_deleted(&self, id: DatabaseId) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let n = diesel::delete(
-            databases::table
-                .find(id.to_text())
-                .filter(databases::state.eq(DatabaseState::Deleting.as_str())),
-        )
-        .execute(&mut conn)
-        .await?;
-        exactly_one(n, "remove deleted database")
     }
 }
 

@@ -133,23 +133,8 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.address));
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        if let Some(auth) = auth {
-            req = req.header("Authorization", auth);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
-        (status, json)
+        let url = format!("{}{path}", self.address);
+        self.request(method, url, auth, body, headers).await
     }
 
     /// A request to the platform API, with `Authorization: <auth>` (none when `None`).
@@ -160,10 +145,23 @@ impl TestApp {
         auth: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.client.request(
-            method,
-            format!("{}/platform/v1{path}", self.platform_address),
-        );
+        let url = format!("{}/platform/v1{path}", self.platform_address);
+        self.request(method, url, auth, body, &[]).await
+    }
+
+    /// Sends a request and returns the status and the JSON body (which must be JSON).
+    async fn request(
+        &self,
+        method: Method,
+        url: String,
+        auth: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, url);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(auth) = auth {
             req = req.header("Authorization", auth);
         }

@@ -104,10 +104,12 @@ async fn interrupted_deletions_and_failed_creates_are_finished() {
     let (_, b) = app.create(json!({"name": "failed-half-way"})).await;
     let (a, b) = (data(&a).clone(), data(&b).clone());
     assert_eq!(engine_databases(&tag).await.len(), 2);
-    // An operator deletion that stopped after its mark, and a create that failed without
-    // finishing its cleanup.
+    // A deletion whose job gave up (past its attempts) after the mark, and a create that
+    // failed without finishing its cleanup.
     let a_id: DatabaseId = a["id"].as_str().unwrap().parse().unwrap();
-    app.store.mark_deleting(a_id).await.unwrap().unwrap();
+    app.store.insert_delete_job(a_id, None).await.unwrap();
+    app.metadata_sql("UPDATE jobs SET state = 'failed' WHERE kind = 'delete'")
+        .await;
     let n = app
         .metadata_sql(&format!(
             "UPDATE databases SET state = 'failed' WHERE id = '{}'",
