@@ -427,6 +427,7 @@ fn as_actor(name: &str) -> Option<Actor<'_>> {
     Some(Actor {
         name,
         address: None,
+        idempotency: None,
     })
 }
 

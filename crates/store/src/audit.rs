@@ -7,7 +7,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use hepdb_core::AccountId;
 use serde::Serialize;
 
-use crate::{Result, Store, schema::audit_log};
+use crate::{
+    Result, Store, StoreError,
+    schema::{audit_log, platform_idempotency},
+};
 
 /// Who changes something, for the audit entry written in the same transaction as the change
 /// (so there is never a change without its entry, nor an entry without its change).
@@ -16,7 +19,22 @@ pub struct Actor<'a> {
     /// `platform:<token name>`, `operator:<user>`.
     pub name: &'a str,
     pub address: Option<&'a str>,
+    /// A platform request's Idempotency-Key, bound in the same transaction to the resource
+    /// the change is about (its key, else its database, else its account).
+    pub idempotency: Option<Binding<'a>>,
 }
+
+/// An Idempotency-Key of one platform token, with its request's fingerprint.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    pub token: &'a str,
+    pub key: &'a str,
+    pub fingerprint: &'a [u8],
+}
+
+/// The primary key of `platform_idempotency`: a violation means a concurrent request bound
+/// the same key first.
+pub const PLATFORM_KEY_TAKEN: &str = "platform_idempotency_pkey";
 
 impl<'a> Actor<'a> {
     /// Writes `action` on `account` (and what `fill` adds) as one entry, on `c`.
@@ -37,6 +55,18 @@ impl<'a> Actor<'a> {
             address: self.address,
             ..AuditEntry::default()
         });
+        if let Some(b) = self.idempotency {
+            let resource = entry.key.or(entry.database).unwrap_or(entry.account);
+            diesel::insert_into(platform_idempotency::table)
+                .values((
+                    platform_idempotency::token_id.eq(b.token),
+                    platform_idempotency::key.eq(b.key),
+                    platform_idempotency::fingerprint.eq(b.fingerprint),
+                    platform_idempotency::resource.eq(resource),
+                ))
+                .execute(c)
+                .await?;
+        }
         write(c, &[entry]).await
     }
 }
@@ -130,6 +160,26 @@ impl Store {
         Ok(query.load(&mut conn).await?)
     }
 
+    /// What an earlier platform request with this token's key was: its fingerprint and the
+    /// resource it bound.
+    pub async fn platform_prior(
+        &self,
+        token: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, String)>> {
+        use diesel::OptionalExtension;
+        let mut conn = self.conn().await?;
+        Ok(platform_idempotency::table
+            .find((token, key))
+            .select((
+                platform_idempotency::fingerprint,
+                platform_idempotency::resource,
+            ))
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
     /// The account's entries, oldest first.
     pub async fn audit_log(&self, account: AccountId) -> Result<Vec<AuditRow>> {
         let mut conn = self.conn().await?;
@@ -140,4 +190,11 @@ impl Store {
             .load(&mut conn)
             .await?)
     }
+}
+
+/// Whether a change failed because a concurrent request bound the same Idempotency-Key first.
+pub fn key_taken(error: &StoreError) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    matches!(error, StoreError::Query(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
+        if info.constraint_name() == Some(PLATFORM_KEY_TAKEN))
 }

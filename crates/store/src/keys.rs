@@ -148,6 +148,17 @@ impl Store {
         .await
     }
 
+    /// One key by id, revoked or not.
+    pub async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>> {
+        let mut conn = self.conn().await?;
+        Ok(api_keys::table
+            .find(id)
+            .select(ApiKeyRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?)
+    }
+
     /// The account's keys that were not revoked, oldest first.
     pub async fn keys_of(&self, account: AccountId) -> Result<Vec<ApiKeyRow>> {
         let mut conn = self.conn().await?;

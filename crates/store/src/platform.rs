@@ -43,17 +43,21 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// The name of the live token with this hash: one indexed point select.
+    /// The id and name of the live token with this hash: one indexed point select.
     #[tracing::instrument(name = "metadata.platform_token", skip_all)]
-    pub async fn platform_token_name(&self, hash: &KeyHash) -> Result<Option<String>> {
+    pub async fn platform_token(&self, hash: &KeyHash) -> Result<Option<(String, String)>> {
         let mut conn = self.conn().await?;
-        let found: Option<(String, Vec<u8>)> = platform_tokens::table
+        let found: Option<(String, String, Vec<u8>)> = platform_tokens::table
             .filter(platform_tokens::token_hash.eq(&hash.0[..]))
             .filter(platform_tokens::revoked_at.is_null())
-            .select((platform_tokens::name, platform_tokens::token_hash))
+            .select((
+                platform_tokens::id,
+                platform_tokens::name,
+                platform_tokens::token_hash,
+            ))
             .first(&mut conn)
             .await
             .optional()?;
-        Ok(found.and_then(|(name, stored)| hash.matches(&stored).then_some(name)))
+        Ok(found.and_then(|(id, name, stored)| hash.matches(&stored).then_some((id, name))))
     }
 }

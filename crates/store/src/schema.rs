@@ -30,6 +30,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    platform_idempotency (token_id, key) {
+        token_id -> Text,
+        key -> Text,
+        fingerprint -> Bytea,
+        resource -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     platform_tokens (id) {
         id -> Text,
         name -> Text,
@@ -129,5 +139,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     idempotency_keys,
     jobs,
     periodic_runs,
+    platform_idempotency,
     platform_tokens
 );

@@ -9,7 +9,7 @@ use hepdb_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Authed, Platform, ok};
+use super::{Authed, Platform, keyed, ok, prior, raced};
 use crate::{error::HttpError, state::AppState};
 
 const MB: i64 = 1024 * 1024;
@@ -98,7 +98,7 @@ pub async fn load(state: &AppState, id: AccountId) -> Result<Account, HttpError>
         .ok_or(HttpError(ApiError::AccountNotFound))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateBody {
     external_id: String,
@@ -137,10 +137,15 @@ fn check_quota(slots: Option<i32>, storage_mb: Option<i64>) -> Result<(), HttpEr
 pub async fn create(
     Authed(platform, body): Authed<CreateBody>,
     state: web::Data<AppState>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
     check_text("externalId", &body.external_id, 255)?;
     check_text("name", &body.name, 100)?;
     check_quota(Some(body.slots), Some(body.storage_mb))?;
+    let keyed = keyed(&req, &body_text(&body))?;
+    if let Some(id) = prior(&state, &platform, keyed.as_ref()).await? {
+        return replay(&state, &id, StatusCode::CREATED).await;
+    }
     let new = NewAccount {
         external_id: Some(&body.external_id),
         name: &body.name,
@@ -148,16 +153,20 @@ pub async fn create(
         storage_mb: body.storage_mb,
         db_access: body.db_access.unwrap_or(true),
     };
-    let account = match state
-        .store
-        .insert_account(&new, Some(platform.actor()))
-        .await
-    {
+    let actor = Some(platform.actor_keyed(keyed.as_ref()));
+    let account = match state.store.insert_account(&new, actor).await {
         Ok(account) => account,
+        // A concurrent request with the same key may have taken the externalId first.
         Err(CreateAccountError::ExternalIdTaken) => {
-            return Err(HttpError(ApiError::ExternalIdTaken));
+            return match prior(&state, &platform, keyed.as_ref()).await? {
+                Some(id) => replay(&state, &id, StatusCode::CREATED).await,
+                None => Err(HttpError(ApiError::ExternalIdTaken)),
+            };
         }
-        Err(CreateAccountError::Store(e)) => return Err(e.into()),
+        Err(CreateAccountError::Store(e)) => {
+            let id = raced(&state, &platform, keyed.as_ref(), e).await?;
+            return replay(&state, &id, StatusCode::CREATED).await;
+        }
     };
     Ok(ok(StatusCode::CREATED, view(&state, account).await?))
 }
@@ -199,7 +208,7 @@ pub async fn get(
     Ok(ok(StatusCode::OK, view(&state, account).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchBody {
     slots: Option<i32>,
@@ -212,19 +221,27 @@ pub async fn patch(
     Authed(platform, body): Authed<PatchBody>,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
     let id = account_id(&path)?;
     check_quota(body.slots, body.storage_mb)?;
+    let keyed = keyed(&req, &body_text(&body))?;
+    if let Some(id) = prior(&state, &platform, keyed.as_ref()).await? {
+        return replay(&state, &id, StatusCode::OK).await;
+    }
     let update = AccountUpdate {
         slots: body.slots,
         storage_mb: body.storage_mb,
         db_access: body.db_access,
     };
-    let account = state
-        .store
-        .update_account(id, &update, Some(platform.actor()))
-        .await?
-        .ok_or(HttpError(ApiError::AccountNotFound))?;
+    let actor = Some(platform.actor_keyed(keyed.as_ref()));
+    let account = match state.store.update_account(id, &update, actor).await {
+        Ok(account) => account.ok_or(HttpError(ApiError::AccountNotFound))?,
+        Err(e) => {
+            let id = raced(&state, &platform, keyed.as_ref(), e).await?;
+            return replay(&state, &id, StatusCode::OK).await;
+        }
+    };
     Ok(ok(StatusCode::OK, view(&state, account).await?))
 }
 
@@ -235,34 +252,58 @@ pub async fn suspend(
     platform: Platform,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
-    set_suspended(platform, state, path, true).await
+    set_suspended(platform, state, path, req, true).await
 }
 
 pub async fn unsuspend(
     platform: Platform,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
-    set_suspended(platform, state, path, false).await
+    set_suspended(platform, state, path, req, false).await
 }
 
 async fn set_suspended(
     platform: Platform,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    req: HttpRequest,
     suspend: bool,
 ) -> Result<HttpResponse, HttpError> {
     let id = account_id(&path)?;
-    let actor = Some(platform.actor());
-    let done = if suspend {
-        state.store.suspend_account(id, actor).await?
-    } else {
-        state.store.unsuspend_account(id, actor).await?
+    let keyed = keyed(&req, "")?;
+    if let Some(id) = prior(&state, &platform, keyed.as_ref()).await? {
+        return replay(&state, &id, StatusCode::OK).await;
     }
-    .ok_or(HttpError(ApiError::AccountNotFound))?;
+    let actor = Some(platform.actor_keyed(keyed.as_ref()));
+    let done = if suspend {
+        state.store.suspend_account(id, actor).await
+    } else {
+        state.store.unsuspend_account(id, actor).await
+    };
+    let done = match done {
+        Ok(done) => done.ok_or(HttpError(ApiError::AccountNotFound))?,
+        Err(e) => {
+            let id = raced(&state, &platform, keyed.as_ref(), e).await?;
+            return replay(&state, &id, StatusCode::OK).await;
+        }
+    };
     // Whatever cannot be sent now, the reconciler delivers.
     state.dispatcher.send_access_jobs(&done.jobs).await;
     let account = load(&state, id).await?;
     Ok(ok(StatusCode::OK, view(&state, account).await?))
+}
+
+/// The answer to a retried request: the account as it is now.
+async fn replay(state: &AppState, id: &str, status: StatusCode) -> Result<HttpResponse, HttpError> {
+    let account = load(state, account_id(id)?).await?;
+    Ok(ok(status, view(state, account).await?))
+}
+
+/// What a request body asks, for its Idempotency-Key's fingerprint.
+pub fn body_text(body: &impl Serialize) -> String {
+    serde_json::to_string(body).expect("request bodies serialize")
 }

@@ -6,7 +6,7 @@ use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use hepdb_core::{ApiError, secret::PlatformToken};
-use hepdb_store::audit::Actor;
+use hepdb_store::audit::{Actor, Binding};
 use serde::de::DeserializeOwned;
 
 use crate::{auth::token, error::HttpError, state::AppState};
@@ -14,6 +14,8 @@ use crate::{auth::token, error::HttpError, state::AppState};
 /// The platform service behind the request's token.
 #[derive(Debug, Clone)]
 pub struct Platform {
+    /// The token's id: the scope of its Idempotency-Keys.
+    pub token: String,
     /// `platform:<token name>`: the actor of every audit entry it causes.
     who: String,
     /// The peer's address (the TCP peer, not a header a client could forge).
@@ -26,6 +28,19 @@ impl Platform {
         Actor {
             name: &self.who,
             address: self.from.as_deref(),
+            idempotency: None,
+        }
+    }
+
+    /// The actor, with the request's Idempotency-Key (if it sent one) bound to the change.
+    pub fn actor_keyed<'a>(&'a self, keyed: Option<&'a super::Keyed>) -> Actor<'a> {
+        Actor {
+            idempotency: keyed.map(|k| Binding {
+                token: &self.token,
+                key: k.key.as_str(),
+                fingerprint: &k.fingerprint,
+            }),
+            ..self.actor()
         }
     }
 }
@@ -44,12 +59,13 @@ impl FromRequest for Platform {
         Box::pin(async move {
             let state = state.ok_or(HttpError(ApiError::Internal))?;
             let hash = parsed.map_err(HttpError)?.hash();
-            let name = state
+            let (token, name) = state
                 .store
-                .platform_token_name(&hash)
+                .platform_token(&hash)
                 .await?
                 .ok_or(HttpError(ApiError::BadToken))?;
             Ok(Platform {
+                token,
                 who: format!("platform:{name}"),
                 from: address.map(|a| a.to_string()),
             })

@@ -2,14 +2,14 @@
 //! reads, the same rotate job and the same audit actions as the public API's; the actor is
 //! the platform token's name.
 
-use actix_web::{HttpResponse, http::StatusCode, web};
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use hepdb_core::{ApiError, DatabaseId, state::JobKind};
 use hepdb_store::{
     databases::DeleteIntent,
     models::{Database, EngineHost},
 };
 
-use super::{Platform, audit_database};
+use super::{Platform, audit_database, keyed, prior, raced};
 use crate::{
     error::HttpError,
     routes::databases::{credentials, ok, open_password, revealed, rotate_password},
@@ -64,16 +64,25 @@ pub async fn delete(
     platform: Platform,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
     let id: DatabaseId = path.parse().map_err(|_| HttpError(ApiError::NotFound))?;
+    let keyed = keyed(&req, "")?;
+    if prior(&state, &platform, keyed.as_ref()).await?.is_some() {
+        return deleted_yet(&state, id).await;
+    }
     let Some(db) = state.store.database(id).await? else {
         return Err(HttpError(ApiError::NotFound));
     };
-    let job = match state
-        .store
-        .insert_delete_job(id, Some(platform.actor()))
-        .await?
-    {
+    let actor = Some(platform.actor_keyed(keyed.as_ref()));
+    let intent = match state.store.insert_delete_job(id, actor).await {
+        Ok(intent) => intent,
+        Err(e) => {
+            raced(&state, &platform, keyed.as_ref(), e).await?;
+            return deleted_yet(&state, id).await;
+        }
+    };
+    let job = match intent {
         DeleteIntent::Missing => return Err(HttpError(ApiError::NotFound)),
         DeleteIntent::Unsettled => return Err(HttpError(ApiError::DatabaseBusy)),
         // Another request's job: wait for its outcome rather than send it again.
@@ -94,4 +103,16 @@ pub async fn delete(
         StatusCode::OK,
         serde_json::json!({ "id": db.id, "deleted": true }),
     ))
+}
+
+/// The answer to a retried deletion: done once the row is gone, `JOB_TIMEOUT` while its job
+/// still runs.
+async fn deleted_yet(state: &AppState, id: DatabaseId) -> Result<HttpResponse, HttpError> {
+    match state.store.database(id).await? {
+        None => Ok(ok(
+            StatusCode::OK,
+            serde_json::json!({ "id": id.to_text(), "deleted": true }),
+        )),
+        Some(_) => Err(HttpError(ApiError::JobTimeout)),
+    }
 }

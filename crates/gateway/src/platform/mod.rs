@@ -8,7 +8,11 @@ mod databases;
 mod keys;
 mod reads;
 
-use actix_web::{HttpResponse, http::StatusCode, web};
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use hepdb_core::{
+    ApiError,
+    idempotency::{self, IdempotencyKey},
+};
 use hepdb_store::audit::AuditEntry;
 use serde::Serialize;
 
@@ -99,6 +103,63 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             ),
     );
+}
+
+/// A request's Idempotency-Key and its fingerprint (method, path and body).
+#[derive(Debug)]
+pub struct Keyed {
+    key: IdempotencyKey,
+    fingerprint: Vec<u8>,
+}
+
+/// The request's Idempotency-Key, if it sent one, fingerprinted with what the request asks.
+fn keyed(req: &HttpRequest, body: &str) -> Result<Option<Keyed>, HttpError> {
+    let Some(raw) = req.headers().get(idempotency::HEADER) else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("the Idempotency-Key header is not ASCII".into()))?;
+    let key = IdempotencyKey::parse(raw).map_err(ApiError::BadRequest)?;
+    let fingerprint = idempotency::fingerprint(&[req.method().as_str(), req.path(), body]).to_vec();
+    Ok(Some(Keyed { key, fingerprint }))
+}
+
+/// The resource an earlier request with the same key bound, to answer from instead of doing
+/// the change again; 422 `IDEMPOTENCY_KEY_REUSED` if that request asked something else.
+async fn prior(
+    state: &AppState,
+    platform: &Platform,
+    keyed: Option<&Keyed>,
+) -> Result<Option<String>, HttpError> {
+    let Some(keyed) = keyed else { return Ok(None) };
+    match state
+        .store
+        .platform_prior(&platform.token, keyed.key.as_str())
+        .await?
+    {
+        None => Ok(None),
+        Some((fingerprint, _)) if fingerprint != keyed.fingerprint => {
+            Err(HttpError(ApiError::IdempotencyKeyReused))
+        }
+        Some((_, resource)) => Ok(Some(resource)),
+    }
+}
+
+/// After a change failed: the resource a concurrent request with the same key bound, if that
+/// is why; otherwise the error.
+async fn raced(
+    state: &AppState,
+    platform: &Platform,
+    keyed: Option<&Keyed>,
+    error: hepdb_store::StoreError,
+) -> Result<String, HttpError> {
+    if hepdb_store::audit::key_taken(&error)
+        && let Some(resource) = prior(state, platform, keyed).await?
+    {
+        return Ok(resource);
+    }
+    Err(error.into())
 }
 
 fn ok(status: StatusCode, data: impl Serialize) -> HttpResponse {

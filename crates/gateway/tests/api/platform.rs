@@ -958,3 +958,87 @@ async fn a_rotate_recorded_before_a_deletion_changes_nothing() {
     let cs = data(&created)["connectionString"].as_str().unwrap();
     assert!(can_login(cs).await, "the password was not changed");
 }
+
+/// Every POST, PATCH and DELETE takes an Idempotency-Key: a retry is answered from what the
+/// first request did, without doing it again (a minted key is never shown twice); the same
+/// key for another request is 422 `IDEMPOTENCY_KEY_REUSED`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_platform_request_is_answered_not_repeated() {
+    let app = spawn_app().await;
+    let token = app.platform_token("billing").await;
+    let keyed = |method: Method, path: String, body: Option<Value>, key: &'static str| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            let mut req = app
+                .client
+                .request(
+                    method,
+                    format!("{}/platform/v1{path}", app.platform_address),
+                )
+                .header("Authorization", token)
+                .header("Idempotency-Key", key);
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let external = format!("u-{}", ulid_like());
+    let body = json!({"externalId": external, "name": "Ada", "slots": 2, "storageMb": 10});
+    let (s1, a1) = keyed(
+        Method::POST,
+        "/accounts".into(),
+        Some(body.clone()),
+        "create-1",
+    )
+    .await;
+    let (s2, a2) = keyed(Method::POST, "/accounts".into(), Some(body), "create-1").await;
+    assert_eq!((s1.as_u16(), s2.as_u16()), (201, 201), "{a1} {a2}");
+    assert_eq!(data(&a1)["id"], data(&a2)["id"], "one account");
+    let id = data(&a1)["id"].as_str().unwrap().to_owned();
+    let other = json!({"externalId": "someone-else", "name": "Bo", "slots": 1, "storageMb": 1});
+    let (s, b) = keyed(Method::POST, "/accounts".into(), Some(other), "create-1").await;
+    assert_error(s, &b, 422, Some("IDEMPOTENCY_KEY_REUSED"));
+
+    let mint = |key| {
+        keyed(
+            Method::POST,
+            format!("/accounts/{id}/keys"),
+            Some(json!({"label": "ci"})),
+            key,
+        )
+    };
+    let (s1, k1) = mint("mint-1").await;
+    let (s2, k2) = mint("mint-1").await;
+    assert_eq!((s1.as_u16(), s2.as_u16()), (201, 201), "{k1} {k2}");
+    assert_eq!(data(&k1)["id"], data(&k2)["id"], "one key");
+    assert!(
+        data(&k1)["key"].is_string() && data(&k2).get("key").is_none(),
+        "shown once"
+    );
+    let (_, listed) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts/{id}/keys"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(data(&listed)["keys"].as_array().unwrap().len(), 1);
+
+    let key_id = data(&k1)["id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let (s, b) = keyed(Method::DELETE, format!("/keys/{key_id}"), None, "revoke-1").await;
+        assert_eq!(
+            (s.as_u16(), data(&b)["revoked"].as_bool()),
+            (200, Some(true)),
+            "{b}"
+        );
+    }
+
+    let entries = app.store.audit_log(id.parse().unwrap()).await.unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["account.create", "key.mint", "key.revoke"]);
+}
