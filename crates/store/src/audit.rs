@@ -32,6 +32,26 @@ pub struct Binding<'a> {
     pub fingerprint: &'a [u8],
 }
 
+impl Binding<'_> {
+    /// Binds the key to `resource`, on `c` (inside the change's transaction).
+    pub(crate) async fn bind(
+        self,
+        c: &mut AsyncPgConnection,
+        resource: &str,
+    ) -> diesel::QueryResult<()> {
+        diesel::insert_into(platform_idempotency::table)
+            .values((
+                platform_idempotency::token_id.eq(self.token),
+                platform_idempotency::key.eq(self.key),
+                platform_idempotency::fingerprint.eq(self.fingerprint),
+                platform_idempotency::resource.eq(resource),
+            ))
+            .execute(c)
+            .await?;
+        Ok(())
+    }
+}
+
 /// The primary key of `platform_idempotency`: a violation means a concurrent request bound
 /// the same key first.
 pub const PLATFORM_KEY_TAKEN: &str = "platform_idempotency_pkey";
@@ -57,15 +77,7 @@ impl<'a> Actor<'a> {
         });
         if let Some(b) = self.idempotency {
             let resource = entry.key.or(entry.database).unwrap_or(entry.account);
-            diesel::insert_into(platform_idempotency::table)
-                .values((
-                    platform_idempotency::token_id.eq(b.token),
-                    platform_idempotency::key.eq(b.key),
-                    platform_idempotency::fingerprint.eq(b.fingerprint),
-                    platform_idempotency::resource.eq(resource),
-                ))
-                .execute(c)
-                .await?;
+            b.bind(c, resource).await?;
         }
         write(c, &[entry]).await
     }

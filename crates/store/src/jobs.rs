@@ -21,7 +21,9 @@ use hepdb_core::{
 };
 
 use crate::{
-    Result, Store, StoreError, exactly_one,
+    Result, Store, StoreError,
+    audit::{Binding, PLATFORM_KEY_TAKEN},
+    exactly_one,
     idempotency::{KEY_TAKEN, KeyedRequest},
     models::{Database, Job},
     schema::{databases, jobs},
@@ -81,6 +83,7 @@ impl Store {
         db: DatabaseId,
         sealed: Vec<u8>,
         idempotency: Option<KeyedRequest<'_>>,
+        platform: Option<Binding<'_>>,
     ) -> Result<Option<JobId>> {
         let mut conn = self.conn().await?;
         let id = JobId::new();
@@ -96,13 +99,17 @@ impl Store {
                     ))
                     .execute(c)
                     .await?;
+                if let Some(binding) = platform {
+                    binding.bind(c, &id.to_text()).await?;
+                }
                 crate::idempotency::bind(c, &account.to_text(), idempotency, id).await
             })
             .await;
         match inserted {
             Ok(()) => Ok(Some(id)),
             Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
-                if info.constraint_name() == Some(KEY_TAKEN) =>
+                if [Some(KEY_TAKEN), Some(PLATFORM_KEY_TAKEN)]
+                    .contains(&info.constraint_name()) =>
             {
                 Ok(None)
             }

@@ -289,7 +289,7 @@ impl TestApp {
         let sealed = self.settings.crypto.master_key().unwrap().seal(id, &new);
         let job = self
             .store
-            .insert_rotate_job(self.account, id, sealed, None)
+            .insert_rotate_job(self.account, id, sealed, None, None)
             .await
             .unwrap()
             .unwrap();

@@ -3,7 +3,7 @@
 //! the platform token's name.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
-use hepdb_core::{ApiError, DatabaseId, state::JobKind};
+use hepdb_core::{ApiError, DatabaseId, JobId, JobState, job::JobFailure, state::JobKind};
 use hepdb_store::{
     databases::DeleteIntent,
     models::{Database, EngineHost},
@@ -43,17 +43,63 @@ pub async fn rotate(
     platform: Platform,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
     let (db, host) = visible(&state, &path).await?;
     let account = db
         .account_id
         .parse()
         .map_err(|_| HttpError(ApiError::Internal))?;
-    let password = rotate_password(&state, account, &db, None)
-        .await?
-        .ok_or(HttpError(ApiError::Internal))?;
+    let keyed = keyed(&req, "")?;
+    if let Some(job) = prior(&state, &platform, keyed.as_ref()).await? {
+        return rotated(&state, &job, &db, &host).await;
+    }
+    let binding = platform.actor_keyed(keyed.as_ref()).idempotency;
+    let Some(password) = rotate_password(&state, account, &db, None, binding).await? else {
+        // A concurrent request with the same key recorded its rotate first.
+        let job = prior(&state, &platform, keyed.as_ref())
+            .await?
+            .ok_or(HttpError(ApiError::Internal))?;
+        return rotated(&state, &job, &db, &host).await;
+    };
     audit_database(&state, &platform, "database.rotate", &db).await?;
     Ok(ok(StatusCode::OK, credentials(&db, &host, &password)?))
+}
+
+/// The answer to a retried rotate: the password its job set once it is done (sealed in the
+/// job, never stored in clear), its failure, or `JOB_TIMEOUT` while it still runs.
+async fn rotated(
+    state: &AppState,
+    job: &str,
+    db: &Database,
+    host: &EngineHost,
+) -> Result<HttpResponse, HttpError> {
+    let id: JobId = job.parse().map_err(|_| HttpError(ApiError::Internal))?;
+    let job = state
+        .store
+        .job(id)
+        .await?
+        .ok_or(HttpError(ApiError::Internal))?;
+    match job.state() {
+        JobState::Done => {
+            let sealed = job
+                .password_sealed
+                .as_deref()
+                .ok_or(HttpError(ApiError::Internal))?;
+            let password = state
+                .key
+                .open(db.database_id(), sealed)
+                .map_err(|_| HttpError(ApiError::Internal))?;
+            Ok(ok(StatusCode::OK, credentials(db, host, &password)?))
+        }
+        JobState::Failed => Err(HttpError(
+            job.error_code
+                .as_deref()
+                .map_or(ApiError::Internal, |c| JobFailure::parse(c).into()),
+        )),
+        JobState::Cancelled => Err(HttpError(ApiError::WorkerUnavailable)),
+        JobState::Pending | JobState::Running => Err(HttpError(ApiError::JobTimeout)),
+    }
 }
 
 /// `DELETE /databases/{id}`: a delete job through the worker, which drops only what carries

@@ -392,7 +392,7 @@ pub async fn rotate(
     if let Some(response) = earlier_use(&state, caller, keyed).await? {
         return Ok(response);
     }
-    let Some(password) = rotate_password(&state, caller.account, &db, keyed).await? else {
+    let Some(password) = rotate_password(&state, caller.account, &db, keyed, None).await? else {
         return earlier_use(&state, caller, keyed)
             .await?
             .ok_or_else(|| ApiError::Internal.into());
@@ -409,6 +409,7 @@ pub(crate) async fn rotate_password(
     account: AccountId,
     db: &Database,
     keyed: Option<KeyedRequest<'_>>,
+    platform: Option<hepdb_store::audit::Binding<'_>>,
 ) -> Result<Option<Password>, HttpError> {
     if db.state() == DatabaseState::Disabled {
         return Err(ApiError::DatabaseDisabled.into());
@@ -417,7 +418,7 @@ pub(crate) async fn rotate_password(
     let sealed = state.key.seal(db.database_id(), &password);
     let Some(job) = state
         .store
-        .insert_rotate_job(account, db.database_id(), sealed, keyed)
+        .insert_rotate_job(account, db.database_id(), sealed, keyed, platform)
         .await?
     else {
         return Ok(None);

@@ -1041,4 +1041,32 @@ async fn a_retried_platform_request_is_answered_not_repeated() {
     let entries = app.store.audit_log(id.parse().unwrap()).await.unwrap();
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["account.create", "key.mint", "key.revoke"]);
+
+    // A retried rotate answers the first one's password, from its job; it does not rotate again.
+    let (s, created) = app.create(json!({"name": "rotated-once"})).await;
+    assert_eq!(s, 201, "{created}");
+    let db = data(&created)["id"].as_str().unwrap().to_owned();
+    let (s1, r1) = keyed(
+        Method::POST,
+        format!("/databases/{db}/rotate"),
+        None,
+        "rotate-1",
+    )
+    .await;
+    let (s2, r2) = keyed(
+        Method::POST,
+        format!("/databases/{db}/rotate"),
+        None,
+        "rotate-1",
+    )
+    .await;
+    assert_eq!((s1.as_u16(), s2.as_u16()), (200, 200), "{r1} {r2}");
+    assert_eq!(data(&r1)["password"], data(&r2)["password"]);
+    assert!(can_login(data(&r2)["connectionString"].as_str().unwrap()).await);
+    let rotates = app
+        .metadata_sql(&format!(
+            "SELECT 1 FROM jobs WHERE kind = 'rotate' AND database_id = '{db}'"
+        ))
+        .await;
+    assert_eq!(rotates, 1, "one rotate job");
 }

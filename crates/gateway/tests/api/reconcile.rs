@@ -75,7 +75,7 @@ async fn a_job_committed_but_never_published_is_delivered() {
     // The same for a rotate: the new password, already sealed in the job, is applied.
     let new_password = Password::generate();
     app.store
-        .insert_rotate_job(app.account, id, key.seal(id, &new_password), None)
+        .insert_rotate_job(app.account, id, key.seal(id, &new_password), None, None)
         .await
         .unwrap()
         .unwrap();
