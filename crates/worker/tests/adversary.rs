@@ -437,6 +437,68 @@ async fn pg_a_tenant_at_its_connection_limit_leaves_room_for_others() {
     }
 }
 
+/// Every role change now reads a deadline (`hepdb.not_after`, set in the same statement). A
+/// tenant plants whatever it can to make the provisioner's changes be refused or to run its
+/// own code instead: the setting on its own role, on its database, on the provisioner; a
+/// schema `hepdb` with an `alter_role`, and `set_config` / `to_timestamp` in `public`. None of
+/// it reaches the provisioner's session, which runs in another database.
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_a_tenant_cannot_plant_the_deadline_of_a_role_change() {
+    let d = driver(Engine::Postgres).await;
+    let (a, pw) = tenant(&d).await;
+    let attacker = pg_tenant(&a, &pw).await.unwrap();
+    attacker
+        .batch_execute(
+            "CREATE TABLE public.trap_fired (at timestamptz); \
+             CREATE SCHEMA hepdb; \
+             CREATE FUNCTION hepdb.alter_role(text, text, text, boolean, integer, boolean) \
+               RETURNS void LANGUAGE plpgsql \
+               AS $$ BEGIN INSERT INTO public.trap_fired VALUES (now()); END $$; \
+             CREATE FUNCTION public.set_config(text, text, boolean) RETURNS text \
+               LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.trap_fired VALUES (now()); \
+               RETURN '0'; END $$; \
+             CREATE FUNCTION public.to_timestamp(double precision) RETURNS timestamptz \
+               LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.trap_fired VALUES (now()); \
+               RETURN 'infinity'; END $$; \
+             SET hepdb.not_after = '1'",
+        )
+        .await
+        .unwrap();
+    let own_role = format!(
+        "ALTER ROLE \"{}\" SET hepdb.not_after = '1'",
+        a.names.db_user()
+    );
+    // Its own role's default binds only its own sessions; the others are refused outright.
+    let _ = attacker.batch_execute(&own_role).await;
+    for sql in [
+        format!(
+            "ALTER DATABASE \"{}\" SET hepdb.not_after = '1'",
+            a.names.db_name()
+        ),
+        "ALTER DATABASE postgres SET hepdb.not_after = '1'".to_owned(),
+        "ALTER ROLE hepdb_provisioner SET hepdb.not_after = '1'".to_owned(),
+    ] {
+        assert!(
+            attacker.batch_execute(&sql).await.is_err(),
+            "the tenant may not: {sql}"
+        );
+    }
+    let new = Password::generate();
+    d.set_password(&a, &new).await.unwrap();
+    assert!(d.can_login(&a, &new).await.unwrap());
+    d.set_access(&a, Access::Locked).await.unwrap();
+    assert!(!d.can_login(&a, &new).await.unwrap());
+    d.set_access(&a, Access::Full).await.unwrap();
+    let attacker = pg_tenant(&a, &new).await.unwrap();
+    let fired: i64 = attacker
+        .query_one("SELECT count(*) FROM public.trap_fired", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fired, 0, "the provisioner ran none of the tenant's code");
+    d.drop_owned(&a).await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // MariaDB
 
@@ -762,4 +824,42 @@ async fn mariadb_scheduled_events_stop_writing_when_locked_or_restricted() {
     root.query_drop("SET GLOBAL event_scheduler = OFF")
         .await
         .unwrap();
+}
+
+/// MariaDB's user changes read a deadline from the provisioner's own session (`@hepdb_not_after`).
+/// A tenant sets the variable in its sessions and plants an `alter_user` procedure and a
+/// `unix_timestamp` function in its database: the provisioner's changes still go through, and
+/// none of the tenant's routines runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_a_tenant_cannot_plant_the_deadline_of_a_user_change() {
+    let d = driver(Engine::Mariadb).await;
+    let (a, pw) = tenant(&d).await;
+    let mut attacker = my_tenant(&a, &pw).await.unwrap();
+    for sql in [
+        "CREATE TABLE trap_fired (at DATETIME)",
+        "CREATE PROCEDURE alter_user(u VARCHAR(128), h VARCHAR(64), m INT, l BOOLEAN) \
+         INSERT INTO trap_fired VALUES (NOW())",
+        "CREATE FUNCTION unix_timestamp(t DATETIME(6)) RETURNS DECIMAL(20,6) \
+         MODIFIES SQL DATA BEGIN INSERT INTO trap_fired VALUES (NOW()); RETURN 0; END",
+        "SET @hepdb_not_after = 0",
+    ] {
+        attacker.query_drop(sql).await.unwrap();
+    }
+    let new = Password::generate();
+    d.set_password(&a, &new).await.unwrap();
+    assert!(d.can_login(&a, &new).await.unwrap());
+    d.set_access(&a, Access::Locked).await.unwrap();
+    assert!(!d.can_login(&a, &new).await.unwrap());
+    d.set_access(&a, Access::Full).await.unwrap();
+    let mut attacker = my_tenant(&a, &new).await.unwrap();
+    let fired: Option<i64> = attacker
+        .query_first("SELECT COUNT(*) FROM trap_fired")
+        .await
+        .unwrap();
+    assert_eq!(
+        fired,
+        Some(0),
+        "the provisioner ran none of the tenant's code"
+    );
+    d.drop_owned(&a).await.unwrap();
 }
