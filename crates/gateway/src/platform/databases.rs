@@ -117,9 +117,6 @@ pub async fn delete(
     if prior(&state, &platform, keyed.as_ref()).await?.is_some() {
         return deleted_yet(&state, id).await;
     }
-    let Some(db) = state.store.database(id).await? else {
-        return Err(HttpError(ApiError::NotFound));
-    };
     let actor = Some(platform.actor_keyed(keyed.as_ref()));
     let intent = match state.store.insert_delete_job(id, actor).await {
         Ok(intent) => intent,
@@ -128,37 +125,33 @@ pub async fn delete(
             return deleted_yet(&state, id).await;
         }
     };
-    let job = match intent {
+    match intent {
         DeleteIntent::Missing => return Err(HttpError(ApiError::NotFound)),
         DeleteIntent::Unsettled => return Err(HttpError(ApiError::DatabaseBusy)),
         // Another request's job: wait for its outcome rather than send it again.
-        DeleteIntent::Job { job, new: false } => {
-            state.dispatcher.await_outcome(job).await?;
-            job
-        }
+        DeleteIntent::Job { job, new: false } => state.dispatcher.await_outcome(job).await?,
         DeleteIntent::Job { job, new: true } => {
             state
                 .dispatcher
                 .run_to_completion(job, id, JobKind::Delete)
-                .await?;
-            job
+                .await?
         }
-    };
-    tracing::debug!(%job, "database deleted");
-    Ok(ok(
+    }
+    Ok(deleted(id))
+}
+
+fn deleted(id: DatabaseId) -> HttpResponse {
+    ok(
         StatusCode::OK,
-        serde_json::json!({ "id": db.id, "deleted": true }),
-    ))
+        serde_json::json!({ "id": id.to_text(), "deleted": true }),
+    )
 }
 
 /// The answer to a retried deletion: done once the row is gone, `JOB_TIMEOUT` while its job
 /// still runs.
 async fn deleted_yet(state: &AppState, id: DatabaseId) -> Result<HttpResponse, HttpError> {
     match state.store.database(id).await? {
-        None => Ok(ok(
-            StatusCode::OK,
-            serde_json::json!({ "id": id.to_text(), "deleted": true }),
-        )),
+        None => Ok(deleted(id)),
         Some(_) => Err(HttpError(ApiError::JobTimeout)),
     }
 }

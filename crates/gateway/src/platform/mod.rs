@@ -8,17 +8,16 @@ mod databases;
 mod keys;
 mod reads;
 
-use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use actix_web::{HttpRequest, web};
 use hepdb_core::{
     ApiError,
     idempotency::{self, IdempotencyKey},
 };
 use hepdb_store::audit::AuditEntry;
-use serde::Serialize;
 
 pub use auth::{Authed, Platform};
 
-use crate::{error::HttpError, error::method_not_allowed, state::AppState};
+use crate::{error::HttpError, error::method_not_allowed, routes::databases::ok, state::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -162,39 +161,13 @@ async fn raced(
     Err(error.into())
 }
 
-fn ok(status: StatusCode, data: impl Serialize) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({ "ok": true, "data": data }))
-}
-
-/// Records a platform action on a database (in its account's log) before it is answered.
+/// Records the dashboard's reveal or rotate of a database (in its account's log) before it
+/// is answered, as the public API does; the token's name is the actor.
 async fn audit_database(
     state: &AppState,
     platform: &Platform,
     action: &str,
     db: &hepdb_store::models::Database,
-) -> Result<(), HttpError> {
-    let target = Target {
-        account: &db.account_id,
-        database: Some(&db.id),
-        key: None,
-    };
-    record(state, platform, action, target, None).await
-}
-
-/// What an audit entry is about.
-struct Target<'a> {
-    account: &'a str,
-    database: Option<&'a str>,
-    key: Option<&'a str>,
-}
-
-/// Writes the entry, with the token's name as the actor and the caller's address.
-async fn record(
-    state: &AppState,
-    platform: &Platform,
-    action: &str,
-    target: Target<'_>,
-    detail: Option<&str>,
 ) -> Result<(), HttpError> {
     let actor = platform.actor();
     state
@@ -202,11 +175,11 @@ async fn record(
         .audit(AuditEntry {
             actor: actor.name,
             action,
-            account: target.account,
-            database: target.database,
-            key: target.key,
+            account: &db.account_id,
+            database: Some(&db.id),
+            key: None,
             address: actor.address,
-            detail,
+            detail: None,
         })
         .await?;
     Ok(())
