@@ -1069,4 +1069,61 @@ async fn a_retried_platform_request_is_answered_not_repeated() {
         ))
         .await;
     assert_eq!(rotates, 1, "one rotate job");
+
+    // PATCH and suspend are answered from the account as it is now; a deletion retried with
+    // its key answers 200, where a plain second DELETE finds nothing.
+    let patch = |slots| {
+        keyed(
+            Method::PATCH,
+            format!("/accounts/{id}"),
+            Some(json!({ "slots": slots })),
+            "patch-1",
+        )
+    };
+    let (s, b) = patch(4).await;
+    assert_eq!((s.as_u16(), &data(&b)["slots"]["total"]), (200, &json!(4)));
+    let (s, b) = patch(4).await;
+    assert_eq!((s.as_u16(), &data(&b)["slots"]["total"]), (200, &json!(4)));
+    let (s, b) = patch(5).await;
+    assert_error(s, &b, 422, Some("IDEMPOTENCY_KEY_REUSED"));
+    for _ in 0..2 {
+        let (s, b) = keyed(
+            Method::POST,
+            format!("/accounts/{id}/suspend"),
+            None,
+            "suspend-1",
+        )
+        .await;
+        assert_eq!(
+            (s.as_u16(), data(&b)["suspended"].as_bool()),
+            (200, Some(true)),
+            "{b}"
+        );
+    }
+    for _ in 0..2 {
+        let (s, b) = keyed(Method::DELETE, format!("/databases/{db}"), None, "delete-1").await;
+        assert_eq!(
+            (s.as_u16(), data(&b)["deleted"].as_bool()),
+            (200, Some(true)),
+            "{b}"
+        );
+    }
+    let (s, b) = app
+        .platform(
+            Method::DELETE,
+            &format!("/databases/{db}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(s, &b, 404, Some("NOT_FOUND"));
+    let suspends = app
+        .store
+        .audit_log(id.parse().unwrap())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == "account.suspend")
+        .count();
+    assert_eq!(suspends, 1, "suspended once");
 }
