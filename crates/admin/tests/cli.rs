@@ -37,7 +37,7 @@ impl Admin {
         let mut s = Settings::load().unwrap();
         s.metadata.url = hepdb_core::settings::Secret::new(self.metadata_url.clone());
         s.amqp.queue_prefix = self.queue_prefix.clone();
-        s.amqp.queue_expires_secs = 600;
+        s.amqp.queue_expires_secs = 120;
         s.worker.admin_listen = "127.0.0.1:0".into();
         s.worker.reconcile_interval_secs = 0;
         s.quota.interval_secs = 0;
@@ -50,7 +50,7 @@ impl Admin {
             .args(args)
             .env("HEPDB__METADATA__URL", &self.metadata_url)
             .env("HEPDB__AMQP__QUEUE_PREFIX", &self.queue_prefix)
-            .env("HEPDB__AMQP__QUEUE_EXPIRES_SECS", "600")
+            .env("HEPDB__AMQP__QUEUE_EXPIRES_SECS", "120")
             .output()
             .unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();

@@ -53,7 +53,9 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     let tag = own_metadata(&mut settings, "");
     settings.metadata.pool_size = 8;
     settings.amqp.queue_prefix = format!("test_{tag}");
-    settings.amqp.queue_expires_secs = 600;
+    // Idle test queues go within two minutes: every run makes three per test, and a broker
+    // restarted (by the broker tests) with thousands of them to recover can take minutes.
+    settings.amqp.queue_expires_secs = 120;
     settings.gateway.listen = "127.0.0.1:0".into();
     settings.platform.listen = "127.0.0.1:0".into();
     settings.gateway.workers = 2;
