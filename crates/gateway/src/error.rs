@@ -2,7 +2,13 @@
 //! bad JSON), leaves as `{"ok": false, "error", "code"}`.
 
 use actix_web::{
-    HttpRequest, HttpResponse, ResponseError, error::JsonPayloadError, http::StatusCode,
+    HttpRequest, HttpResponse, ResponseError,
+    error::JsonPayloadError,
+    http::{
+        StatusCode,
+        header::{self, HeaderValue},
+    },
+    web,
 };
 use hepdb_core::ApiError;
 use hepdb_store::StoreError;
@@ -70,7 +76,14 @@ pub async fn no_route() -> HttpResponse {
     HttpError(ApiError::NoRoute).error_response()
 }
 
-/// Fallback for a known path with the wrong method.
-pub async fn method_not_allowed() -> HttpResponse {
-    HttpError(ApiError::MethodNotAllowed).error_response()
+/// Fallback for a known path with the wrong method: 405, with the `Allow` header (RFC 9110)
+/// naming the methods the path has.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut response = HttpError(ApiError::MethodNotAllowed).error_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        response
+    })
 }

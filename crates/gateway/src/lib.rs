@@ -6,8 +6,10 @@
 pub mod audit;
 pub mod auth;
 pub mod dispatch;
+mod envelope;
 pub mod error;
 mod metrics;
+pub mod openapi;
 mod platform;
 pub mod request_id;
 pub(crate) mod routes;

@@ -8,9 +8,16 @@ use hepdb_store::{
     models::Account,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{
+    IntoParams, ToSchema,
+    openapi::{
+        Object, ObjectBuilder, Required, Type,
+        path::{Parameter, ParameterBuilder, ParameterIn},
+    },
+};
 
-use super::{Authed, Platform, keyed, ok, prior, raced};
-use crate::{error::HttpError, state::AppState};
+use super::{Authed, Platform, keyed, ok, prior, raced, whole_number};
+use crate::{envelope::Envelope, error::HttpError, openapi, state::AppState};
 
 const MB: i64 = 1024 * 1024;
 /// Bounds on what an account may be given, so that a typo cannot overflow anything.
@@ -18,15 +25,21 @@ const MAX_SLOTS: i32 = 100_000;
 const MAX_STORAGE_MB: i64 = 100_000_000;
 
 /// An account as the platform sees it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountView {
+    #[schema(example = "01HV7Z3K8Q2N4R6T8V0X2Z4B6D")]
     id: String,
+    /// The platform's own id of this user.
+    #[schema(example = "user-4711")]
     external_id: Option<String>,
+    #[schema(example = "Ada Lovelace")]
     name: String,
     slots: Slots,
     storage: Storage,
+    /// Suspended accounts' keys are disabled and their databases refuse logins.
     suspended: bool,
+    /// Whether the account may use databases at all.
     db_access: bool,
     /// Whether the engines are where metadata wants them after a suspension or an
     /// unsuspension (a storage change shows here once the quota watcher's next pass has
@@ -35,22 +48,27 @@ pub struct AccountView {
     created_at: String,
 }
 
-#[derive(Serialize)]
+/// Database slots: how many the account has, and how many its databases hold.
+#[derive(Serialize, ToSchema)]
 struct Slots {
     total: i32,
     used: i64,
 }
 
-#[derive(Serialize)]
+/// Storage: the quota, and what the databases measured at their last refresh.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Storage {
     quota_bytes: i64,
     used_bytes: i64,
 }
 
-#[derive(Serialize)]
+/// The engine side of a suspension or unsuspension.
+#[derive(Serialize, ToSchema)]
 struct EngineAccess {
+    /// Every database's engine access is what metadata wants.
     converged: bool,
+    /// Databases whose access job has not finished yet.
     pending: i64,
 }
 
@@ -98,16 +116,50 @@ pub async fn load(state: &AppState, id: AccountId) -> Result<Account, HttpError>
         .ok_or(HttpError(ApiError::AccountNotFound))
 }
 
-#[derive(Deserialize, Serialize)]
+/// A new account.
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateBody {
+    /// The platform's own id of the user, unique.
+    #[schema(schema_with = external_id_schema)]
     external_id: String,
+    #[schema(schema_with = name_schema)]
     name: String,
+    #[serde(deserialize_with = "whole_number::required")]
+    #[schema(minimum = 0, maximum = 100_000, example = 3)]
     slots: i32,
+    #[serde(deserialize_with = "whole_number::required")]
+    #[schema(minimum = 0, maximum = 100_000_000, example = 1024)]
     storage_mb: i64,
+    /// Whether the account may use databases (default true).
     db_access: Option<bool>,
 }
 
+/// What [`check_text`] accepts, as a pattern for the documents: no control character, and at
+/// least one that is not white space.
+const PRINTABLE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+const MAX_EXTERNAL_ID: usize = 255;
+const MAX_NAME: usize = 100;
+
+fn printable(max: usize, example: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(PRINTABLE))
+        .examples([example])
+        .build()
+}
+
+fn external_id_schema() -> Object {
+    printable(MAX_EXTERNAL_ID, "user-4711")
+}
+
+fn name_schema() -> Object {
+    printable(MAX_NAME, "Ada Lovelace")
+}
+
+/// Printable text with at least one visible character.
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), HttpError> {
     let ok = !value.trim().is_empty()
         && value.chars().count() <= max
@@ -133,14 +185,33 @@ fn check_quota(slots: Option<i32>, storage_mb: Option<i64>) -> Result<(), HttpEr
     Ok(())
 }
 
-/// `POST /accounts`: 201 with the account; 409 `EXTERNAL_ID_TAKEN` if the platform id has one.
+/// Create an account for one of the platform's users; 409 `EXTERNAL_ID_TAKEN` if that user
+/// has one.
+#[utoipa::path(
+    post,
+    path = "/platform/v1/accounts",
+    operation_id = "createAccount",
+    tag = "accounts",
+    params(openapi::IdempotencyHeader),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = Envelope<AccountView>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 409, response = openapi::Conflict),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::KeyReused),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn create(
     Authed(platform, body): Authed<CreateBody>,
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
-    check_text("externalId", &body.external_id, 255)?;
-    check_text("name", &body.name, 100)?;
+    check_text("externalId", &body.external_id, MAX_EXTERNAL_ID)?;
+    check_text("name", &body.name, MAX_NAME)?;
     check_quota(Some(body.slots), Some(body.storage_mb))?;
     let keyed = keyed(&req, &body_text(&body))?;
     if let Some(id) = prior(&state, &platform, keyed.as_ref()).await? {
@@ -173,11 +244,40 @@ pub async fn create(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct FindQuery {
-    external_id: Option<String>,
+pub struct FindQuery {
+    external_id: String,
 }
 
-/// `GET /accounts?externalId=…`: the account with that platform id.
+/// By hand: the derive drops `required` from a parameter whose schema is `schema_with`.
+impl IntoParams for FindQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            ParameterBuilder::new()
+                .name("externalId")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::True)
+                .description(Some("The platform's own id of the user."))
+                .schema(Some(external_id_schema()))
+                .build(),
+        ]
+    }
+}
+
+/// Find the account of one of the platform's users.
+#[utoipa::path(
+    get,
+    path = "/platform/v1/accounts",
+    operation_id = "findAccount",
+    tag = "accounts",
+    params(FindQuery),
+    responses(
+        (status = 200, description = "The account", body = Envelope<AccountView>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn find(
     _: Platform,
     state: web::Data<AppState>,
@@ -185,11 +285,8 @@ pub async fn find(
 ) -> Result<HttpResponse, HttpError> {
     let query = web::Query::<FindQuery>::from_query(req.query_string())
         .map_err(|e| HttpError(ApiError::BadRequest(e.to_string())))?;
-    let Some(external_id) = query.into_inner().external_id else {
-        return Err(HttpError(ApiError::BadRequest(
-            "give `externalId` to find an account".into(),
-        )));
-    };
+    let external_id = query.into_inner().external_id;
+    check_text("externalId", &external_id, MAX_EXTERNAL_ID)?;
     let account = state
         .store
         .account_by_external_id(&external_id)
@@ -198,7 +295,20 @@ pub async fn find(
     Ok(ok(StatusCode::OK, view(&state, account).await?))
 }
 
-/// `GET /accounts/{id}`.
+/// An account, with its slots, storage, suspension and the engine side's progress.
+#[utoipa::path(
+    get,
+    path = "/platform/v1/accounts/{id}",
+    operation_id = "getAccount",
+    tag = "accounts",
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 200, description = "The account", body = Envelope<AccountView>),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn get(
     _: Platform,
     state: web::Data<AppState>,
@@ -208,15 +318,38 @@ pub async fn get(
     Ok(ok(StatusCode::OK, view(&state, account).await?))
 }
 
-#[derive(Deserialize, Serialize)]
+/// What to change; absent fields stay as they are.
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchBody {
+    #[serde(default, deserialize_with = "whole_number::optional")]
+    #[schema(minimum = 0, maximum = 100_000, example = 5)]
     slots: Option<i32>,
+    #[serde(default, deserialize_with = "whole_number::optional")]
+    #[schema(minimum = 0, maximum = 100_000_000, example = 2048)]
     storage_mb: Option<i64>,
     db_access: Option<bool>,
 }
 
-/// `PATCH /accounts/{id}`: top-ups and access.
+/// Top up slots or storage, or switch database access.
+#[utoipa::path(
+    patch,
+    path = "/platform/v1/accounts/{id}",
+    operation_id = "updateAccount",
+    tag = "accounts",
+    params(("id" = String, Path, description = "The account's id"), openapi::IdempotencyHeader),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The account as it is now", body = Envelope<AccountView>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::KeyReused),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn patch(
     Authed(platform, body): Authed<PatchBody>,
     state: web::Data<AppState>,
@@ -245,9 +378,23 @@ pub async fn patch(
     Ok(ok(StatusCode::OK, view(&state, account).await?))
 }
 
-/// `POST /accounts/{id}/suspend` and `/unsuspend`: keys and metadata change in one
-/// transaction before the answer; the engines follow through access jobs, whose progress
-/// the answer (and `GET /accounts/{id}`) shows as `engineAccess`.
+/// Suspend an account: its keys and databases are disabled before the answer; the engines
+/// follow, and `engineAccess` shows their progress (here and in `GET /accounts/{id}`).
+#[utoipa::path(
+    post,
+    path = "/platform/v1/accounts/{id}/suspend",
+    operation_id = "suspendAccount",
+    tag = "accounts",
+    params(("id" = String, Path, description = "The account's id"), openapi::IdempotencyHeader),
+    responses(
+        (status = 200, description = "The account as it is now", body = Envelope<AccountView>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 422, response = openapi::KeyReused),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn suspend(
     platform: Platform,
     state: web::Data<AppState>,
@@ -257,6 +404,23 @@ pub async fn suspend(
     set_suspended(platform, state, path, req, true).await
 }
 
+/// Lift a suspension: what the suspension disabled is enabled again (a key its owner
+/// disabled stays disabled).
+#[utoipa::path(
+    post,
+    path = "/platform/v1/accounts/{id}/unsuspend",
+    operation_id = "unsuspendAccount",
+    tag = "accounts",
+    params(("id" = String, Path, description = "The account's id"), openapi::IdempotencyHeader),
+    responses(
+        (status = 200, description = "The account as it is now", body = Envelope<AccountView>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 422, response = openapi::KeyReused),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn unsuspend(
     platform: Platform,
     state: web::Data<AppState>,

@@ -9,12 +9,27 @@ use hepdb_store::{
     models::{Database, EngineHost},
 };
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use super::{Platform, audit_database, keyed, prior, raced};
 use crate::{
+    envelope::Envelope,
     error::HttpError,
-    routes::databases::{credentials, ok, open_password, revealed, rotate_password},
+    openapi,
+    routes::databases::{
+        Credentials, Revealed, credentials, ok, open_password, revealed, rotate_password,
+    },
     state::AppState,
 };
+
+/// A deleted database.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    id: String,
+    /// Always true: its engine database and user are gone, and its slot is free.
+    deleted: bool,
+}
 
 /// A visible database by path id, whoever owns it; a malformed or unknown id is 404.
 async fn visible(state: &AppState, raw: &str) -> Result<(Database, EngineHost), HttpError> {
@@ -26,7 +41,21 @@ async fn visible(state: &AppState, raw: &str) -> Result<(Database, EngineHost), 
         .ok_or(HttpError(ApiError::NotFound))
 }
 
-/// `GET /databases/{id}`: the credentials, audited as a reveal.
+/// Reveal any account's database, as its owner would: audited as a reveal, with the token's
+/// name as the actor.
+#[utoipa::path(
+    get,
+    path = "/platform/v1/databases/{id}",
+    operation_id = "revealAnyDatabase",
+    tag = "databases",
+    params(("id" = String, Path, description = "The database's id")),
+    responses(
+        (status = 200, description = "The database with its credentials", body = Envelope<Revealed>),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn reveal(
     platform: Platform,
     state: web::Data<AppState>,
@@ -38,7 +67,24 @@ pub async fn reveal(
     revealed(&db, &host, &password)
 }
 
-/// `POST /databases/{id}/rotate`: a new password through the worker, as the public rotate.
+/// Rotate a database's password, as its owner would: the same job as the public rotate.
+#[utoipa::path(
+    post,
+    path = "/platform/v1/databases/{id}/rotate",
+    operation_id = "rotateAnyPassword",
+    tag = "databases",
+    params(("id" = String, Path, description = "The database's id"), openapi::IdempotencyHeader),
+    responses(
+        (status = 200, description = "The new credentials", body = Envelope<Credentials>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::EngineConflict),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn rotate(
     platform: Platform,
     state: web::Data<AppState>,
@@ -102,10 +148,27 @@ async fn rotated(
     }
 }
 
-/// `DELETE /databases/{id}`: a delete job through the worker, which drops only what carries
-/// hepdb's mark and then the row, freeing the slot. Once recorded it always completes: 200 when
-/// done, 503 `JOB_TIMEOUT` while it still runs (asking again joins the same job); 409
-/// `DATABASE_BUSY` while the database is still being created.
+/// Delete a database: a job through the worker drops only what carries hepdb's mark, then the
+/// row, freeing the slot. Once recorded it always completes: 200 when done, 503 `JOB_TIMEOUT`
+/// while it still runs (asking again joins the same job); 409 `DATABASE_BUSY` while the
+/// database is still being created.
+#[utoipa::path(
+    delete,
+    path = "/platform/v1/databases/{id}",
+    operation_id = "deleteDatabase",
+    tag = "databases",
+    params(("id" = String, Path, description = "The database's id"), openapi::IdempotencyHeader),
+    responses(
+        (status = 200, description = "Deleted", body = Envelope<Deleted>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::EngineConflict),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn delete(
     platform: Platform,
     state: web::Data<AppState>,
@@ -143,7 +206,10 @@ pub async fn delete(
 fn deleted(id: DatabaseId) -> HttpResponse {
     ok(
         StatusCode::OK,
-        serde_json::json!({ "id": id.to_text(), "deleted": true }),
+        Deleted {
+            id: id.to_text(),
+            deleted: true,
+        },
     )
 }
 

@@ -5,20 +5,54 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use hepdb_core::{ApiError, KeyId, time::iso8601};
 use hepdb_store::models::ApiKeyRow;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{Authed, Platform, accounts, keyed, ok, prior, raced};
-use crate::{error::HttpError, state::AppState};
+use crate::{envelope::Envelope, error::HttpError, openapi, state::AppState};
 
 /// A key as the dashboard shows it (never the key itself, except once at minting).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct KeyView {
+pub struct KeyView {
+    #[schema(example = "01HV7Z3K8Q2N4R6T8V0X2Z4B6D")]
     id: String,
+    #[schema(example = "ci")]
     label: String,
+    /// Whether the key authenticates.
     enabled: bool,
+    /// `owner` (the owner's switch) or `suspension` (the account's), or null when enabled.
+    #[schema(example = json!(null))]
     disabled_by: Option<&'static str>,
     created_at: String,
+    /// When the key last authenticated, to within a few minutes; null if never.
     last_used_at: Option<String>,
+}
+
+/// A key just minted: the only answer that carries the key itself.
+#[derive(Serialize, ToSchema)]
+pub struct MintedKey {
+    #[serde(flatten)]
+    view: KeyView,
+    /// The bearer key, shown only in the answer that minted it: hepdb keeps only its hash, so
+    /// the answer to a retry with the same `Idempotency-Key` describes the key without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "hepgg_db_0123456789abcdef0123456789abcdef")]
+    key: Option<String>,
+}
+
+/// The keys of an account.
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    /// Every key not revoked, oldest first.
+    keys: Vec<KeyView>,
+}
+
+/// A revoked key.
+#[derive(Serialize, ToSchema)]
+pub struct Revoked {
+    id: String,
+    /// Always true: the key never authenticates again.
+    revoked: bool,
 }
 
 impl KeyView {
@@ -34,10 +68,17 @@ impl KeyView {
     }
 }
 
-#[derive(Deserialize, Serialize)]
+/// A new key.
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintBody {
+    /// What the owner calls it (at most 100 printable characters).
     #[serde(default)]
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "ci"
+    )]
     label: String,
 }
 
@@ -45,7 +86,25 @@ fn key_id(raw: &str) -> Result<KeyId, HttpError> {
     raw.parse().map_err(|_| HttpError(ApiError::KeyNotFound))
 }
 
-/// `POST /accounts/{id}/keys`: 201 with the key, the only time it is shown.
+/// Mint a key for an account: the answer is the only time the key is shown.
+#[utoipa::path(
+    post,
+    path = "/platform/v1/accounts/{id}/keys",
+    operation_id = "mintKey",
+    tag = "keys",
+    params(("id" = String, Path, description = "The account's id"), openapi::IdempotencyHeader),
+    request_body = MintBody,
+    responses(
+        (status = 201, description = "The key, shown once", body = Envelope<MintedKey>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::KeyReused),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn mint(
     Authed(platform, body): Authed<MintBody>,
     state: web::Data<AppState>,
@@ -71,12 +130,27 @@ pub async fn mint(
             return replay(&state, &id, StatusCode::CREATED).await;
         }
     };
-    let mut data = serde_json::to_value(KeyView::of(&row)).expect("key views serialize");
-    data["key"] = key.expose().into();
-    Ok(ok(StatusCode::CREATED, data))
+    let minted = MintedKey {
+        view: KeyView::of(&row),
+        key: Some(key.expose().to_owned()),
+    };
+    Ok(ok(StatusCode::CREATED, minted))
 }
 
-/// `GET /accounts/{id}/keys`: every key not revoked.
+/// An account's keys: every key not revoked, never the keys themselves.
+#[utoipa::path(
+    get,
+    path = "/platform/v1/accounts/{id}/keys",
+    operation_id = "listKeys",
+    tag = "keys",
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 200, description = "The keys", body = Envelope<KeyList>),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn list(
     _: Platform,
     state: web::Data<AppState>,
@@ -92,11 +166,26 @@ pub async fn list(
                 .map_err(|_| HttpError(ApiError::Internal))?,
         )
         .await?;
-    let keys: Vec<KeyView> = keys.iter().map(KeyView::of).collect();
-    Ok(ok(StatusCode::OK, serde_json::json!({ "keys": keys })))
+    let keys = keys.iter().map(KeyView::of).collect();
+    Ok(ok(StatusCode::OK, KeyList { keys }))
 }
 
-/// `POST /keys/{id}/disable` and `/enable`: the owner's switch.
+/// The owner's switch, off: the key stops authenticating at once (401 `KEY_DISABLED`).
+#[utoipa::path(
+    post,
+    path = "/platform/v1/keys/{id}/disable",
+    operation_id = "disableKey",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id"), openapi::IdempotencyHeader),
+    responses(
+        (status = 200, description = "The key as it is now", body = Envelope<KeyView>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 422, response = openapi::KeyReused),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn disable(
     platform: Platform,
     state: web::Data<AppState>,
@@ -106,6 +195,22 @@ pub async fn disable(
     switch(platform, state, path, req, false).await
 }
 
+/// The owner's switch, on (a suspension's disabling stays until the unsuspension).
+#[utoipa::path(
+    post,
+    path = "/platform/v1/keys/{id}/enable",
+    operation_id = "enableKey",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id"), openapi::IdempotencyHeader),
+    responses(
+        (status = 200, description = "The key as it is now", body = Envelope<KeyView>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 422, response = openapi::KeyReused),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn enable(
     platform: Platform,
     state: web::Data<AppState>,
@@ -152,7 +257,22 @@ async fn replay(state: &AppState, id: &str, status: StatusCode) -> Result<HttpRe
     Ok(ok(status, KeyView::of(&row)))
 }
 
-/// `DELETE /keys/{id}`: revoked for good.
+/// Revoke a key for good.
+#[utoipa::path(
+    delete,
+    path = "/platform/v1/keys/{id}",
+    operation_id = "revokeKey",
+    tag = "keys",
+    params(("id" = String, Path, description = "The key's id"), openapi::IdempotencyHeader),
+    responses(
+        (status = 200, description = "Revoked", body = Envelope<Revoked>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::NotFound),
+        (status = 422, response = openapi::KeyReused),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn revoke(
     platform: Platform,
     state: web::Data<AppState>,
@@ -163,7 +283,10 @@ pub async fn revoke(
     let revoked = || {
         ok(
             StatusCode::OK,
-            serde_json::json!({ "id": id.to_text(), "revoked": true }),
+            Revoked {
+                id: id.to_text(),
+                revoked: true,
+            },
         )
     };
     let keyed = keyed(&req, "")?;

@@ -2,11 +2,12 @@
 //! with platform tokens, on a listener of its own (`platform.listen`), never the public one.
 //! Same envelope and error catalog as the public API; JSON fields in camelCase.
 
-mod accounts;
+pub(crate) mod accounts;
 mod auth;
-mod databases;
-mod keys;
-mod reads;
+pub(crate) mod databases;
+pub(crate) mod keys;
+pub(crate) mod reads;
+mod whole_number;
 
 use actix_web::{HttpRequest, web};
 use hepdb_core::{
@@ -17,7 +18,7 @@ use hepdb_store::audit::AuditEntry;
 
 pub use auth::{Authed, Platform};
 
-use crate::{error::HttpError, error::method_not_allowed, routes::databases::ok, state::AppState};
+use crate::{envelope::ok, error::HttpError, error::method_not_allowed, state::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -26,80 +27,85 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/accounts")
                     .route(web::post().to(accounts::create))
                     .route(web::get().to(accounts::find))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST, GET")),
             )
             .service(
                 web::resource("/accounts/{id}")
                     .route(web::get().to(accounts::get))
                     .route(web::patch().to(accounts::patch))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("GET, PATCH")),
             )
             .service(
                 web::resource("/accounts/{id}/suspend")
                     .route(web::post().to(accounts::suspend))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST")),
             )
             .service(
                 web::resource("/accounts/{id}/unsuspend")
                     .route(web::post().to(accounts::unsuspend))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST")),
             )
             .service(
                 web::resource("/accounts/{id}/keys")
                     .route(web::post().to(keys::mint))
                     .route(web::get().to(keys::list))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST, GET")),
             )
             .service(
                 web::resource("/accounts/{id}/databases")
                     .route(web::get().to(reads::databases))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("GET")),
             )
             .service(
                 web::resource("/accounts/{id}/audit")
                     .route(web::get().to(reads::audit))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("GET")),
             )
             .service(
                 web::resource("/databases/{id}")
                     .route(web::get().to(databases::reveal))
                     .route(web::delete().to(databases::delete))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("GET, DELETE")),
             )
             .service(
                 web::resource("/databases/{id}/rotate")
                     .route(web::post().to(databases::rotate))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST")),
             )
             .service(
                 web::resource("/hosts")
                     .route(web::get().to(reads::hosts))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("GET")),
             )
             .service(
                 web::resource("/hosts/{name}/drain")
                     .route(web::post().to(reads::drain))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST")),
             )
             .service(
                 web::resource("/hosts/{name}/undrain")
                     .route(web::post().to(reads::undrain))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST")),
             )
             .service(
                 web::resource("/keys/{id}")
                     .route(web::delete().to(keys::revoke))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("DELETE")),
             )
             .service(
                 web::resource("/keys/{id}/disable")
                     .route(web::post().to(keys::disable))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST")),
             )
             .service(
                 web::resource("/keys/{id}/enable")
                     .route(web::post().to(keys::enable))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST")),
+            )
+            .service(
+                web::resource("/openapi.json")
+                    .route(web::get().to(crate::openapi::platform_document))
+                    .default_service(method_not_allowed("GET")),
             ),
     );
 }

@@ -19,27 +19,55 @@ use hepdb_store::{
     models::{Database, EngineHost, Job},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+pub(crate) use crate::envelope::ok;
 use crate::{
     audit::Entry,
     auth::{BearerKey, Caller},
+    envelope::Envelope,
     error::HttpError,
+    openapi,
     state::AppState,
 };
 
-/// The list entry (no secrets).
-#[derive(Serialize)]
+/// A database in the list: no secrets.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Summary<'a> {
+pub(crate) struct Summary<'a> {
+    /// Stable identifier (a ULID).
+    #[schema(example = "01HV7Z3K8Q2N4R6T8V0X2Z4B6D")]
     id: &'a str,
+    /// The label chosen at creation.
+    #[schema(example = "my-app")]
     name: &'a str,
+    /// `mariadb`, `postgres` or `mongo`.
+    #[schema(example = "mariadb")]
     engine: &'a str,
+    /// The database's name on the engine: `um_<10 hex>_<n>`.
+    #[schema(example = "um_0a1b2c3d4e_1")]
     db_name: &'a str,
+    /// The database's user on the engine: `dum_<10 hex>_<n>`.
+    #[schema(example = "dum_0a1b2c3d4e_1")]
     db_user: &'a str,
+    /// Last measured size on disk, refreshed by the quota watcher.
     size_bytes: i64,
+    /// When the size was last measured (ISO 8601), or null if never.
+    #[schema(example = "2026-05-28T12:00:00.000Z")]
     size_refreshed_at: Option<String>,
+    /// `active`, `over_quota` or `disabled`.
+    #[schema(example = "active")]
     status: &'static str,
+    /// ISO 8601 creation time.
+    #[schema(example = "2026-05-20T09:30:00.000Z")]
     created_at: String,
+}
+
+/// The list's `data`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DatabaseList<'a> {
+    /// Every database of the key's account, oldest first.
+    databases: Vec<Summary<'a>>,
 }
 
 impl<'a> Summary<'a> {
@@ -58,33 +86,42 @@ impl<'a> Summary<'a> {
     }
 }
 
-/// The create and rotate response: the credentials, shown with the names.
-#[derive(Serialize)]
+/// The create and rotate answer: the credentials, with the names.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Credentials<'a> {
+    #[schema(example = "01HV7Z3K8Q2N4R6T8V0X2Z4B6D")]
     id: &'a str,
+    #[schema(example = "my-app")]
     name: &'a str,
+    #[schema(example = "mariadb")]
     engine: &'a str,
+    #[schema(example = "um_0a1b2c3d4e_1")]
     db_name: &'a str,
+    #[schema(example = "dum_0a1b2c3d4e_1")]
     db_user: &'a str,
+    /// The database user's current password.
+    #[schema(example = "q7JdV2mX9kP4sT8wZ3bN6cR1")]
     password: &'a str,
+    /// `mysql://…`, `postgresql://…` or `mongodb://…?authSource=admin`, ready to use.
+    #[schema(
+        example = "mysql://dum_0a1b2c3d4e_1:q7JdV2mX9kP4sT8wZ3bN6cR1@db.example.com:3306/um_0a1b2c3d4e_1"
+    )]
     connection_string: String,
 }
 
-/// Reveal: credentials plus the summary's size and status fields.
-#[derive(Serialize)]
+/// The reveal answer: the credentials plus the list's size and status fields.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Revealed<'a> {
+pub(crate) struct Revealed<'a> {
     #[serde(flatten)]
     credentials: Credentials<'a>,
     size_bytes: i64,
     size_refreshed_at: Option<String>,
+    /// `active`, `over_quota` or `disabled`.
+    #[schema(example = "active")]
     status: &'static str,
     created_at: String,
-}
-
-pub(crate) fn ok(status: StatusCode, data: impl Serialize) -> HttpResponse {
-    HttpResponse::build(status).json(serde_json::json!({ "ok": true, "data": data }))
 }
 
 /// The credentials of `db`, with the connection string of the host it lives on.
@@ -131,6 +168,20 @@ pub(crate) fn open_password(state: &AppState, db: &Database) -> Result<Password,
         })
 }
 
+/// List the caller's databases: every database of the key's account, oldest first, without
+/// secrets.
+#[utoipa::path(
+    get,
+    path = "/api/v1/db/databases",
+    operation_id = "listDatabases",
+    tag = "databases",
+    responses(
+        (status = 200, description = "The databases", body = Envelope<DatabaseList>),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn list(state: web::Data<AppState>, key: BearerKey) -> Result<HttpResponse, HttpError> {
     let found = state.store.list_for_key(key.hash()).await?;
     key.authorize(
@@ -138,18 +189,29 @@ pub async fn list(state: web::Data<AppState>, key: BearerKey) -> Result<HttpResp
         found.as_ref().map(|(row, account, _)| (row, account)),
     )?;
     let rows = found.map(|(_, _, rows)| rows).unwrap_or_default();
-    let databases: Vec<_> = rows.iter().map(Summary::of).collect();
-    Ok(ok(
-        StatusCode::OK,
-        serde_json::json!({ "databases": databases }),
-    ))
+    let databases = rows.iter().map(Summary::of).collect();
+    Ok(ok(StatusCode::OK, DatabaseList { databases }))
 }
 
-#[derive(Deserialize)]
+/// What to create. Both fields are read leniently (a missing name is the spec's 400 without a
+/// code, not a JSON error), and described as the spec gives them.
+#[derive(Deserialize, ToSchema)]
 pub struct CreateBody {
+    /// A label unique in the account: 1 to 63 letters, digits, `_` or `-`, starting with a
+    /// letter or digit.
     #[serde(default)]
+    #[schema(
+        required = true,
+        value_type = String,
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+        example = "my-app"
+    )]
     name: Option<String>,
+    /// `mariadb` (the default), `postgres` or `mongo`.
     #[serde(default)]
+    #[schema(value_type = Option<openapi::EngineName>, example = "mariadb")]
     engine: Option<String>,
 }
 
@@ -252,6 +314,29 @@ async fn replay(state: &AppState, caller: Caller, job: Job) -> Result<HttpRespon
     Ok(ok(status, credentials(&db, &host, &password)?))
 }
 
+/// Create a database and its user. The password and connection string are in the answer; reveal
+/// shows them again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/db/databases",
+    operation_id = "createDatabase",
+    tag = "databases",
+    params(openapi::IdempotencyHeader),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = Envelope<Credentials>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 402, response = openapi::PaymentRequired),
+        (status = 403, response = openapi::Forbidden),
+        (status = 409, response = openapi::Conflict),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::EngineConflict),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -335,6 +420,22 @@ pub async fn create(
     ))
 }
 
+/// Reveal one of the caller's databases: its current password and connection string, with the
+/// list's size and status fields. Recorded in the audit log.
+#[utoipa::path(
+    get,
+    path = "/api/v1/db/databases/{id}",
+    operation_id = "revealDatabase",
+    tag = "databases",
+    params(("id" = String, Path, description = "The database's id")),
+    responses(
+        (status = 200, description = "The database with its credentials", body = Envelope<Revealed>),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn reveal(
     state: web::Data<AppState>,
     key: BearerKey,
@@ -377,6 +478,26 @@ pub(crate) fn revealed(
     ))
 }
 
+/// Rotate the password of one of the caller's databases: the old one stops working, the new one
+/// is in the answer. No request body.
+#[utoipa::path(
+    post,
+    path = "/api/v1/db/databases/{id}/rotate",
+    operation_id = "rotatePassword",
+    tag = "databases",
+    params(("id" = String, Path, description = "The database's id"), openapi::IdempotencyHeader),
+    responses(
+        (status = 200, description = "The new credentials", body = Envelope<Credentials>),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, response = openapi::Conflict),
+        (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::EngineConflict),
+        (status = 503, response = openapi::Unavailable),
+    )
+)]
 pub async fn rotate(
     state: web::Data<AppState>,
     caller: Caller,

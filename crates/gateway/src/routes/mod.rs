@@ -14,17 +14,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/databases")
                     .route(web::get().to(databases::list))
                     .route(web::post().to(databases::create))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("GET, POST")),
             )
             .service(
                 web::resource("/databases/{id}")
                     .route(web::get().to(databases::reveal))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("GET")),
             )
             .service(
                 web::resource("/databases/{id}/rotate")
                     .route(web::post().to(databases::rotate))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(method_not_allowed("POST")),
+            )
+            .service(
+                web::resource("/openapi.json")
+                    .route(web::get().to(crate::openapi::public_document))
+                    .default_service(method_not_allowed("GET")),
             ),
     )
     .route("/healthz", web::get().to(health::healthz))

@@ -7,6 +7,7 @@ mod engines;
 mod envelope;
 mod hosts;
 mod idempotency;
+mod openapi;
 mod pipeline;
 mod platform;
 mod quota;
