@@ -7,7 +7,9 @@
 //!   report.
 //! - `bench`: benchmarks, each printing its ratio to a baseline measured in the same run.
 //! - `chaos`: the fault-injection scenarios, one at a time, each printing its counts.
-//! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, `test`, then `chaos` (what CI runs).
+//! - `fuzz`: Schemathesis against both OpenAPI documents of a running stack.
+//! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, `test`, `fuzz`, then `chaos` (what
+//!   CI runs).
 //! - `clean`: drop what earlier test runs left in metadata and on the local engines.
 
 use std::{
@@ -19,6 +21,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 mod cleanup;
+mod fuzz;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -60,7 +63,10 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// fmt --check, clippy -D warnings, and the tests: the CI gate.
+    /// Schemathesis (installed from PyPI into a virtualenv) against both OpenAPI documents
+    /// of a stack of its own (metadata database `hepdb_fuzz`), each for a fixed time budget.
+    Fuzz,
+    /// fmt --check, clippy -D warnings, the tests, the fuzzer and the chaos suite: the CI gate.
     Ci,
     /// Drop what earlier test runs left: their metadata databases, and the tenant databases
     /// and users that no remaining metadata database claims on the local engines (`test`
@@ -85,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Chaos => chaos(),
+        Task::Fuzz => fuzz::fuzz(),
         Task::Load { args } => load(&args),
         Task::Bench => {
             services()?;
@@ -123,6 +130,7 @@ fn main() -> anyhow::Result<()> {
                 "warnings",
             ]))?;
             test()?;
+            fuzz::fuzz()?;
             chaos()
         }
     }
@@ -251,11 +259,12 @@ const ROOT_URLS: [(&str, &str); 3] = [
     ),
 ];
 
-/// A running gateway and worker, with an account and its key.
+/// A running gateway and worker, with an account and its key, and a platform token.
 struct Stack {
     children: Children,
     account: String,
     key: String,
+    platform_token: String,
 }
 
 /// Builds the binaries (`release` or not), sets up the provisioners of `engines`, migrates,
@@ -305,6 +314,10 @@ fn start_stack(
         "id",
     )?;
     let key = field(&admin(&["key", "mint", "--account", &account])?, "key")?;
+    let platform_token = field(
+        &admin(&["platform-token", "mint", "--name", "dev"])?,
+        "token",
+    )?;
     let children = Children(vec![
         hepdb("hepdb-worker")
             .spawn()
@@ -318,6 +331,7 @@ fn start_stack(
         children,
         account,
         key,
+        platform_token,
     })
 }
 
@@ -376,12 +390,13 @@ fn dev(root_urls: &[(&str, &str)]) -> anyhow::Result<()> {
         .map(|var| (var, "true".to_owned()))
         .collect();
     let mut stack = start_stack(false, &env, root_urls, "5", "1024")?;
-    let (account, key) = (&stack.account, &stack.key);
+    let (account, key, token) = (&stack.account, &stack.key, &stack.platform_token);
     let listen =
         std::env::var("HEPDB__GATEWAY__LISTEN").unwrap_or_else(|_| "127.0.0.1:8080".into());
     eprintln!(
         "\nhepdb is running on http://{listen} (Ctrl-C stops it)\n\n  \
-         account: {account}\n  key:     {key}\n\nTry:\n  \
+         account: {account}\n  key:     {key}\n  platform token: {token} (the platform API, on \
+         HEPDB__PLATFORM__LISTEN, default 127.0.0.1:8081)\n\nTry:\n  \
          curl -s -X POST http://{listen}/api/v1/db/databases \\\n    \
          -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" \\\n    \
          -d '{{\"name\":\"my-app\"}}'\n  \
