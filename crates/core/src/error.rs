@@ -149,6 +149,20 @@ impl ApiError {
         })
     }
 
+    /// For a 503: how many seconds to wait before the same request has a fair chance (sent as
+    /// `Retry-After`). A change still running finishes soon; an outage takes longer; missing
+    /// capacity needs an operator.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        use ApiError::*;
+        match self {
+            JobTimeout => Some(2),
+            MetadataUnavailable | BrokerUnavailable | WorkerUnavailable => Some(5),
+            EngineUnavailable => Some(10),
+            NoCapacity => Some(60),
+            _ => None,
+        }
+    }
+
     /// The error envelope: `{"ok": false, "error": "...", "code": "..."}`, no `code` key when
     /// there is none.
     pub fn envelope(&self) -> serde_json::Value {

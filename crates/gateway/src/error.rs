@@ -33,7 +33,11 @@ impl ResponseError for HttpError {
         if let Some(id) = crate::request_id::current() {
             body["requestId"] = id.into();
         }
-        HttpResponse::build(self.status_code()).json(body)
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.0.retry_after_secs() {
+            response.insert_header((header::RETRY_AFTER, secs));
+        }
+        response.json(body)
     }
 }
 

@@ -79,7 +79,10 @@ pub struct EngineConflict(pub ErrorBody);
 /// `WORKER_UNAVAILABLE`, `ENGINE_UNAVAILABLE`, `NO_CAPACITY`, or `JOB_TIMEOUT` (the change
 /// is still running and will complete).
 #[derive(Debug, ToResponse)]
-#[response(example = json!({"ok": false, "error": "the job queue is unavailable, nothing was changed; try again shortly", "code": "BROKER_UNAVAILABLE"}))]
+#[response(
+    example = json!({"ok": false, "error": "the job queue is unavailable, nothing was changed; try again shortly", "code": "BROKER_UNAVAILABLE"}),
+    headers(("Retry-After" = u32, description = "Seconds to wait before sending the request again"))
+)]
 pub struct Unavailable(pub ErrorBody);
 
 /// An engine as the API names it, from [`Engine::ALL`] (so a new engine appears here).

@@ -14,7 +14,7 @@ use tracing_subscriber::{EnvFilter, Layer, filter::LevelFilter, fmt, prelude::*}
 
 pub use metrics::metrics;
 pub use propagation::{TRACE_HEADERS, continue_trace, trace_context};
-pub use readiness::readiness;
+pub use readiness::{NOT_READY_RETRY_AFTER_SECS, readiness};
 pub use traces::rename;
 
 /// The installed telemetry. Holds the trace exporter, whose buffered spans are sent when this
@@ -110,10 +110,12 @@ pub fn init(settings: &TelemetrySettings, service: &'static str) -> Telemetry {
     Telemetry { provider }
 }
 
-/// What every long-running binary does first: load the settings, install telemetry as
-/// `service`, and warn loudly if the development master key is in use.
+/// What every long-running binary does first: load the settings (refusing unknown keys, and
+/// the development master key outside development mode), install telemetry as `service`, and
+/// warn if the development key is in use.
 pub fn boot(service: &'static str) -> Result<(Settings, Telemetry), SettingsError> {
     let settings = Settings::load()?;
+    settings.refuse_dev_key()?;
     let telemetry = init(&settings.telemetry, service);
     if settings.crypto.is_dev_key() {
         tracing::warn!(

@@ -1,5 +1,8 @@
 //! The `/readyz` envelope.
 
+/// The `Retry-After` of a 503 `NOT_READY`.
+pub const NOT_READY_RETRY_AFTER_SECS: u32 = 5;
+
 /// The `/readyz` answer both binaries give: 200 with the checks when every one is up, else
 /// 503 `NOT_READY` in the error envelope with the same checks, so a probe and a person read
 /// the same thing.

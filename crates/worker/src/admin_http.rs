@@ -1,6 +1,8 @@
 //! The worker's small admin port: `/healthz` (the process serves), `/readyz` (metadata
-//! reachable, broker consuming, every configured engine host answering its provisioner), for
-//! Kubernetes probes and operators, and `/metrics` (Prometheus).
+//! reachable and the broker consuming; each engine host's provisioner reported, but one host
+//! down never makes the worker unready: its other hosts' jobs still run, and an unready worker
+//! would stall rollouts and node drains), for Kubernetes probes and operators, and `/metrics`
+//! (Prometheus, with `hepdb_engine_host_up` per host as of the last probe).
 
 use std::{net::TcpListener, time::Duration};
 
@@ -41,15 +43,23 @@ async fn readyz(probe: web::Data<Probe>) -> HttpResponse {
             tokio::time::timeout(CHECK_TIMEOUT, driver.ping()).await,
             Ok(Ok(()))
         );
+        metrics::gauge!("hepdb_engine_host_up", "host" => host.to_owned()).set(if ok {
+            1.0
+        } else {
+            0.0
+        });
         (host.to_owned(), ok)
     }))
     .await;
-    let all_engines = engines.iter().all(|(_, ok)| *ok);
     let engines: Map<String, Value> = engines.into_iter().map(|(h, ok)| (h, up(ok))).collect();
     let checks = json!({ "metadata": up(metadata), "broker": up(broker), "engines": engines });
-    let (status, body) = hepdb_telemetry::readiness(metadata && broker && all_engines, checks);
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status"))
-        .json(body)
+    let (status, body) = hepdb_telemetry::readiness(metadata && broker, checks);
+    let mut response =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status"));
+    if status == 503 {
+        response.insert_header(("Retry-After", hepdb_telemetry::NOT_READY_RETRY_AFTER_SECS));
+    }
+    response.json(body)
 }
 
 /// Binds `listen` and returns the server (to spawn) and its port.
