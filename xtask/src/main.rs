@@ -292,6 +292,8 @@ fn start_stack(
         .join(if release { "release" } else { "debug" });
     let hepdb = |name: &str| {
         let mut c = Command::new(target.join(name));
+        // Every xtask stack runs on the development master key.
+        c.env("HEPDB__DEVELOPMENT", "true");
         c.envs(env.iter().map(|(k, v)| (k, v)));
         c
     };

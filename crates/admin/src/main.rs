@@ -254,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
         return Ok(json!({ "master_key": MasterKey::generate_base64() }));
     }
     let settings = Settings::load()?;
+    settings.refuse_dev_key()?;
     let url = settings.metadata.url.expose();
     if let Command::Engine(EngineCmd::Bootstrap {
         engine,

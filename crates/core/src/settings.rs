@@ -14,7 +14,13 @@ const DEFAULTS: &str = include_str!("defaults.toml");
 pub const DEV_MASTER_KEY: &str = "aGVwZGItZGV2LW1hc3Rlci1rZXktbm90LXNlY3JldCE=";
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Development mode (`HEPDB__DEVELOPMENT=true`): the only mode in which the binaries accept
+    /// the development master key published in this repository. `cargo xtask` and the tests
+    /// turn it on; nothing else should.
+    #[serde(default)]
+    pub development: bool,
     pub gateway: GatewaySettings,
     pub platform: PlatformSettings,
     pub worker: WorkerSettings,
@@ -27,6 +33,7 @@ pub struct Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuotaSettings {
     /// Seconds between quota watcher passes, across all workers together (0: only
     /// `hepdb-admin quota refresh`).
@@ -37,6 +44,7 @@ pub struct QuotaSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GatewaySettings {
     pub listen: String,
     pub job_timeout_ms: u64,
@@ -49,11 +57,13 @@ pub struct GatewaySettings {
 /// The platform API (the hosting platform's own services), served by the gateway binary on a
 /// listener of its own that is never the public one.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlatformSettings {
     pub listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     /// The admin port: `/healthz` and `/readyz` (port 0 picks a free one).
     pub admin_listen: String,
@@ -73,12 +83,14 @@ pub struct WorkerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetadataSettings {
     pub url: Secret,
     pub pool_size: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
     pub url: Secret,
     pub queue_prefix: String,
@@ -88,11 +100,13 @@ pub struct AmqpSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CryptoSettings {
     pub master_key: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EnginesSettings {
     pub mariadb: EngineSettings,
     pub postgres: EngineSettings,
@@ -136,6 +150,7 @@ pub struct EngineSettings {
 /// The file/env shape of [`EngineSettings`]: the single-host keys sit beside `enabled`. (Not
 /// `#[serde(flatten)]`, which would lose the key path in error messages.)
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawEngineSettings {
     enabled: bool,
     #[serde(default)]
@@ -167,6 +182,7 @@ impl From<RawEngineSettings> for EngineSettings {
 
 /// One engine server.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HostSettings {
     /// The provisioner account's URL (carries its password). Only the worker and
     /// `hepdb-admin` need it; the gateway runs without it (see [`EnginesSettings::forget_credentials`]).
@@ -281,6 +297,7 @@ pub fn valid_host_name(name: &str) -> bool {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -363,6 +380,19 @@ impl Settings {
             .map_err(|e| SettingsError(e.to_string()))?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// What the binaries check before they start: the development master key, published in
+    /// this repository, is refused outside development mode.
+    pub fn refuse_dev_key(&self) -> Result<(), SettingsError> {
+        if self.crypto.is_dev_key() && !self.development {
+            return Err(invalid(
+                "crypto.master_key",
+                "is the development key published in hepdb's repository: set a key of your own \
+                 (hepdb-admin keygen), or HEPDB__DEVELOPMENT=true on a development machine",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot: addresses, URL schemes, the master key, ranges.
@@ -597,6 +627,38 @@ mod tests {
         assert_eq!(s.engines.mariadb.single.public_port, 3307);
         assert!(s.engines.postgres.enabled);
         assert_eq!(s.amqp.queue_prefix, "stack2");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_from_the_file_and_the_environment() {
+        let why = Settings::load_from(None, env(&[("HEPDB__QUOTA__INTERVAL", "5")]))
+            .unwrap_err()
+            .to_string();
+        assert!(why.contains("interval"), "{why}");
+        let dir = std::env::temp_dir().join(format!("hepdb-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("typo.toml");
+        std::fs::write(&file, "[gateway]\njob_timeout = 5\n").unwrap();
+        let why = Settings::load_from(Some(file.to_string_lossy().into_owned()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(why.contains("job_timeout"), "{why}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_development_key_needs_development_mode() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let why = s.refuse_dev_key().unwrap_err().to_string();
+        assert!(why.contains("HEPDB__CRYPTO__MASTER_KEY"), "{why}");
+        let dev = Settings::load_from(None, env(&[("HEPDB__DEVELOPMENT", "true")])).unwrap();
+        assert!(dev.refuse_dev_key().is_ok());
+        let own = Settings::load_from(
+            None,
+            env(&[("HEPDB__CRYPTO__MASTER_KEY", &MasterKey::generate_base64())]),
+        )
+        .unwrap();
+        assert!(own.refuse_dev_key().is_ok());
     }
 
     #[test]

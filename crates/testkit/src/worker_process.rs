@@ -102,6 +102,8 @@ impl WorkerProcess {
 
     pub fn restart(&mut self) {
         let child = Command::new(worker_binary())
+            // Tests run on the development master key.
+            .env("HEPDB__DEVELOPMENT", "true")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             // HEPDB_TEST_WORKER_LOGS=1 shows the worker's log lines, for debugging a test.
@@ -120,7 +122,7 @@ impl WorkerProcess {
         self.child = Some(child);
     }
 
-    /// Waits until the worker's `/readyz` answers 200 (metadata, broker and engines reachable).
+    /// Waits until the worker's `/readyz` answers 200 (metadata and broker reachable).
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
         let started = Instant::now();
