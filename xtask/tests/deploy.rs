@@ -295,3 +295,122 @@ fn the_compose_stack_sends_traces_to_its_collector() {
         assert!(!depends.is_badvalue(), "{app} starts before {host}");
     }
 }
+
+/// Every pod hepdb runs (Deployments and the migration Job) passes Pod Security "restricted":
+/// non-root, RuntimeDefault seccomp, no privilege escalation, every capability dropped, and a
+/// read-only root filesystem.
+#[test]
+fn every_pod_passes_pod_security_restricted() {
+    let d = deploy();
+    let pods: Vec<(&str, &Yaml)> = d
+        .docs
+        .iter()
+        .filter(|x| matches!(x["kind"].as_str(), Some("Deployment" | "Job")))
+        .map(|x| {
+            (
+                str_of(&x["metadata"]["name"], "name"),
+                &x["spec"]["template"]["spec"],
+            )
+        })
+        .collect();
+    let names: BTreeSet<&str> = pods.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["hepdb-gateway", "hepdb-worker", "hepdb-migrate"])
+    );
+    for (name, spec) in pods {
+        let pod = &spec["securityContext"];
+        assert_eq!(pod["runAsNonRoot"].as_bool(), Some(true), "{name}");
+        assert!(pod["runAsUser"].as_i64().is_some_and(|u| u > 0), "{name}");
+        assert_eq!(
+            pod["seccompProfile"]["type"].as_str(),
+            Some("RuntimeDefault"),
+            "{name}"
+        );
+        assert!(
+            spec["hostNetwork"].is_badvalue() && spec["volumes"].is_badvalue(),
+            "{name}"
+        );
+        for c in list(&spec["containers"])
+            .iter()
+            .chain(list(&spec["initContainers"]))
+        {
+            let sc = &c["securityContext"];
+            assert_eq!(
+                sc["allowPrivilegeEscalation"].as_bool(),
+                Some(false),
+                "{name}"
+            );
+            assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{name}");
+            assert_eq!(
+                list(&sc["capabilities"]["drop"])
+                    .iter()
+                    .filter_map(Yaml::as_str)
+                    .collect::<Vec<_>>(),
+                ["ALL"],
+                "{name}"
+            );
+            assert!(sc["capabilities"]["add"].is_badvalue(), "{name}");
+            assert!(sc["privileged"].as_bool() != Some(true), "{name}");
+        }
+    }
+}
+
+/// Compose starts hepdb only on servers that answer over TCP, and restarts and health-checks
+/// gateway and worker.
+#[test]
+fn compose_healthchecks_test_tcp_and_hepdb_restarts() {
+    let compose = &load(&root().join("docker-compose.yml"))[0];
+    let services = &compose["services"];
+    for db in ["metadata", "postgres-engine"] {
+        let test: Vec<&str> = list(&services[db]["healthcheck"]["test"])
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert!(
+            test.windows(2).any(|w| w == ["-h", "127.0.0.1"]),
+            "{db}: the healthcheck must connect over TCP: {test:?}"
+        );
+    }
+    for app in ["gateway", "worker"] {
+        let service = &services[app];
+        assert_eq!(service["restart"].as_str(), Some("unless-stopped"), "{app}");
+        let test = list(&service["healthcheck"]["test"]);
+        assert!(
+            test.iter()
+                .any(|t| t.as_str().is_some_and(|t| t.contains("/healthz"))),
+            "{app} has no healthcheck on /healthz"
+        );
+    }
+}
+
+/// The image builds its dependencies in a layer of their own, from the lockfile as it is, and
+/// runs as a non-root user.
+#[test]
+fn the_image_caches_dependencies_builds_locked_and_runs_unprivileged() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let lines: Vec<&str> = dockerfile.lines().map(str::trim).collect();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("the Dockerfile has no `{needle}`"))
+    };
+    let cook = at("cargo chef cook");
+    assert!(lines[cook].contains("--locked"));
+    let build = at("cargo build --release");
+    assert!(lines[build].contains("--locked"));
+    // The cook runs before the sources arrive: its layer survives any edit to them.
+    let sources = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("COPY . ."))
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>();
+    assert!(
+        sources.iter().any(|&i| i > cook && i < build),
+        "{sources:?}"
+    );
+    let user = lines.iter().rev().find(|l| l.starts_with("USER ")).unwrap();
+    assert!(!user.contains("root") && !user.ends_with(" 0"), "{user}");
+}
