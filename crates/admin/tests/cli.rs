@@ -48,6 +48,8 @@ impl Admin {
     fn run(&self, args: &[&str]) -> (bool, Value, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_hepdb-admin"))
             .args(args)
+            // The tests run on the development master key.
+            .env("HEPDB__DEVELOPMENT", "true")
             .env("HEPDB__METADATA__URL", &self.metadata_url)
             .env("HEPDB__AMQP__QUEUE_PREFIX", &self.queue_prefix)
             .env("HEPDB__AMQP__QUEUE_EXPIRES_SECS", "120")
@@ -200,6 +202,7 @@ async fn operator_commands_print_json_and_fail_clearly() {
     );
     let out = Command::new(env!("CARGO_BIN_EXE_hepdb-admin"))
         .args(["key", "list", "--account", &id, "--output", "table"])
+        .env("HEPDB__DEVELOPMENT", "true")
         .env("HEPDB__METADATA__URL", &admin.metadata_url)
         .output()
         .unwrap();

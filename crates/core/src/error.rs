@@ -51,6 +51,9 @@ pub enum ApiError {
     /// The database is disabled (suspension), so its password cannot be rotated.
     #[error("this database is disabled")]
     DatabaseDisabled,
+    /// Over a rate limit; the number is the seconds until the request would be let through.
+    #[error("too many requests: retry in {0} s")]
+    RateLimited(u32),
     #[error("the metadata store is unavailable, try again shortly")]
     MetadataUnavailable,
     #[error("the job queue is unavailable, nothing was changed; try again shortly")]
@@ -105,6 +108,7 @@ impl ApiError {
             DuplicateName(_) | DatabaseDisabled | ExternalIdTaken | DatabaseBusy => 409,
             PayloadTooLarge => 413,
             IdempotencyKeyReused => 422,
+            RateLimited(_) => 429,
             UnsupportedMediaType => 415,
             Internal | EngineConflict => 500,
             MetadataUnavailable | BrokerUnavailable | WorkerUnavailable | JobTimeout
@@ -131,6 +135,7 @@ impl ApiError {
             UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             DatabaseDisabled => "DATABASE_DISABLED",
             IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            RateLimited(_) => "RATE_LIMITED",
             MetadataUnavailable => "METADATA_UNAVAILABLE",
             BrokerUnavailable => "BROKER_UNAVAILABLE",
             WorkerUnavailable => "WORKER_UNAVAILABLE",
@@ -149,12 +154,13 @@ impl ApiError {
         })
     }
 
-    /// For a 503: how many seconds to wait before the same request has a fair chance (sent as
-    /// `Retry-After`). A change still running finishes soon; an outage takes longer; missing
-    /// capacity needs an operator.
+    /// For a 429 or a 503: how many seconds to wait before the same request has a fair chance
+    /// (sent as `Retry-After`). A change still running finishes soon; an outage takes longer;
+    /// missing capacity needs an operator.
     pub fn retry_after_secs(&self) -> Option<u32> {
         use ApiError::*;
         match self {
+            RateLimited(secs) => Some(*secs),
             JobTimeout => Some(2),
             MetadataUnavailable | BrokerUnavailable | WorkerUnavailable => Some(5),
             EngineUnavailable => Some(10),

@@ -19,6 +19,11 @@ macro_rules! ulid_id {
                 Self(Ulid::new())
             }
 
+            /// The id as a number (a cheap map key).
+            pub fn as_u128(&self) -> u128 {
+                self.0.0
+            }
+
             /// The id's canonical 26-character form, as stored and as shown in the API.
             pub fn to_text(&self) -> String {
                 self.0.to_string()

@@ -22,6 +22,7 @@ pub struct Settings {
     #[serde(default)]
     pub development: bool,
     pub gateway: GatewaySettings,
+    pub rate_limit: RateLimitSettings,
     pub platform: PlatformSettings,
     pub worker: WorkerSettings,
     pub metadata: MetadataSettings,
@@ -52,6 +53,18 @@ pub struct GatewaySettings {
     pub workers: usize,
     /// On SIGTERM, how long in-flight requests may take to finish.
     pub shutdown_secs: u64,
+}
+
+/// The public API's rate limits, per gateway process (GCRA: a full minute's budget at once, then
+/// one request per `60 / n` seconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub key_reads_per_minute: u32,
+    pub account_reads_per_minute: u32,
+    pub key_changes_per_minute: u32,
+    pub account_changes_per_minute: u32,
 }
 
 /// The platform API (the hosting platform's own services), served by the gateway binary on a
@@ -397,6 +410,21 @@ impl Settings {
 
     /// Checks what serde cannot: addresses, URL schemes, the master key, ranges.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        let limits = &self.rate_limit;
+        if limits.enabled
+            && [
+                limits.key_reads_per_minute,
+                limits.account_reads_per_minute,
+                limits.key_changes_per_minute,
+                limits.account_changes_per_minute,
+            ]
+            .contains(&0)
+        {
+            return Err(invalid(
+                "rate_limit",
+                "every *_per_minute must be positive (turn limits off with rate_limit.enabled)",
+            ));
+        }
         if self.quota.max_unmeasured_passes == 0 {
             return Err(invalid("quota.max_unmeasured_passes", "must be at least 1"));
         }

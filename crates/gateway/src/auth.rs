@@ -15,7 +15,7 @@ use hepdb_store::{
     models::{Account, ApiKeyRow},
 };
 
-use crate::{error::HttpError, state::AppState};
+use crate::{error::HttpError, rate_limit::Class, state::AppState};
 
 /// The authenticated account behind the request's key.
 #[derive(Debug, Clone, Copy)]
@@ -59,9 +59,12 @@ impl BearerKey {
     /// every replica.
     ///
     /// An accepted key's use is recorded in the background, at most once an hour.
+    /// Checks the key and its account's state, then spends one request of `class` from the
+    /// key's and the account's rate limits: the one place all of that happens.
     pub fn authorize(
         &self,
-        store: &Store,
+        state: &AppState,
+        class: Class,
         found: Option<(&ApiKeyRow, &Account)>,
     ) -> Result<Caller, HttpError> {
         let (row, account) = found.ok_or(HttpError(ApiError::BadKey))?;
@@ -74,22 +77,27 @@ impl BearerKey {
         if account.suspended || !account.db_access {
             return Err(HttpError(ApiError::AccountForbidden));
         }
-        note_use(store, row);
-        Ok(Caller {
+        note_use(&state.store, row);
+        let caller = Caller {
             account: account
                 .id
                 .parse()
                 .map_err(|_| HttpError(ApiError::Internal))?,
             key: row.id.parse().map_err(|_| HttpError(ApiError::Internal))?,
             address: self.address,
-        })
+        };
+        if let Some(limits) = &state.limits {
+            limits.check(class, caller.key.as_u128(), caller.account.as_u128())?;
+        }
+        Ok(caller)
     }
 
     /// Looks the key up on its own (for endpoints that read nothing before they check it).
-    pub async fn authenticate(&self, state: &AppState) -> Result<Caller, HttpError> {
+    pub async fn authenticate(&self, state: &AppState, class: Class) -> Result<Caller, HttpError> {
         let found = state.store.find_key(&self.hash).await?;
         self.authorize(
-            &state.store,
+            state,
+            class,
             found.as_ref().map(|(row, account)| (row, account)),
         )
     }
@@ -145,7 +153,8 @@ impl FromRequest for Caller {
         let bearer = BearerKey::from_request(req, payload).into_inner();
         Box::pin(async move {
             let state = state.ok_or(HttpError(ApiError::Internal))?;
-            bearer?.authenticate(&state).await
+            // The endpoints that take a `Caller` are the changes (create, rotate).
+            bearer?.authenticate(&state, Class::Change).await
         })
     }
 }

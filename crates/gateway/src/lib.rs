@@ -11,6 +11,7 @@ pub mod error;
 mod metrics;
 pub mod openapi;
 mod platform;
+pub mod rate_limit;
 pub mod request_id;
 pub(crate) mod routes;
 pub mod state;
@@ -79,7 +80,22 @@ impl Application {
             dispatcher,
             key: settings.crypto.master_key().context("crypto.master_key")?,
             engines: settings.engines.clone(),
+            limits: rate_limit::Limits::from_settings(&settings.rate_limit),
         });
+        if state.limits.is_some() {
+            // Callers whose budgets are whole again are forgotten, so that the counts stay as
+            // small as the set of recent callers.
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    every.tick().await;
+                    if let Some(limits) = &state.limits {
+                        limits.forget_idle();
+                    }
+                }
+            });
+        }
         let listener = TcpListener::bind(&settings.gateway.listen)
             .with_context(|| format!("binding gateway.listen {}", settings.gateway.listen))?;
         let port = listener.local_addr()?.port();
@@ -89,6 +105,7 @@ impl Application {
         let (app_state, app_json) = (state.clone(), json.clone());
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(rate_limit::headers))
                 .wrap(actix_web::middleware::from_fn(metrics::record))
                 .wrap(actix_web::middleware::from_fn(request_id::assign))
                 .app_data(app_state.clone())

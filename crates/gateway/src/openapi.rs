@@ -120,6 +120,19 @@ pub struct IdempotencyHeader {
     pub idempotency_key: Option<String>,
 }
 
+/// `RATE_LIMITED`: the key's or its account's budget for this kind of request (reads, or
+/// creates and rotates) is spent for now.
+#[derive(Debug, ToResponse)]
+#[response(
+    example = json!({"ok": false, "error": "too many requests: retry in 3 s", "code": "RATE_LIMITED"}),
+    headers(
+        ("Retry-After" = u32, description = "Seconds until the request would be let through"),
+        ("RateLimit-Policy" = String, description = "The budgets that apply, e.g. `\"key-changes\";q=60;w=60, \"account-changes\";q=120;w=60`"),
+        ("RateLimit" = String, description = "The budget closest to exhaustion: `\"key-changes\";r=0;t=3`")
+    )
+)]
+pub struct TooManyRequests(pub ErrorBody);
+
 /// Adds the bearer scheme both APIs use (an API key on one, a platform token on the other).
 struct Bearer;
 
@@ -152,6 +165,7 @@ impl Modify for Bearer {
         responses(
             BadRequest, Unauthorized, PaymentRequired, Forbidden, NotFound, Conflict,
             PayloadTooLarge, UnsupportedMediaType, KeyReused, EngineConflict, Unavailable,
+            TooManyRequests,
         )
     ),
     modifiers(&Bearer),

@@ -3,7 +3,7 @@
 use hepdb_core::{Engine, secret::MasterKey, settings::EnginesSettings};
 use hepdb_store::Store;
 
-use crate::{audit::AuditWriter, dispatch::Dispatcher};
+use crate::{audit::AuditWriter, dispatch::Dispatcher, rate_limit::Limits};
 
 #[derive(Debug)]
 pub struct AppState {
@@ -12,6 +12,8 @@ pub struct AppState {
     pub audit: AuditWriter,
     pub key: MasterKey,
     pub engines: EnginesSettings,
+    /// The public API's rate limits; `None` when they are off.
+    pub limits: Option<Limits>,
 }
 
 impl AppState {

@@ -58,6 +58,8 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     settings.amqp.queue_expires_secs = 120;
     settings.gateway.listen = "127.0.0.1:0".into();
     settings.platform.listen = "127.0.0.1:0".into();
+    // Tests drive one key hard; the rate-limit tests turn limits back on with their own.
+    settings.rate_limit.enabled = false;
     settings.gateway.workers = 2;
     settings.worker.admin_listen = "127.0.0.1:0".into();
     // Tests run reconciler passes themselves (`Worker::reconcile`).

@@ -28,6 +28,7 @@ use crate::{
     envelope::Envelope,
     error::HttpError,
     openapi,
+    rate_limit::Class,
     state::AppState,
 };
 
@@ -179,13 +180,15 @@ pub(crate) fn open_password(state: &AppState, db: &Database) -> Result<Password,
         (status = 200, description = "The databases", body = Envelope<DatabaseList>),
         (status = 401, response = openapi::Unauthorized),
         (status = 403, response = openapi::Forbidden),
+        (status = 429, response = openapi::TooManyRequests),
         (status = 503, response = openapi::Unavailable),
     )
 )]
 pub async fn list(state: web::Data<AppState>, key: BearerKey) -> Result<HttpResponse, HttpError> {
     let found = state.store.list_for_key(key.hash()).await?;
     key.authorize(
-        &state.store,
+        &state,
+        Class::Read,
         found.as_ref().map(|(row, account, _)| (row, account)),
     )?;
     let rows = found.map(|(_, _, rows)| rows).unwrap_or_default();
@@ -334,6 +337,7 @@ async fn replay(state: &AppState, caller: Caller, job: Job) -> Result<HttpRespon
         (status = 415, response = openapi::UnsupportedMediaType),
         (status = 422, response = openapi::KeyReused),
         (status = 500, response = openapi::EngineConflict),
+        (status = 429, response = openapi::TooManyRequests),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -433,6 +437,7 @@ pub async fn create(
         (status = 401, response = openapi::Unauthorized),
         (status = 403, response = openapi::Forbidden),
         (status = 404, response = openapi::NotFound),
+        (status = 429, response = openapi::TooManyRequests),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -442,12 +447,13 @@ pub async fn reveal(
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
     let Ok(id) = id.parse::<DatabaseId>() else {
-        key.authenticate(&state).await?;
+        key.authenticate(&state, Class::Read).await?;
         return Err(ApiError::NotFound.into());
     };
     let found = state.store.reveal_for_key(key.hash(), id).await?;
     let caller = key.authorize(
-        &state.store,
+        &state,
+        Class::Read,
         found.as_ref().map(|(row, account, _)| (row, account)),
     )?;
     let (db, host) = found
@@ -495,6 +501,7 @@ pub(crate) fn revealed(
         (status = 409, response = openapi::Conflict),
         (status = 422, response = openapi::KeyReused),
         (status = 500, response = openapi::EngineConflict),
+        (status = 429, response = openapi::TooManyRequests),
         (status = 503, response = openapi::Unavailable),
     )
 )]

@@ -11,6 +11,7 @@ mod openapi;
 mod pipeline;
 mod platform;
 mod quota;
+mod rate_limit;
 mod reconcile;
 mod reveal_rotate;
 mod soak;
