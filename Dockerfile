@@ -26,7 +26,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 COPY --from=build /src/target/release/hepdb-gateway /src/target/release/hepdb-worker /src/target/release/hepdb-admin /usr/local/bin/
 USER 10001:10001
 ENV HEPDB__GATEWAY__LISTEN=0.0.0.0:8080 HEPDB__PLATFORM__LISTEN=0.0.0.0:8081 \
-    HEPDB__WORKER__ADMIN_LISTEN=0.0.0.0:9091 \
+    HEPDB__GATEWAY__METRICS_LISTEN=0.0.0.0:9090 HEPDB__WORKER__ADMIN_LISTEN=0.0.0.0:9091 \
     HEPDB__TELEMETRY__LOG_FORMAT=json
-EXPOSE 8080 8081 9091
+EXPOSE 8080 8081 9090 9091
 CMD ["hepdb-gateway"]

@@ -65,6 +65,20 @@ if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q docker-compose >/dev/null; }
 fi
 
+# The Kubernetes manifests are rendered with `kubectl kustomize` and validated against the
+# Kubernetes schemas (kubernetes-validate, from PyPI, in a virtualenv of its own) in the tests.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "services: installing kubectl (to render the Kubernetes manifests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q kubernetes-client >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q kubernetes-client >/dev/null; }
+fi
+KVAL="${HEPDB_KUBE_VALIDATE_VENV:-/var/tmp/hepdb-kube-validate}"
+if ! "$KVAL/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+  echo "services: installing kubernetes-validate (to validate the Kubernetes manifests)"
+  python3 -m venv "$KVAL" && "$KVAL/bin/pip" install --quiet kubernetes-validate==1.37.0
+fi
+
 wait_for PostgreSQL 5432 60
 wait_for "tenant PostgreSQL" 5433 60
 wait_for MongoDB 27017 60

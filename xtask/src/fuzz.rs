@@ -44,6 +44,7 @@ pub fn fuzz() -> anyhow::Result<()> {
         ("HEPDB__AMQP__QUEUE_PREFIX", "hepdb_fuzz"),
         ("HEPDB__GATEWAY__LISTEN", public),
         ("HEPDB__PLATFORM__LISTEN", platform),
+        ("HEPDB__GATEWAY__METRICS_LISTEN", "127.0.0.1:18284"),
         ("HEPDB__WORKER__ADMIN_LISTEN", "127.0.0.1:18282"),
         ("HEPDB__ENGINES__POSTGRES__ENABLED", "true"),
         ("HEPDB__ENGINES__MONGO__ENABLED", "true"),

@@ -358,6 +358,8 @@ fn load(args: &[String]) -> anyhow::Result<()> {
         ("HEPDB__METADATA__URL", metadata),
         ("HEPDB__AMQP__QUEUE_PREFIX", "hepdb_load"),
         ("HEPDB__GATEWAY__LISTEN", "127.0.0.1:18181"),
+        ("HEPDB__PLATFORM__LISTEN", "127.0.0.1:18183"),
+        ("HEPDB__GATEWAY__METRICS_LISTEN", "127.0.0.1:18184"),
         ("HEPDB__WORKER__ADMIN_LISTEN", "127.0.0.1:18182"),
         ("HEPDB__ENGINES__POSTGRES__ENABLED", "true"),
         // Runs add up: room on the engine hosts for any number of them.

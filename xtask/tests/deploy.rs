@@ -145,8 +145,14 @@ fn every_reference_in_the_kubernetes_manifests_resolves() {
                 }
             }
         }
-        // Each Deployment scales on its own and keeps one pod through a voluntary disruption.
-        for kind in ["HorizontalPodAutoscaler", "PodDisruptionBudget"] {
+        // Each Deployment scales on its own (the gateway on CPU, the worker with KEDA on its
+        // queue) and keeps one pod through a voluntary disruption.
+        let scaler = if name == "hepdb-worker" {
+            "ScaledObject"
+        } else {
+            "HorizontalPodAutoscaler"
+        };
+        for kind in [scaler, "PodDisruptionBudget"] {
             assert!(
                 d.docs.iter().any(|x| x["kind"].as_str() == Some(kind)
                     && (x["spec"]["scaleTargetRef"]["name"].as_str() == Some(name)
@@ -413,4 +419,175 @@ fn the_image_caches_dependencies_builds_locked_and_runs_unprivileged() {
     );
     let user = lines.iter().rev().find(|l| l.starts_with("USER ")).unwrap();
     assert!(!user.contains("root") && !user.ends_with(" 0"), "{user}");
+}
+
+/// The example overlay renders with `kubectl kustomize` (with its Secrets' example env files),
+/// and every object validates against the Kubernetes schemas, strictly (an unknown field is an
+/// error). Objects of operators' CRDs (RabbitMQ, KEDA, Prometheus) have no schema there; the
+/// other tests here check what hepdb relies on in them.
+#[test]
+fn the_rendered_manifests_validate_against_the_kubernetes_schemas() {
+    let work = std::env::temp_dir().join(format!("hepdb-deploy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    copy_dir(&root().join("deploy"), &work.join("deploy"));
+    let overlay = work.join("deploy/overlays/example");
+    for entry in std::fs::read_dir(&overlay).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(env) = name.strip_suffix(".example") {
+            std::fs::copy(&path, overlay.join(env)).unwrap();
+        }
+    }
+    let rendered = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(&overlay)
+        .output()
+        .expect("kubectl (.ci/services.sh installs it)");
+    assert!(
+        rendered.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let file = work.join("rendered.yaml");
+    std::fs::write(&file, &rendered.stdout).unwrap();
+    let text = String::from_utf8(rendered.stdout).unwrap();
+    for kind in [
+        "Deployment",
+        "Job",
+        "NetworkPolicy",
+        "ScaledObject",
+        "ServiceMonitor",
+        "Ingress",
+    ] {
+        assert!(
+            text.contains(&format!("kind: {kind}\n")),
+            "no {kind} rendered"
+        );
+    }
+    let venv = std::env::var("HEPDB_KUBE_VALIDATE_VENV")
+        .unwrap_or_else(|_| "/var/tmp/hepdb-kube-validate".into());
+    let validated = Command::new(format!("{venv}/bin/kubernetes-validate"))
+        .args(["--strict", "--quiet", "--no-warn"])
+        .arg(&file)
+        .output()
+        .expect("kubernetes-validate (.ci/services.sh installs it)");
+    assert!(
+        validated.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The NetworkPolicies: the public port from the ingress controller only, the platform port
+/// from inside the cluster only, metrics from monitoring only; the gateway never reaches an
+/// engine port, the worker does. KEDA scales the worker on the jobs queue, and the Ingress
+/// routes only the public API, over TLS.
+#[test]
+fn network_policies_autoscaling_and_ingress_say_what_the_design_says() {
+    let d = deploy();
+    let policy = |name: &str| {
+        d.docs
+            .iter()
+            .find(|x| {
+                x["kind"].as_str() == Some("NetworkPolicy")
+                    && x["metadata"]["name"].as_str() == Some(name)
+            })
+            .unwrap_or_else(|| panic!("no NetworkPolicy {name}"))
+    };
+    let from_for_port = |p: &Yaml, port: &str| -> Vec<String> {
+        list(&p["spec"]["ingress"])
+            .iter()
+            .filter(|rule| {
+                list(&rule["ports"])
+                    .iter()
+                    .any(|x| x["port"].as_str() == Some(port))
+            })
+            .flat_map(|rule| list(&rule["from"]).iter())
+            .map(|from| {
+                from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                    .as_str()
+                    .unwrap_or("any namespace")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let egress_ports = |p: &Yaml| -> BTreeSet<i64> {
+        list(&p["spec"]["egress"])
+            .iter()
+            .flat_map(|rule| list(&rule["ports"]).iter())
+            .filter_map(|x| x["port"].as_i64())
+            .collect()
+    };
+    let gateway = policy("hepdb-gateway");
+    assert_eq!(from_for_port(gateway, "http"), ["ingress-nginx"]);
+    assert_eq!(from_for_port(gateway, "platform"), ["any namespace"]);
+    assert_eq!(from_for_port(gateway, "metrics"), ["monitoring"]);
+    let engines = [3306, 27017];
+    assert!(engines.iter().all(|p| !egress_ports(gateway).contains(p)));
+    let worker = policy("hepdb-worker");
+    assert_eq!(from_for_port(worker, "admin"), ["monitoring"]);
+    assert!(engines.iter().all(|p| egress_ports(worker).contains(p)));
+    assert!(egress_ports(worker).contains(&5432));
+
+    let scaled = d
+        .docs
+        .iter()
+        .find(|x| x["kind"].as_str() == Some("ScaledObject"))
+        .expect("a KEDA ScaledObject");
+    assert_eq!(
+        scaled["spec"]["scaleTargetRef"]["name"].as_str(),
+        Some("hepdb-worker")
+    );
+    let trigger = &list(&scaled["spec"]["triggers"])[0];
+    assert_eq!(trigger["type"].as_str(), Some("rabbitmq"));
+    let config = d
+        .docs
+        .iter()
+        .find(|x| x["kind"].as_str() == Some("ConfigMap"))
+        .unwrap();
+    let prefix = str_of(
+        &config["data"]["HEPDB__AMQP__QUEUE_PREFIX"],
+        "the queue prefix",
+    );
+    assert_eq!(
+        trigger["metadata"]["queueName"].as_str(),
+        Some(format!("{prefix}.jobs").as_str())
+    );
+    assert!(
+        !d.docs.iter().any(|x| {
+            x["kind"].as_str() == Some("HorizontalPodAutoscaler")
+                && x["spec"]["scaleTargetRef"]["name"].as_str() == Some("hepdb-worker")
+        }),
+        "KEDA owns the worker's autoscaler"
+    );
+
+    let ingress = &load(&root().join("deploy/overlays/example/ingress.yaml"))[0];
+    assert!(
+        !list(&ingress["spec"]["tls"]).is_empty(),
+        "the Ingress has TLS"
+    );
+    for rule in list(&ingress["spec"]["rules"]) {
+        for path in list(&rule["http"]["paths"]) {
+            assert_eq!(
+                path["backend"]["service"]["name"].as_str(),
+                Some("hepdb-gateway"),
+                "only the public API is routed"
+            );
+        }
+    }
 }

@@ -33,6 +33,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             ),
     )
     .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(crate::metrics::render));
+    .route("/readyz", web::get().to(health::readyz));
 }

@@ -152,7 +152,12 @@ async fn both_binaries_serve_prometheus_metrics() {
         );
         resp.text().await.unwrap()
     };
-    let gateway = text(format!("{}/metrics", app.address)).await;
+    let gateway = text(format!("{}/metrics", app.metrics_address)).await;
+    // Not on the public listener (nor the platform's).
+    for base in [&app.address, &app.platform_address] {
+        let resp = reqwest::get(format!("{base}/metrics")).await.unwrap();
+        assert_eq!(resp.status(), 404);
+    }
     for want in [
         r#"hepdb_http_requests_total{route="/api/v1/db/databases",method="POST",status="201"}"#,
         r#"hepdb_http_request_duration_seconds_bucket{route="/api/v1/db/databases",method="POST",status="201",le="#,
