@@ -23,7 +23,7 @@ pub struct Caller {
     pub account: AccountId,
     /// The key it authenticated with, for the audit log.
     pub key: KeyId,
-    /// The peer's address (the TCP peer, not a header a client could forge).
+    /// The client's address: the TCP peer, or what a trusted proxy says it forwarded for.
     pub address: Option<std::net::IpAddr>,
 }
 
@@ -58,9 +58,8 @@ impl BearerKey {
     /// disabling a key or suspending an account takes effect on the very next request, on
     /// every replica.
     ///
-    /// An accepted key's use is recorded in the background, at most once an hour.
-    /// Checks the key and its account's state, then spends one request of `class` from the
-    /// key's and the account's rate limits: the one place all of that happens.
+    /// An accepted key's use is recorded in the background, at most once an hour. Then one
+    /// request of `class` is spent from the key's and the account's rate limits.
     pub fn authorize(
         &self,
         state: &AppState,
@@ -139,7 +138,7 @@ impl FromRequest for BearerKey {
             .and_then(|t| ApiKey::parse(t).ok_or(ApiError::BadKey));
         std::future::ready(parsed.map_err(HttpError).map(|key| BearerKey {
             hash: key.hash(),
-            address: req.peer_addr().map(|a| a.ip()),
+            address: crate::client_addr::of(req),
         }))
     }
 }

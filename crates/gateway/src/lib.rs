@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client_addr;
 pub mod dispatch;
 mod envelope;
 pub mod error;
@@ -32,6 +33,8 @@ pub struct Application {
     server: Server,
     platform_port: u16,
     platform: Server,
+    metrics_port: u16,
+    metrics: Server,
     state: web::Data<AppState>,
 }
 
@@ -81,6 +84,12 @@ impl Application {
             key: settings.crypto.master_key().context("crypto.master_key")?,
             engines: settings.engines.clone(),
             limits: rate_limit::Limits::from_settings(&settings.rate_limit),
+            proxies: client_addr::TrustedProxies::parse(&settings.gateway.trusted_proxies)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "`gateway.trusted_proxies` (HEPDB__GATEWAY__TRUSTED_PROXIES): {e}"
+                    )
+                })?,
         });
         if state.limits.is_some() {
             // Callers whose budgets are whole again are forgotten, so that the counts stay as
@@ -119,11 +128,14 @@ impl Application {
             server = server.workers(settings.gateway.workers);
         }
         let (platform, platform_port) = platform_server(settings, state.clone(), json)?;
+        let (metrics, metrics_port) = metrics_server(settings)?;
         Ok(Self {
             port,
             server: server.run(),
             platform_port,
             platform,
+            metrics_port,
+            metrics,
             state,
         })
     }
@@ -137,6 +149,11 @@ impl Application {
         self.platform_port
     }
 
+    /// The port of the `/metrics` listener.
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
     /// Waits until the broker connection is up (used at start-up and by tests).
     pub async fn wait_broker(&self, timeout: Duration) -> bool {
         self.state.dispatcher.wait_connected(timeout).await
@@ -146,9 +163,31 @@ impl Application {
     /// in-flight requests (up to the shutdown timeout).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let _state = self.state;
-        let (public, platform) = futures_util::future::join(self.server, self.platform).await;
-        public.and(platform)
+        let (public, platform, metrics) =
+            futures_util::future::join3(self.server, self.platform, self.metrics).await;
+        public.and(platform).and(metrics)
     }
+}
+
+/// `/metrics` on a listener of its own (`gateway.metrics_listen`), one thread.
+fn metrics_server(settings: &Settings) -> anyhow::Result<(Server, u16)> {
+    let listener = TcpListener::bind(&settings.gateway.metrics_listen).with_context(|| {
+        format!(
+            "binding gateway.metrics_listen {}",
+            settings.gateway.metrics_listen
+        )
+    })?;
+    let port = listener.local_addr()?.port();
+    let server = HttpServer::new(|| {
+        App::new()
+            .route("/metrics", web::get().to(metrics::render))
+            .default_service(web::to(error::no_route))
+    })
+    .listen(listener)?
+    .workers(1)
+    .shutdown_timeout(settings.gateway.shutdown_secs)
+    .run();
+    Ok((server, port))
 }
 
 /// The platform API's server: its own listener (`platform.listen`), its own routes, the same

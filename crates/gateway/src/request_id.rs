@@ -51,10 +51,14 @@ pub async fn assign(
         method = %req.method(),
         path = %req.path(),
         otel.kind = "server",
+        client.address = Empty,
         otel.status_code = Empty,
         http.route = Empty,
         http.response.status_code = Empty,
     );
+    if let Some(client) = crate::client_addr::of(req.request()) {
+        span.record("client.address", tracing::field::display(client));
+    }
     let headers = req.headers();
     hepdb_telemetry::continue_trace(&span, |name| headers.get(name)?.to_str().ok());
     let method = req.method().clone();

@@ -17,6 +17,8 @@ pub struct TestApp {
     pub address: String,
     /// The platform API's own listener.
     pub platform_address: String,
+    /// The gateway's `/metrics` listener.
+    pub metrics_address: String,
     pub client: reqwest::Client,
     pub settings: Settings,
     pub store: Store,
@@ -58,6 +60,7 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     settings.amqp.queue_expires_secs = 120;
     settings.gateway.listen = "127.0.0.1:0".into();
     settings.platform.listen = "127.0.0.1:0".into();
+    settings.gateway.metrics_listen = "127.0.0.1:0".into();
     // Tests drive one key hard; the rate-limit tests turn limits back on with their own.
     settings.rate_limit.enabled = false;
     settings.gateway.workers = 2;
@@ -87,7 +90,7 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     let app = Application::build(&gateway_settings)
         .await
         .expect("gateway");
-    let (port, platform_port) = (app.port(), app.platform_port());
+    let (port, platform_port, metrics_port) = (app.port(), app.platform_port(), app.metrics_port());
     if !options.no_broker_wait {
         assert!(
             app.wait_broker(Duration::from_secs(15)).await,
@@ -106,6 +109,7 @@ pub async fn spawn_app_with(options: Options, configure: impl FnOnce(&mut Settin
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         platform_address: format!("http://127.0.0.1:{platform_port}"),
+        metrics_address: format!("http://127.0.0.1:{metrics_port}"),
         client: reqwest::Client::new(),
         settings,
         store,
@@ -355,6 +359,26 @@ impl TestApp {
                 .await
                 .unwrap();
         diesel::sql_query(sql).execute(&mut conn).await.unwrap()
+    }
+
+    /// Every job that carries a sealed password: its database id and the sealed bytes.
+    pub async fn sealed_job_passwords(&self) -> Vec<(String, Vec<u8>)> {
+        use diesel::prelude::*;
+        use diesel_async::{AsyncConnection, RunQueryDsl};
+        use hepdb_store::schema::jobs;
+        let mut conn =
+            diesel_async::AsyncPgConnection::establish(self.settings.metadata.url.expose())
+                .await
+                .unwrap();
+        jobs::table
+            .filter(jobs::password_sealed.is_not_null())
+            .select((
+                jobs::database_id.assume_not_null(),
+                jobs::password_sealed.assume_not_null(),
+            ))
+            .load(&mut conn)
+            .await
+            .unwrap()
     }
 
     /// Starts the worker (again).
