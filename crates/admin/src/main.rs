@@ -68,6 +68,25 @@ enum Command {
     },
     /// Print a fresh master key for HEPDB__CRYPTO__MASTER_KEY.
     Keygen,
+    /// The master key: rotate it.
+    #[command(subcommand)]
+    Crypto(CryptoCmd),
+}
+
+#[derive(Subcommand)]
+enum CryptoCmd {
+    /// Re-seal every stored password under HEPDB__CRYPTO__MASTER_KEY, opening the old ones with
+    /// HEPDB__CRYPTO__PREVIOUS_MASTER_KEYS. Run it once every gateway and worker runs with the
+    /// new key as MASTER_KEY and the old one in PREVIOUS_MASTER_KEYS; the service keeps
+    /// running. Safe to kill and run again: it goes on from what is left.
+    RotateMasterKey {
+        /// Passwords re-sealed per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_size: i64,
+        /// Pause between batches, to spare a busy metadata database.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -288,6 +307,13 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
             .collect();
         return Ok(json!({ "database_created": created, "applied": applied, "hosts": hosts }));
     }
+    if let Command::Crypto(CryptoCmd::RotateMasterKey {
+        batch_size,
+        pause_ms,
+    }) = cli.command
+    {
+        return rotate_master_key(&store, &settings, batch_size, pause_ms).await;
+    }
     let yes = cli.yes;
     Ok(match cli.command {
         Command::Account(cmd) => account(&store, &settings, cmd, yes).await?,
@@ -312,6 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
         }
         Command::Migrate
         | Command::Keygen
+        | Command::Crypto(_)
         | Command::Engine(_)
         | Command::Reconcile { .. }
         | Command::Quota(_) => unreachable!("handled above"),
@@ -671,5 +698,47 @@ async fn delete_database(
         "engine": db.engine,
         "host": db.host,
         "db_name": db.db_name,
+    }))
+}
+
+/// Re-seals every stored password under the current master key, a batch at a time, printing
+/// each batch to stderr; fails if values are still under another key at the end (a gateway or
+/// worker still seals with the old one).
+async fn rotate_master_key(
+    store: &Store,
+    settings: &Settings,
+    batch_size: i64,
+    pause_ms: u64,
+) -> anyhow::Result<Value> {
+    let key = settings.crypto.master_key()?;
+    let (mut databases, mut jobs) = (0, 0);
+    loop {
+        let batch = store.reseal_batch(&key, batch_size).await?;
+        if batch.seen == 0 {
+            break;
+        }
+        databases += batch.databases;
+        jobs += batch.jobs;
+        eprintln!(
+            "{}",
+            json!({ "key": key.id(), "resealed": { "databases": databases, "jobs": jobs } })
+        );
+        if pause_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+        }
+    }
+    let left = store.unsealed(&key).await?;
+    if left.databases + left.jobs > 0 {
+        anyhow::bail!(
+            "{} database and {} job passwords are still sealed under another key: does every \
+             gateway and worker run with the new key as HEPDB__CRYPTO__MASTER_KEY?",
+            left.databases,
+            left.jobs
+        );
+    }
+    Ok(json!({
+        "key": key.id(),
+        "resealed": { "databases": databases, "jobs": jobs },
+        "left": 0,
     }))
 }

@@ -139,12 +139,27 @@ impl KeyHash {
     }
 }
 
-/// The 32-byte key that seals every database password.
+/// The keys that seal every database password: the current one, which seals, and any previous
+/// ones, which only open (during a master-key rotation, until every value is re-sealed).
 #[derive(Clone)]
-pub struct MasterKey(XChaCha20Poly1305);
+pub struct MasterKey {
+    current: Key,
+    previous: Vec<Key>,
+}
 
-/// Sealed values start with this byte, so the format can change without guessing.
-const SEAL_VERSION: u8 = 1;
+/// One 32-byte key and its id: the first 8 bytes of a SHA-256 of it, which every value it
+/// seals carries, so that the key to open a value is named by the value.
+#[derive(Clone)]
+struct Key {
+    id: [u8; KEY_ID_LEN],
+    cipher: XChaCha20Poly1305,
+}
+
+/// Sealed values start with this byte, so the format can change without guessing. Version 1
+/// (no key id) is still opened, by trying each key.
+const SEAL_VERSION: u8 = 2;
+const SEAL_V1: u8 = 1;
+const KEY_ID_LEN: usize = 8;
 const NONCE_LEN: usize = 24;
 
 /// The master key was not 32 bytes of base64.
@@ -157,12 +172,69 @@ pub struct BadMasterKey;
 #[error("sealed secret could not be opened")]
 pub struct UnsealError;
 
+impl Key {
+    fn from_base64(s: &str) -> Result<Self, BadMasterKey> {
+        let bytes = STANDARD.decode(s.trim()).map_err(|_| BadMasterKey)?;
+        let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| BadMasterKey)?;
+        let digest = Sha256::new()
+            .chain_update(b"hepdb master key id\0")
+            .chain_update(&bytes)
+            .finalize();
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&digest[..KEY_ID_LEN]);
+        Ok(Self { id, cipher })
+    }
+
+    fn decrypt(
+        &self,
+        nonce: &[u8],
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<Password, UnsealError> {
+        let nonce = XNonce::try_from(nonce).map_err(|_| UnsealError)?;
+        let plain = self
+            .cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map_err(|_| UnsealError)?;
+        String::from_utf8(plain)
+            .map(Password)
+            .map_err(|_| UnsealError)
+    }
+}
+
+/// The associated data of a sealed value: its database and the key's id.
+fn aad(database: DatabaseId, key: &[u8; KEY_ID_LEN]) -> Vec<u8> {
+    let mut aad = database.to_text().into_bytes();
+    aad.extend_from_slice(key);
+    aad
+}
+
 impl MasterKey {
     pub fn from_base64(s: &str) -> Result<Self, BadMasterKey> {
-        let bytes = STANDARD.decode(s.trim()).map_err(|_| BadMasterKey)?;
-        XChaCha20Poly1305::new_from_slice(&bytes)
-            .map(Self)
-            .map_err(|_| BadMasterKey)
+        Ok(Self {
+            current: Key::from_base64(s)?,
+            previous: Vec::new(),
+        })
+    }
+
+    /// Adds keys that open what they sealed but seal nothing new.
+    pub fn with_previous<'a>(
+        mut self,
+        keys: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, BadMasterKey> {
+        for k in keys {
+            let key = Key::from_base64(k)?;
+            if key.id != self.current.id {
+                self.previous.push(key);
+            }
+        }
+        Ok(self)
     }
 
     /// A new random key, base64-encoded, for operators setting up a deployment.
@@ -172,51 +244,74 @@ impl MasterKey {
         STANDARD.encode(k)
     }
 
-    /// Seals `password` so that it opens only under this key *and* for this database: a sealed
-    /// value copied onto another row does not decrypt.
+    /// The current key's id, in hex (it names the key in sealed values, logs and the CLI).
+    pub fn id(&self) -> String {
+        hex(&self.current.id)
+    }
+
+    /// Seals `password` under the current key, so that it opens only under this key *and* for
+    /// this database: a sealed value copied onto another row does not decrypt.
     pub fn seal(&self, database: DatabaseId, password: &Password) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         random::fill(&mut nonce);
-        let aad = database.to_text();
-        let ciphertext = self
-            .0
+        let key = &self.current;
+        let ciphertext = key
+            .cipher
             .encrypt(
                 &XNonce::from(nonce),
                 Payload {
                     msg: password.0.as_bytes(),
-                    aad: aad.as_bytes(),
+                    aad: &aad(database, &key.id),
                 },
             )
             .expect("XChaCha20-Poly1305 encryption of a short message cannot fail");
-        let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ciphertext.len());
         out.push(SEAL_VERSION);
+        out.extend_from_slice(&key.id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
         out
     }
 
+    /// Opens a value sealed under the current key or a previous one.
     pub fn open(&self, database: DatabaseId, sealed: &[u8]) -> Result<Password, UnsealError> {
         let (&version, rest) = sealed.split_first().ok_or(UnsealError)?;
-        if version != SEAL_VERSION || rest.len() < NONCE_LEN {
-            return Err(UnsealError);
+        let keys = || std::iter::once(&self.current).chain(&self.previous);
+        match version {
+            SEAL_VERSION if rest.len() >= KEY_ID_LEN + NONCE_LEN => {
+                let (id, rest) = rest.split_at(KEY_ID_LEN);
+                let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+                let key = keys().find(|k| k.id == id).ok_or(UnsealError)?;
+                key.decrypt(nonce, ciphertext, &aad(database, &key.id))
+            }
+            SEAL_V1 if rest.len() >= NONCE_LEN => {
+                let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+                let aad = database.to_text();
+                keys()
+                    .find_map(|k| k.decrypt(nonce, ciphertext, aad.as_bytes()).ok())
+                    .ok_or(UnsealError)
+            }
+            _ => Err(UnsealError),
         }
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let nonce = XNonce::try_from(nonce).map_err(|_| UnsealError)?;
-        let aad = database.to_text();
-        let plain = self
-            .0
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: aad.as_bytes(),
-                },
-            )
-            .map_err(|_| UnsealError)?;
-        String::from_utf8(plain)
-            .map(Password)
-            .map_err(|_| UnsealError)
     }
+
+    /// Whether `sealed` is sealed under the current key (nothing for a rotation to do).
+    pub fn is_current(&self, sealed: &[u8]) -> bool {
+        sealed.first() == Some(&SEAL_VERSION)
+            && sealed.get(1..1 + KEY_ID_LEN) == Some(&self.current.id[..])
+    }
+
+    /// The first bytes of every value sealed under the current key: a prefix a metadata query
+    /// can match (`substring(password_sealed from 1 for 9)`).
+    pub fn sealed_prefix(&self) -> Vec<u8> {
+        let mut prefix = vec![SEAL_VERSION];
+        prefix.extend_from_slice(&self.current.id);
+        prefix
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Debug for MasterKey {
@@ -263,6 +358,56 @@ mod tests {
         assert!(k.open(db, &tampered).is_err());
         assert!(k.open(db, &[]).is_err());
         assert_ne!(k.seal(db, &pw), sealed, "fresh nonce each time");
+    }
+
+    #[test]
+    fn sealed_values_name_their_key_and_previous_keys_open_them() {
+        let (old, new) = (MasterKey::generate_base64(), MasterKey::generate_base64());
+        let old_key = MasterKey::from_base64(&old).unwrap();
+        let db = DatabaseId::new();
+        let pw = Password::generate();
+        let sealed = old_key.seal(db, &pw);
+        assert!(sealed.starts_with(&old_key.sealed_prefix()));
+        assert!(old_key.is_current(&sealed));
+        // The new key alone cannot open it; with the old one as previous, it can.
+        let rotating = MasterKey::from_base64(&new).unwrap();
+        assert!(rotating.open(db, &sealed).is_err());
+        let rotating = rotating.with_previous([old.as_str()]).unwrap();
+        assert_eq!(rotating.open(db, &sealed).unwrap(), pw);
+        assert!(!rotating.is_current(&sealed));
+        let resealed = rotating.seal(db, &pw);
+        assert!(rotating.is_current(&resealed));
+        assert_ne!(rotating.id(), old_key.id());
+        // The key id is bound: a value whose id is rewritten to another key's does not open.
+        let mut forged = sealed.clone();
+        forged[1..9].copy_from_slice(&resealed[1..9]);
+        assert!(rotating.open(db, &forged).is_err());
+    }
+
+    #[test]
+    fn version_one_values_still_open() {
+        let b64 = MasterKey::generate_base64();
+        let k = MasterKey::from_base64(&b64).unwrap();
+        let db = DatabaseId::new();
+        let pw = Password::generate();
+        // Version 1: [1][nonce][ciphertext], the database id alone as associated data.
+        let cipher = XChaCha20Poly1305::new_from_slice(&STANDARD.decode(&b64).unwrap()).unwrap();
+        let nonce = [7u8; NONCE_LEN];
+        let aad = db.to_text();
+        let ct = cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: pw.expose().as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .unwrap();
+        let mut v1 = vec![SEAL_V1];
+        v1.extend_from_slice(&nonce);
+        v1.extend_from_slice(&ct);
+        assert_eq!(k.open(db, &v1).unwrap(), pw);
+        assert!(!k.is_current(&v1));
     }
 
     #[test]

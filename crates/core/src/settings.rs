@@ -48,6 +48,13 @@ pub struct QuotaSettings {
 #[serde(deny_unknown_fields)]
 pub struct GatewaySettings {
     pub listen: String,
+    /// Networks (comma-separated, `10.0.0.0/8`) whose `Forwarded` / `X-Forwarded-For` name
+    /// the client: the ingress. Empty: the TCP peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: String,
+    /// `/metrics` (Prometheus), on a listener of its own: never the public one, so that the
+    /// ingress does not expose it and a NetworkPolicy can open it to the scraper alone.
+    pub metrics_listen: String,
     pub job_timeout_ms: u64,
     pub max_body_bytes: usize,
     pub workers: usize,
@@ -115,7 +122,12 @@ pub struct AmqpSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CryptoSettings {
+    /// Seals every new password, and opens what it sealed.
     pub master_key: Secret,
+    /// Keys that only open (comma-separated base64): the keys a master-key rotation moves
+    /// away from, kept until `hepdb-admin crypto rotate-master-key` has re-sealed everything.
+    #[serde(default)]
+    pub previous_master_keys: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -436,6 +448,22 @@ impl Settings {
             self.platform.listen.parse::<SocketAddr>().map_err(|_| {
                 invalid("platform.listen", "must be an address like 127.0.0.1:8081")
             })?;
+        let metrics = self
+            .gateway
+            .metrics_listen
+            .parse::<SocketAddr>()
+            .map_err(|_| {
+                invalid(
+                    "gateway.metrics_listen",
+                    "must be an address like 127.0.0.1:9090",
+                )
+            })?;
+        if metrics.port() != 0 && Some(metrics) == self.gateway.listen.parse().ok() {
+            return Err(invalid(
+                "gateway.metrics_listen",
+                "must not be the public listener (gateway.listen)",
+            ));
+        }
         if platform.port() != 0 && Some(platform) == self.gateway.listen.parse().ok() {
             return Err(invalid(
                 "platform.listen",
@@ -559,8 +587,20 @@ impl Settings {
 }
 
 impl CryptoSettings {
+    /// The current key with the previous ones.
     pub fn master_key(&self) -> Result<MasterKey, crate::secret::BadMasterKey> {
-        MasterKey::from_base64(self.master_key.expose())
+        let previous = self
+            .previous_master_keys
+            .as_ref()
+            .map(|s| {
+                s.expose()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+            })
+            .into_iter()
+            .flatten();
+        MasterKey::from_base64(self.master_key.expose())?.with_previous(previous)
     }
 
     /// Whether the development key from the built-in defaults is in use.

@@ -21,6 +21,7 @@ pub mod platform;
 pub mod quota;
 pub mod reconcile;
 pub mod schema;
+pub mod sealing;
 
 use diesel_async::{
     AsyncPgConnection, RunQueryDsl,
@@ -55,6 +56,9 @@ pub enum StoreError {
     Guard(String),
     #[error("metadata query failed: {0}")]
     Query(diesel::result::Error),
+    /// A stored password that no configured master key opens.
+    #[error("{0}")]
+    Unsealable(String),
 }
 
 impl From<diesel::result::Error> for StoreError {
