@@ -98,7 +98,13 @@ impl Store {
             .into_iter()
             .map(|(id, database, old)| {
                 let old = old.unwrap_or_default();
-                Ok((id, reseal(key, database.as_deref(), &old, "job")?, old))
+                // A job whose database is gone (deleted before deletions kept job rows' ids)
+                // has no use for its password: it is dropped, not re-sealed.
+                let new = match database {
+                    Some(database) => Some(reseal(key, Some(&database), &old, "job")?),
+                    None => None,
+                };
+                Ok((id, new, old))
             })
             .collect::<Result<Vec<_>>>()?;
         let seen = resealed_db.len() + resealed_jobs.len();
@@ -123,7 +129,7 @@ impl Store {
                         .filter(jobs::id.eq(id))
                         .filter(jobs::password_sealed.eq(old)),
                 )
-                .set(jobs::password_sealed.eq(new))
+                .set(jobs::password_sealed.eq(new.as_deref()))
                 .execute(conn)
                 .await?;
             }

@@ -197,8 +197,9 @@ impl Held {
                 })
                 .await
                 .map_err(LockedError::Engine)?;
-                let n = record(c, &db, row, wanted).await?;
-                exactly_one(n, "apply job result to database")?;
+                // The job first: from here its row is locked, so a master-key rotation's
+                // re-seal of it waits for this commit (then finds the copy below), or it came
+                // before and the copy takes its result.
                 let n = diesel::update(jobs::table.find(&job))
                     .set((
                         jobs::state.eq(JobState::Done.as_str()),
@@ -207,6 +208,8 @@ impl Held {
                     .execute(c)
                     .await?;
                 exactly_one(n, "mark job done")?;
+                let n = record(c, &db, row, wanted).await?;
+                exactly_one(n, "apply job result to database")?;
                 Ok(())
             })
             .await
@@ -325,9 +328,16 @@ async fn record(
             .await?
         }
         JobKind::Rotate => {
-            let sealed = job
-                .password_sealed
-                .ok_or_else(|| StoreError::Guard("rotate job without a password".into()))?;
+            if job.password_sealed.is_none() {
+                return Err(StoreError::Guard("rotate job without a password".into()));
+            }
+            // Copied as the job row holds it now (not as it was read when the step began), so
+            // a re-seal that happened meanwhile is what the database row gets.
+            let sealed = jobs::table
+                .find(&job.id)
+                .select(jobs::password_sealed)
+                .single_value()
+                .assume_not_null();
             let visible = DatabaseState::texts(DatabaseState::is_visible);
             diesel::update(
                 databases::table
