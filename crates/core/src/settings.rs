@@ -52,6 +52,9 @@ pub struct GatewaySettings {
     /// the client: the ingress. Empty: the TCP peer is the client.
     #[serde(default)]
     pub trusted_proxies: String,
+    /// The one header those proxies write: `x-forwarded-for` (nginx and most ingresses) or
+    /// `forwarded` (RFC 7239).
+    pub client_address_header: String,
     /// `/metrics` (Prometheus), on a listener of its own: never the public one, so that the
     /// ingress does not expose it and a NetworkPolicy can open it to the scraper alone.
     pub metrics_listen: String,

@@ -1,7 +1,9 @@
-//! The client's address behind an ingress. The TCP peer, unless the peer is one of the
-//! configured proxies (`gateway.trusted_proxies`): then the address the proxies recorded, in
-//! `Forwarded` (RFC 7239) or else `X-Forwarded-For`, walking from the nearest hop back past
-//! every trusted proxy. A header from anyone else is ignored, so a client cannot choose the
+//! The client's address behind an ingress, on the public listener. The TCP peer, unless the
+//! peer is one of the configured proxies (`gateway.trusted_proxies`): then the address the
+//! proxies recorded in the one header the ingress writes (`gateway.client_address_header`:
+//! `X-Forwarded-For`, or RFC 7239's `Forwarded`), walking from the nearest hop back past every
+//! trusted proxy. Only that header: an ingress that rewrites one passes the other through as
+//! the client sent it. A header from anyone else is ignored, so a client cannot choose the
 //! address the audit log records. Hand-written: the grammar used is small, and the trust walk
 //! is hepdb's own policy.
 
@@ -10,25 +12,34 @@ use std::net::{IpAddr, SocketAddr};
 use actix_web::{HttpRequest, http::header::HeaderMap, web};
 use ipnet::IpNet;
 
-use crate::state::AppState;
-
-/// The client's address of `req`, by the proxies its app trusts (the peer when it has none).
+/// The client's address of `req`: by the proxies its app trusts, which only the public app
+/// has (`App::app_data`); the TCP peer elsewhere (the platform listener).
 pub fn of(req: &HttpRequest) -> Option<IpAddr> {
     let peer = req.peer_addr().map(|a| a.ip());
-    match req.app_data::<web::Data<AppState>>() {
-        Some(state) => state.proxies.client(peer, req.headers()),
+    match req.app_data::<web::Data<TrustedProxies>>() {
+        Some(proxies) => proxies.client(peer, req.headers()),
         None => peer,
     }
 }
 
-/// The networks whose `Forwarded` / `X-Forwarded-For` are believed.
+/// The networks whose forwarding header is believed, and which header that is.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    forwarded: bool,
+}
 
 impl TrustedProxies {
-    /// A comma-separated list of networks (`10.0.0.0/8`) or addresses; empty trusts none.
-    pub fn parse(list: &str) -> Result<Self, String> {
-        list.split(',')
+    /// A comma-separated list of networks (`10.0.0.0/8`) or addresses (empty trusts none), and
+    /// the header they write: `x-forwarded-for` or `forwarded`.
+    pub fn parse(list: &str, header: &str) -> Result<Self, String> {
+        let forwarded = match header.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => false,
+            "forwarded" => true,
+            other => return Err(format!("`{other}` is not x-forwarded-for or forwarded")),
+        };
+        let nets = list
+            .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
@@ -36,13 +47,13 @@ impl TrustedProxies {
                     .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
                     .map_err(|_| format!("`{s}` is not a network like 10.0.0.0/8"))
             })
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<_, _>>()?;
+        Ok(Self { nets, forwarded })
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The client's address for a request from `peer` with `headers`.
@@ -51,7 +62,12 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return Some(peer);
         }
-        let Some(hops) = forwarded(headers).or_else(|| x_forwarded_for(headers)) else {
+        let hops = if self.forwarded {
+            forwarded(headers)
+        } else {
+            x_forwarded_for(headers)
+        };
+        let Some(hops) = hops else {
             return Some(peer);
         };
         // Nearest hop last. Each trusted address vouches for the hop before it; the first
@@ -143,7 +159,7 @@ mod tests {
 
     #[test]
     fn only_trusted_peers_are_believed() {
-        let trusted = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7").unwrap();
+        let trusted = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7", "x-forwarded-for").unwrap();
         let h = headers(&[("x-forwarded-for", "203.0.113.9")]);
         // A client that sends the header itself is recorded as itself.
         assert_eq!(trusted.client(ip("198.51.100.1"), &h), ip("198.51.100.1"));
@@ -151,13 +167,13 @@ mod tests {
         assert_eq!(trusted.client(ip("10.1.2.3"), &h), ip("203.0.113.9"));
         assert_eq!(trusted.client(ip("192.168.1.7"), &h), ip("203.0.113.9"));
         // No proxies configured: nobody is believed.
-        let none = TrustedProxies::parse("").unwrap();
+        let none = TrustedProxies::parse("", "x-forwarded-for").unwrap();
         assert_eq!(none.client(ip("10.1.2.3"), &h), ip("10.1.2.3"));
     }
 
     #[test]
     fn the_walk_stops_at_the_first_untrusted_hop() {
-        let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let trusted = TrustedProxies::parse("10.0.0.0/8", "x-forwarded-for").unwrap();
         // The client forged the first entry; the ingress appended the real one.
         let h = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.9, 10.0.0.5")]);
         assert_eq!(trusted.client(ip("10.0.0.1"), &h), ip("203.0.113.9"));
@@ -173,8 +189,22 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_is_read_first_in_all_its_forms() {
-        let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
+    fn only_the_configured_header_counts() {
+        // nginx rewrites X-Forwarded-For and passes a client's own Forwarded through.
+        let xff = TrustedProxies::parse("10.0.0.0/8", "x-forwarded-for").unwrap();
+        let h = headers(&[
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        assert_eq!(xff.client(ip("10.0.0.1"), &h), ip("203.0.113.9"));
+        let h = headers(&[("forwarded", "for=1.2.3.4")]);
+        assert_eq!(xff.client(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+        assert!(TrustedProxies::parse("10.0.0.0/8", "x-real-ip").is_err());
+    }
+
+    #[test]
+    fn forwarded_in_all_its_forms() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8", "forwarded").unwrap();
         for (value, want) in [
             ("for=203.0.113.9", "203.0.113.9"),
             ("For=\"203.0.113.9:4711\";proto=https", "203.0.113.9"),
@@ -193,7 +223,7 @@ mod tests {
 
     #[test]
     fn bad_lists_are_refused() {
-        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
-        assert!(TrustedProxies::parse("ingress").is_err());
+        assert!(TrustedProxies::parse("10.0.0.0/33", "forwarded").is_err());
+        assert!(TrustedProxies::parse("ingress", "forwarded").is_err());
     }
 }

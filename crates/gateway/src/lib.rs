@@ -84,13 +84,20 @@ impl Application {
             key: settings.crypto.master_key().context("crypto.master_key")?,
             engines: settings.engines.clone(),
             limits: rate_limit::Limits::from_settings(&settings.rate_limit),
-            proxies: client_addr::TrustedProxies::parse(&settings.gateway.trusted_proxies)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "`gateway.trusted_proxies` (HEPDB__GATEWAY__TRUSTED_PROXIES): {e}"
-                    )
-                })?,
         });
+        // Forwarding headers are believed on the public listener only (behind the ingress).
+        let proxies = web::Data::new(
+            client_addr::TrustedProxies::parse(
+                &settings.gateway.trusted_proxies,
+                &settings.gateway.client_address_header,
+            )
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "`gateway.trusted_proxies` / `gateway.client_address_header` \
+                     (HEPDB__GATEWAY__TRUSTED_PROXIES, HEPDB__GATEWAY__CLIENT_ADDRESS_HEADER): {e}"
+                )
+            })?,
+        );
         if state.limits.is_some() {
             // Callers whose budgets are whole again are forgotten, so that the counts stay as
             // small as the set of recent callers.
@@ -119,6 +126,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(request_id::assign))
                 .app_data(app_state.clone())
                 .app_data(app_json.clone())
+                .app_data(proxies.clone())
                 .configure(routes::configure)
                 .default_service(web::to(error::no_route))
         })

@@ -3,9 +3,7 @@
 use hepdb_core::{Engine, secret::MasterKey, settings::EnginesSettings};
 use hepdb_store::Store;
 
-use crate::{
-    audit::AuditWriter, client_addr::TrustedProxies, dispatch::Dispatcher, rate_limit::Limits,
-};
+use crate::{audit::AuditWriter, dispatch::Dispatcher, rate_limit::Limits};
 
 #[derive(Debug)]
 pub struct AppState {
@@ -16,8 +14,6 @@ pub struct AppState {
     pub engines: EnginesSettings,
     /// The public API's rate limits; `None` when they are off.
     pub limits: Option<Limits>,
-    /// Whose forwarding headers name the client.
-    pub proxies: TrustedProxies,
 }
 
 impl AppState {

@@ -18,7 +18,7 @@ pub struct Platform {
     pub token: String,
     /// `platform:<token name>`: the actor of every audit entry it causes.
     who: String,
-    /// The client's address: the TCP peer, or what a trusted proxy says it forwarded for.
+    /// The caller's address: the TCP peer (not a header a caller could forge).
     from: Option<String>,
 }
 
@@ -55,7 +55,9 @@ impl FromRequest for Platform {
         let parsed = token(raw.and_then(|v| v.to_str().ok()))
             .ok_or(ApiError::NoToken)
             .and_then(|t| PlatformToken::parse(t).ok_or(ApiError::BadToken));
-        let address = crate::client_addr::of(req);
+        // The platform's services call from inside the cluster, past no ingress: the TCP peer
+        // is the caller (no forwarding header is believed here).
+        let address = req.peer_addr().map(|a| a.ip());
         Box::pin(async move {
             let state = state.ok_or(HttpError(ApiError::Internal))?;
             let hash = parsed.map_err(HttpError)?.hash();
