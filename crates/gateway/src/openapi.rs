@@ -68,11 +68,11 @@ pub struct UnsupportedMediaType(pub ErrorBody);
 #[response(example = json!({"ok": false, "error": "this Idempotency-Key was already used for a different request", "code": "IDEMPOTENCY_KEY_REUSED"}))]
 pub struct KeyReused(pub ErrorBody);
 
-/// `ENGINE_CONFLICT`: the engine holds an object by that name that hepdb did not make; an
-/// operator has been alerted and nothing of theirs was touched.
+/// `INTERNAL`: a fault of hepdb's own (logged, with an alert); or `ENGINE_CONFLICT`: the
+/// engine holds an object by that name that hepdb did not make, and nothing of it was touched.
 #[derive(Debug, ToResponse)]
 #[response(example = json!({"ok": false, "error": "the database could not be provisioned; an operator has been alerted", "code": "ENGINE_CONFLICT"}))]
-pub struct EngineConflict(pub ErrorBody);
+pub struct ServerError(pub ErrorBody);
 
 /// A dependency is down or slow; nothing was lost, and the same request (with the same
 /// `Idempotency-Key`) may be sent again: `METADATA_UNAVAILABLE`, `BROKER_UNAVAILABLE`,
@@ -164,7 +164,7 @@ impl Modify for Bearer {
         schemas(ErrorBody, EngineName),
         responses(
             BadRequest, Unauthorized, PaymentRequired, Forbidden, NotFound, Conflict,
-            PayloadTooLarge, UnsupportedMediaType, KeyReused, EngineConflict, Unavailable,
+            PayloadTooLarge, UnsupportedMediaType, KeyReused, ServerError, Unavailable,
             TooManyRequests,
         )
     ),
@@ -207,7 +207,7 @@ pub struct PublicApi;
         schemas(ErrorBody),
         responses(
             BadRequest, Unauthorized, Conflict, NotFound, PayloadTooLarge,
-            UnsupportedMediaType, KeyReused, EngineConflict, Unavailable,
+            UnsupportedMediaType, KeyReused, ServerError, Unavailable,
         )
     ),
     modifiers(&Bearer),

@@ -202,6 +202,7 @@ fn check_quota(slots: Option<i32>, storage_mb: Option<i64>) -> Result<(), HttpEr
         (status = 413, response = openapi::PayloadTooLarge),
         (status = 415, response = openapi::UnsupportedMediaType),
         (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -275,6 +276,7 @@ impl IntoParams for FindQuery {
         (status = 400, response = openapi::BadRequest),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -306,6 +308,7 @@ pub async fn find(
         (status = 200, description = "The account", body = Envelope<AccountView>),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -347,6 +350,7 @@ pub struct PatchBody {
         (status = 413, response = openapi::PayloadTooLarge),
         (status = 415, response = openapi::UnsupportedMediaType),
         (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -392,6 +396,7 @@ pub async fn patch(
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
         (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -418,6 +423,7 @@ pub async fn suspend(
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
         (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]

@@ -53,6 +53,7 @@ async fn visible(state: &AppState, raw: &str) -> Result<(Database, EngineHost), 
         (status = 200, description = "The database with its credentials", body = Envelope<Revealed>),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -81,7 +82,7 @@ pub async fn reveal(
         (status = 404, response = openapi::NotFound),
         (status = 409, response = openapi::Conflict),
         (status = 422, response = openapi::KeyReused),
-        (status = 500, response = openapi::EngineConflict),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -165,7 +166,7 @@ async fn rotated(
         (status = 404, response = openapi::NotFound),
         (status = 409, response = openapi::Conflict),
         (status = 422, response = openapi::KeyReused),
-        (status = 500, response = openapi::EngineConflict),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]

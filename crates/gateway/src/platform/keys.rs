@@ -102,6 +102,7 @@ fn key_id(raw: &str) -> Result<KeyId, HttpError> {
         (status = 413, response = openapi::PayloadTooLarge),
         (status = 415, response = openapi::UnsupportedMediaType),
         (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -148,6 +149,7 @@ pub async fn mint(
         (status = 200, description = "The keys", body = Envelope<KeyList>),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -183,6 +185,7 @@ pub async fn list(
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
         (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -208,6 +211,7 @@ pub async fn disable(
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
         (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -270,6 +274,7 @@ async fn replay(state: &AppState, id: &str, status: StatusCode) -> Result<HttpRe
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
         (status = 422, response = openapi::KeyReused),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]

@@ -76,6 +76,7 @@ impl<'a> DatabaseView<'a> {
         (status = 200, description = "The databases", body = Envelope<DatabaseViews>),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -203,6 +204,7 @@ const MAX_PAGE: i64 = 500;
         (status = 400, response = openapi::BadRequest),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -268,6 +270,7 @@ pub async fn audit(
     responses(
         (status = 200, description = "The hosts", body = Envelope<HostList>),
         (status = 401, response = openapi::Unauthorized),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -305,6 +308,7 @@ pub async fn hosts(_: Platform, state: web::Data<AppState>) -> Result<HttpRespon
         (status = 400, response = openapi::BadRequest),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -329,6 +333,7 @@ pub async fn drain(
         (status = 400, response = openapi::BadRequest),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]

@@ -177,10 +177,12 @@ pub(crate) fn open_password(state: &AppState, db: &Database) -> Result<Password,
     operation_id = "listDatabases",
     tag = "databases",
     responses(
-        (status = 200, description = "The databases", body = Envelope<DatabaseList>),
+        (status = 200, description = "The databases", body = Envelope<DatabaseList>,
+            headers(("RateLimit" = String, description = "The rate budget closest to exhaustion"), ("RateLimit-Policy" = String, description = "The rate budgets of this kind of request"))),
         (status = 401, response = openapi::Unauthorized),
         (status = 403, response = openapi::Forbidden),
         (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -327,16 +329,18 @@ async fn replay(state: &AppState, caller: Caller, job: Job) -> Result<HttpRespon
     params(openapi::IdempotencyHeader),
     request_body = CreateBody,
     responses(
-        (status = 201, description = "Created", body = Envelope<Credentials>),
+        (status = 201, description = "Created", body = Envelope<Credentials>,
+            headers(("RateLimit" = String, description = "The rate budget closest to exhaustion"), ("RateLimit-Policy" = String, description = "The rate budgets of this kind of request"))),
         (status = 400, response = openapi::BadRequest),
         (status = 401, response = openapi::Unauthorized),
         (status = 402, response = openapi::PaymentRequired),
         (status = 403, response = openapi::Forbidden),
+        (status = 404, response = openapi::NotFound),
         (status = 409, response = openapi::Conflict),
         (status = 413, response = openapi::PayloadTooLarge),
         (status = 415, response = openapi::UnsupportedMediaType),
         (status = 422, response = openapi::KeyReused),
-        (status = 500, response = openapi::EngineConflict),
+        (status = 500, response = openapi::ServerError),
         (status = 429, response = openapi::TooManyRequests),
         (status = 503, response = openapi::Unavailable),
     )
@@ -433,11 +437,13 @@ pub async fn create(
     tag = "databases",
     params(("id" = String, Path, description = "The database's id")),
     responses(
-        (status = 200, description = "The database with its credentials", body = Envelope<Revealed>),
+        (status = 200, description = "The database with its credentials", body = Envelope<Revealed>,
+            headers(("RateLimit" = String, description = "The rate budget closest to exhaustion"), ("RateLimit-Policy" = String, description = "The rate budgets of this kind of request"))),
         (status = 401, response = openapi::Unauthorized),
         (status = 403, response = openapi::Forbidden),
         (status = 404, response = openapi::NotFound),
         (status = 429, response = openapi::TooManyRequests),
+        (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
 )]
@@ -493,14 +499,15 @@ pub(crate) fn revealed(
     tag = "databases",
     params(("id" = String, Path, description = "The database's id"), openapi::IdempotencyHeader),
     responses(
-        (status = 200, description = "The new credentials", body = Envelope<Credentials>),
+        (status = 200, description = "The new credentials", body = Envelope<Credentials>,
+            headers(("RateLimit" = String, description = "The rate budget closest to exhaustion"), ("RateLimit-Policy" = String, description = "The rate budgets of this kind of request"))),
         (status = 400, response = openapi::BadRequest),
         (status = 401, response = openapi::Unauthorized),
         (status = 403, response = openapi::Forbidden),
         (status = 404, response = openapi::NotFound),
         (status = 409, response = openapi::Conflict),
         (status = 422, response = openapi::KeyReused),
-        (status = 500, response = openapi::EngineConflict),
+        (status = 500, response = openapi::ServerError),
         (status = 429, response = openapi::TooManyRequests),
         (status = 503, response = openapi::Unavailable),
     )
