@@ -20,6 +20,31 @@ wait_for() { # name port seconds
   return 1
 }
 
+# On a fresh Debian machine, the three servers come from Debian's packages first, set up the
+# way the built-in defaults expect (development only): PostgreSQL trusting local TCP logins,
+# MariaDB's root reachable over TCP without a password.
+install_pkg() {
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "$@" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$@" >/dev/null; }
+}
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  echo "services: installing PostgreSQL (Debian's package)"
+  install_pkg postgresql
+  hba="/etc/postgresql/$(ls /etc/postgresql | head -1)/main/pg_hba.conf"
+  sed -i -E 's#^(host[[:space:]]+all[[:space:]]+all[[:space:]]+(127\.0\.0\.1/32|::1/128)[[:space:]]+)[^[:space:]]+#\1trust#' "$hba"
+fi
+fresh_mariadb=
+if [ ! -x /usr/sbin/mariadbd ]; then
+  echo "services: installing MariaDB (Debian's package)"
+  install_pkg mariadb-server
+  fresh_mariadb=1
+fi
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "services: installing RabbitMQ (Debian's package)"
+  install_pkg rabbitmq-server
+fi
+
 if ! up 5432; then
   echo "services: starting PostgreSQL"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
@@ -33,9 +58,36 @@ if ! up 5672; then
   rabbitmq-server -detached
 fi
 
+# Certificates for the TLS tests: a CA of the tests' own, a server certificate it signed for
+# localhost and 127.0.0.1 (the tenant PostgreSQL serves it), and a second, unrelated CA (a
+# client that trusts only that one must refuse the server).
+TLS="$ENGINES/tls"
+if [ ! -f "$TLS/other-ca.crt" ]; then
+  echo "services: making the test certificates"
+  mkdir -p "$TLS"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=hepdb test CA" \
+    -keyout "$TLS/ca.key" -out "$TLS/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$TLS/server.key" -out "$TLS/server.csr" 2>/dev/null
+  printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+    "keyUsage=digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" > "$TLS/server.ext"
+  openssl x509 -req -in "$TLS/server.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$TLS/server.ext" -out "$TLS/server.crt" 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=not hepdb's CA" \
+    -keyout "$TLS/other-ca.key" -out "$TLS/other-ca.crt" 2>/dev/null
+  chown postgres "$TLS/server.key" && chmod 600 "$TLS/server.key"
+fi
+
+# A tenant PostgreSQL left running without TLS by an earlier version of this script restarts
+# with it.
+pg_bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -n | tail -1)/bin"
+if up 5433 && ! PGPASSWORD="$ROOT_PW" psql "host=127.0.0.1 port=5433 user=postgres dbname=postgres sslmode=require" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+  echo "services: restarting the tenant PostgreSQL engine with TLS"
+  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$ENGINES/postgres" -w stop -m fast >/dev/null
+fi
 if ! up 5433; then
   echo "services: starting the tenant PostgreSQL engine on 5433"
-  bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -n | tail -1)/bin"
+  bin="$pg_bin"
   data="$ENGINES/postgres"
   mkdir -p "$ENGINES"
   if [ ! -f "$data/PG_VERSION" ]; then
@@ -46,7 +98,7 @@ if ! up 5433; then
     rm -f "$pwfile"
   fi
   runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w start \
-    -o "-p 5433 -c listen_addresses=127.0.0.1 -k $data -c max_connections=200" >/dev/null
+    -o "-p 5433 -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c ssl=on -c ssl_cert_file=$TLS/server.crt -c ssl_key_file=$TLS/server.key" >/dev/null
 fi
 if ! up 27017; then
   echo "services: starting the MongoDB engine (smongo) on 27017"
@@ -80,6 +132,11 @@ if ! "$KVAL/bin/kubernetes-validate" --version >/dev/null 2>&1; then
 fi
 
 wait_for PostgreSQL 5432 60
+if [ -n "$fresh_mariadb" ]; then
+  wait_for MariaDB 3306 60
+  # Debian's root logs in by socket only; the defaults connect as root over TCP.
+  mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('')"
+fi
 wait_for "tenant PostgreSQL" 5433 60
 wait_for MongoDB 27017 60
 wait_for MariaDB 3306 60

@@ -1,4 +1,6 @@
 //! Drives the real `hepdb-admin` binary against real PostgreSQL and MariaDB, as an operator would.
+// The test's futures nest deeper than the default limit lets rustc lay them out.
+#![recursion_limit = "256"]
 
 use std::process::Command;
 

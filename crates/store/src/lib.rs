@@ -22,6 +22,7 @@ pub mod quota;
 pub mod reconcile;
 pub mod schema;
 pub mod sealing;
+pub mod tls;
 
 use diesel_async::{
     AsyncPgConnection, RunQueryDsl,
@@ -94,19 +95,42 @@ const DEAD_CLIENT_DETECTION: &str = "SELECT pg_catalog.set_config(s.name, s.valu
      WHERE s.name IN (SELECT name FROM pg_catalog.pg_settings)";
 
 impl Store {
-    /// Builds the pool; connections are opened lazily, so this succeeds while the database is down.
+    /// Builds the pool; connections are opened lazily, so this succeeds while the database is
+    /// down. A URL with `sslmode=require` (or `sslrootcert=`) connects over verified TLS
+    /// ([`tls`]); a CA file that cannot be read fails here, at start.
     pub fn connect(url: &str, pool_size: usize) -> Result<Self> {
+        let target = std::sync::Arc::new(
+            tls::parse(url).map_err(|e| StoreError::Unavailable(format!("metadata.url: {e}")))?,
+        );
         // No test query on every checkout: it was a round trip per request. A connection
         // whose socket the server closed is still discarded at checkout; one that dies
         // mid-statement fails that statement as `Unavailable` (503 in the envelope, or a job
         // retry) and is not returned to the pool.
         let mut config = ManagerConfig::default();
         config.recycling_method = RecyclingMethod::Fast;
-        config.custom_setup = Box::new(|url| {
-            let url = url.to_owned();
+        config.custom_setup = Box::new(move |_url| {
+            let target = target.clone();
             Box::pin(async move {
-                use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-                let mut conn = AsyncPgConnection::establish(&url).await?;
+                use diesel::ConnectionError::BadConnection;
+                use diesel_async::SimpleAsyncConnection;
+                let bad = |e: tokio_postgres::Error| BadConnection(e.to_string());
+                let mut conn = match &target.tls {
+                    Some(tls) => {
+                        let (client, connection) =
+                            target.config.connect(tls.clone()).await.map_err(bad)?;
+                        AsyncPgConnection::try_from_client_and_connection(client, connection)
+                            .await?
+                    }
+                    None => {
+                        let (client, connection) = target
+                            .config
+                            .connect(tokio_postgres::NoTls)
+                            .await
+                            .map_err(bad)?;
+                        AsyncPgConnection::try_from_client_and_connection(client, connection)
+                            .await?
+                    }
+                };
                 conn.batch_execute(DEAD_CLIENT_DETECTION)
                     .await
                     .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;

@@ -1,21 +1,18 @@
 //! `hepdb-admin engine bootstrap postgres`: sets up (or upgrades in place) the least-privilege
 //! provisioner, as the engine's root. Idempotent.
 
-use tokio_postgres::{Client, Config, NoTls};
+use hepdb_store::tls::PgTarget;
+use tokio_postgres::Client;
 
 use super::{Postgres, TEMPLATE, classify, config, ident, sql::LARGE_OBJECT_CREATORS};
 use crate::engines::{Bootstrapped, EngineError};
 use postgres_protocol::escape::escape_literal as literal;
 
-async fn connect(config: &Config) -> Result<(Client, tokio::task::JoinHandle<()>), EngineError> {
-    let (client, connection) = config
-        .connect(NoTls)
+async fn connect(target: &PgTarget) -> Result<(Client, tokio::task::JoinHandle<()>), EngineError> {
+    target
+        .connect()
         .await
-        .map_err(|e| classify(&e, "connect as root"))?;
-    let task = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok((client, task))
+        .map_err(|e| classify(&e, "connect as root"))
 }
 
 async fn run(c: &Client, what: &str, sql: &str) -> Result<(), EngineError> {
@@ -37,7 +34,7 @@ impl Postgres {
     /// Also makes `hepdb_template`, closes the maintenance databases to tenants, and hands
     /// databases of an earlier installation (owned by their tenant role) to the provisioner.
     pub async fn bootstrap(root_url: &str, admin_url: &str) -> Result<Bootstrapped, EngineError> {
-        let admin = config(admin_url)?;
+        let admin = config(admin_url)?.config;
         let (Some(name), Some(pass)) = (admin.get_user(), admin.get_password()) else {
             return Err(EngineError::Failed(
                 "admin URL must carry a user and a password".into(),
@@ -143,7 +140,7 @@ impl Postgres {
     /// creation revoked from `PUBLIC`; nobody may connect to it.
     async fn bootstrap_template(
         root: &Client,
-        root_config: &Config,
+        root_config: &PgTarget,
         prov: &str,
     ) -> Result<(), EngineError> {
         let exists = root
@@ -170,7 +167,7 @@ impl Postgres {
         )
         .await?;
         let mut config = root_config.clone();
-        config.dbname(TEMPLATE);
+        config.config.dbname(TEMPLATE);
         let (c, task) = connect(&config).await?;
         let result = run(&c, "prepare template", &large_objects_sql(prov)).await;
         drop(c);
@@ -192,7 +189,7 @@ impl Postgres {
     /// privileges. Hands each to the provisioner, keeping what the tenant had.
     async fn upgrade_databases(
         root: &Client,
-        root_config: &Config,
+        root_config: &PgTarget,
         prov: &str,
     ) -> Result<usize, EngineError> {
         let rows = root
@@ -217,7 +214,7 @@ impl Postgres {
             };
             let (d, o, r) = (ident(&db), ident(&owner), ident(tenant));
             let mut config = root_config.clone();
-            config.dbname(&db);
+            config.config.dbname(&db);
             let (c, task) = connect(&config).await?;
             // The `public` schema of PostgreSQL 15 belongs to whoever owns the database.
             let inside = format!(

@@ -25,8 +25,9 @@ mod bootstrap;
 mod sql;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use hepdb_store::tls::PgTarget;
 use postgres_protocol::escape::escape_identifier;
-use tokio_postgres::{Config, NoTls, error::SqlState};
+use tokio_postgres::{NoTls, error::SqlState};
 
 use super::{CONNECT_TIMEOUT, EngineError, Target};
 use hepdb_core::secret::Password;
@@ -45,8 +46,8 @@ const TEMPLATE: &str = "hepdb_template";
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
-    /// The provisioner's connection settings; tenant login checks reuse host and port.
-    config: std::sync::Arc<Config>,
+    /// The provisioner's connection settings (and TLS); tenant login checks reuse host and port.
+    config: std::sync::Arc<PgTarget>,
     /// The provisioner's role name: the owner of every tenant database.
     provisioner: String,
     /// `CONNECTION LIMIT` of every tenant role.
@@ -58,20 +59,21 @@ pub struct Postgres {
 impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Postgres")
-            .field("hosts", &self.config.get_hosts())
-            .field("ports", &self.config.get_ports())
+            .field("hosts", &self.config.config.get_hosts())
+            .field("ports", &self.config.config.get_ports())
             .finish()
     }
 }
 
-fn config(url: &str) -> Result<Config, EngineError> {
-    let mut config: Config = url
-        .parse()
-        .map_err(|_| EngineError::Failed("invalid PostgreSQL admin URL".into()))?;
-    config.connect_timeout(CONNECT_TIMEOUT);
-    config.application_name("hepdb-worker");
-    config.options(SESSION_OPTIONS);
-    Ok(config)
+/// The connection settings of a URL, with TLS when it asks for it (`sslmode=require`,
+/// `sslrootcert=`; see `hepdb_store::tls`).
+fn config(url: &str) -> Result<PgTarget, EngineError> {
+    let mut target = hepdb_store::tls::parse(url)
+        .map_err(|e| EngineError::Failed(format!("invalid PostgreSQL URL: {e}")))?;
+    target.config.connect_timeout(CONNECT_TIMEOUT);
+    target.config.application_name("hepdb-worker");
+    target.config.options(SESSION_OPTIONS);
+    Ok(target)
 }
 
 /// Maps a driver error. Statements never carry a clear-text password, and verifiers travel as
@@ -154,16 +156,17 @@ impl Postgres {
     pub fn new(admin_url: &str, connection_limit: u32) -> Result<Self, EngineError> {
         let config = config(admin_url)?;
         let provisioner = config
+            .config
             .get_user()
             .ok_or_else(|| EngineError::Failed("PostgreSQL admin URL must carry a user".into()))?
             .to_owned();
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &config.tls {
+            Some(tls) => Manager::from_config(config.config.clone(), tls.clone(), manager_config()),
+            None => Manager::from_config(config.config.clone(), NoTls, manager_config()),
+        };
         let pool = Pool::builder(manager)
             .max_size(8)
             .runtime(Runtime::Tokio1)
@@ -415,13 +418,14 @@ impl Postgres {
         target: &Target,
         password: &Password,
     ) -> Result<bool, EngineError> {
-        let mut config = Config::clone(&self.config);
-        config
+        let mut login = PgTarget::clone(&self.config);
+        login
+            .config
             .user(target.names.db_user())
             .password(password.expose())
             .dbname(target.names.db_name())
             .application_name("hepdb-login-check");
-        match config.connect(NoTls).await {
+        match login.connect().await {
             Ok((client, connection)) => {
                 drop(client);
                 let _ = connection.await;
@@ -453,13 +457,12 @@ impl Postgres {
     }
 
     async fn in_database(&self, db: &str, what: &str, sql: &str) -> Result<(), EngineError> {
-        let mut config = Config::clone(&self.config);
-        config.dbname(db);
-        let (client, connection) = config
-            .connect(NoTls)
+        let mut target = PgTarget::clone(&self.config);
+        target.config.dbname(db);
+        let (client, task) = target
+            .connect()
             .await
             .map_err(|e| classify(&e, "connect to tenant database"))?;
-        let task = tokio::spawn(connection);
         let result = client
             .batch_execute(sql)
             .await
