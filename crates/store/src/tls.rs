@@ -18,6 +18,13 @@ use tokio_postgres::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+/// Makes ring rustls's process-wide provider. Several crates in the tree turn on both of
+/// rustls's providers, and a driver that asks rustls for the process default (mysql_async
+/// does) then panics at its first TLS handshake. Idempotent; every driver constructor calls it.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A URL's connection settings and, when it asks for TLS, the connector.
 #[derive(Clone)]
 pub struct PgTarget {
@@ -35,6 +42,7 @@ impl std::fmt::Debug for PgTarget {
 
 /// Parses a PostgreSQL URL (without echoing it: it carries a password).
 pub fn parse(url: &str) -> Result<PgTarget, String> {
+    install_crypto_provider();
     let (url, root) = take_param(url, "sslrootcert");
     let mut config = Config::from_str(&url).map_err(|e| format!("not a PostgreSQL URL ({e})"))?;
     if root.is_some() {

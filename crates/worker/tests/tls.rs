@@ -108,3 +108,128 @@ async fn the_postgres_driver_provisions_over_tls() {
     let refused = EngineDriver::new(Engine::Postgres, &wrong, 5).unwrap();
     assert!(refused.ping().await.is_err(), "a wrong CA is refused");
 }
+
+/// A MariaDB server of the test's own, serving the tests' certificate; stopped when dropped.
+struct TlsMariadb {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl TlsMariadb {
+    fn start() -> Self {
+        use std::process::{Command, Stdio};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = PathBuf::from(format!("/var/tmp/hepdb-engines/mariadb-tls-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("mariadb-install-db")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .args([
+                "--user=mysql",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("mariadb-install-db");
+        assert!(status.success());
+        // The server reads its key as the mysql user.
+        for file in ["server.crt", "server.key", "ca.crt"] {
+            std::fs::copy(ca(file), dir.join(file)).unwrap();
+        }
+        let status = Command::new("chown")
+            .args(["-R", "mysql:"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let d = dir.display();
+        let child = Command::new("/usr/sbin/mariadbd")
+            .args([
+                "--no-defaults",
+                &format!("--datadir={d}/data"),
+                &format!("--port={port}"),
+                &format!("--socket={d}/mysqld.sock"),
+                &format!("--pid-file={d}/mysqld.pid"),
+                &format!("--log-error={d}/error.log"),
+                &format!("--ssl-cert={d}/server.crt"),
+                &format!("--ssl-key={d}/server.key"),
+                &format!("--ssl-ca={d}/ca.crt"),
+                "--bind-address=127.0.0.1",
+                "--user=mysql",
+                "--innodb-buffer-pool-size=16M",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed().as_secs() < 60, "mariadbd did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Self { child, port, dir }
+    }
+}
+
+impl Drop for TlsMariadb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_connections_are_tls_verified_against_the_configured_ca() {
+    use mysql_async::prelude::Queryable;
+    let server = TlsMariadb::start();
+    let url = |ca_file: &str| {
+        format!(
+            "mysql://root@127.0.0.1:{}/mysql?sslrootcert={}",
+            server.port,
+            ca(ca_file)
+        )
+    };
+    // Our CA: the session is encrypted, as the server sees it.
+    let opts = hepdb_worker::engines::mariadb_opts(&url("ca.crt")).unwrap();
+    let mut conn = {
+        let mut tries = 0;
+        loop {
+            match mysql_async::Conn::new(opts.clone()).await {
+                Ok(c) => break c,
+                // The server may still be starting behind its open port.
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("TLS with the right CA: {e}"),
+            }
+        }
+    };
+    let cipher: Option<(String, String)> = conn
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .await
+        .unwrap();
+    let cipher = cipher.map(|(_, v)| v).unwrap_or_default();
+    assert!(!cipher.is_empty(), "the session is encrypted");
+    conn.disconnect().await.unwrap();
+    // The driver, over the same URL.
+    let driver = EngineDriver::new(Engine::Mariadb, &url("ca.crt"), 5).unwrap();
+    driver.ping().await.expect("the driver's ping over TLS");
+
+    // Another CA: refused.
+    let wrong = hepdb_worker::engines::mariadb_opts(&url("other-ca.crt")).unwrap();
+    let err = mysql_async::Conn::new(wrong)
+        .await
+        .expect_err("a server our CA did not sign");
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+    let refused = EngineDriver::new(Engine::Mariadb, &url("other-ca.crt"), 5).unwrap();
+    assert!(refused.ping().await.is_err());
+}

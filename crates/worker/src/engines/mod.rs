@@ -18,7 +18,7 @@ use hepdb_core::{
     settings::{EnginesSettings, Host},
 };
 
-pub use mariadb::MariaDb;
+pub use mariadb::{MariaDb, opts as mariadb_opts};
 pub use mongo::Mongo;
 pub use postgres::Postgres;
 

@@ -149,6 +149,8 @@ async fn user_exists(s: &Session, user: &str) -> Result<bool, EngineError> {
 
 impl Mongo {
     pub fn new(admin_url: &str) -> Result<Self, EngineError> {
+        // A `tls=true` URL makes the driver ask rustls for the process's provider.
+        hepdb_store::tls::install_crypto_provider();
         let parsed = ConnectionString::parse(admin_url)
             .map_err(|_| EngineError::Failed("invalid MongoDB admin URL".into()))?;
         let provisioner = parsed

@@ -73,14 +73,33 @@ impl std::fmt::Debug for MariaDb {
     }
 }
 
-fn opts(url: &str) -> Result<Opts, EngineError> {
-    let opts =
-        Opts::from_url(url).map_err(|_| EngineError::Failed("invalid MariaDB admin URL".into()))?;
+/// A MariaDB URL's options. TLS, verified with rustls: `require_ssl=true` (mysql_async's own
+/// option: the built-in roots), or `sslrootcert=/path/ca.pem`, which trusts exactly that CA and
+/// implies `require_ssl` (as on PostgreSQL URLs).
+pub fn opts(url: &str) -> Result<Opts, EngineError> {
+    hepdb_store::tls::install_crypto_provider();
+    let (url, root) = hepdb_store::tls::take_param(url, "sslrootcert");
+    let opts = Opts::from_url(&url)
+        .map_err(|_| EngineError::Failed("invalid MariaDB admin URL".into()))?;
     // TCP, as tenants connect; never silently switch to the local socket.
-    Ok(OptsBuilder::from_opts(opts)
+    let mut builder = OptsBuilder::from_opts(opts)
         .prefer_socket(false)
-        .init(vec![SESSION_SETUP])
-        .into())
+        .init(vec![SESSION_SETUP]);
+    if let Some(root) = root {
+        let ca = std::path::PathBuf::from(root);
+        if !ca.is_file() {
+            return Err(EngineError::Failed(format!(
+                "sslrootcert {}: no such file",
+                ca.display()
+            )));
+        }
+        builder = builder.ssl_opts(Some(
+            mysql_async::SslOpts::default()
+                .with_root_certs(vec![ca.into()])
+                .with_disable_built_in_roots(true),
+        ));
+    }
+    Ok(builder.into())
 }
 
 /// Maps a driver error. No statement carries a clear-text password (only hashes), so server
