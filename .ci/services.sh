@@ -78,6 +78,30 @@ if [ ! -f "$TLS/other-ca.crt" ]; then
   chown postgres "$TLS/server.key" && chmod 600 "$TLS/server.key"
 fi
 
+# RabbitMQ gets an amqps listener on 5671 with the same certificate; a broker running without
+# it restarts once.
+RMQ_TLS=/etc/rabbitmq/hepdb-tls
+if [ -f /etc/rabbitmq/rabbitmq.conf ] && ! grep -q '^listeners.ssl.default' /etc/rabbitmq/rabbitmq.conf; then
+  mkdir -p "$RMQ_TLS"
+  cp "$TLS/ca.crt" "$TLS/server.crt" "$TLS/server.key" "$RMQ_TLS/"
+  chown -R rabbitmq: "$RMQ_TLS" && chmod 600 "$RMQ_TLS/server.key"
+  cat >> /etc/rabbitmq/rabbitmq.conf <<CONF
+# hepdb's TLS tests: an amqps listener with the tests' certificate (.ci/services.sh).
+listeners.ssl.default = 127.0.0.1:5671
+ssl_options.cacertfile = $RMQ_TLS/ca.crt
+ssl_options.certfile = $RMQ_TLS/server.crt
+ssl_options.keyfile = $RMQ_TLS/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+CONF
+  if up 5672; then
+    echo "services: restarting RabbitMQ with its amqps listener"
+    rabbitmqctl stop >/dev/null 2>&1 || true
+    for _ in $(seq 1 30); do up 5672 || break; sleep 1; done
+  fi
+  up 5672 || rabbitmq-server -detached
+fi
+
 # A tenant PostgreSQL left running without TLS by an earlier version of this script restarts
 # with it.
 pg_bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -n | tail -1)/bin"
@@ -141,6 +165,7 @@ wait_for "tenant PostgreSQL" 5433 60
 wait_for MongoDB 27017 60
 wait_for MariaDB 3306 60
 wait_for RabbitMQ 5672 120
+wait_for "RabbitMQ (amqps)" 5671 60
 # RabbitMQ accepts TCP before it accepts AMQP sessions; ping until the node is fully up.
 for _ in $(seq 1 60); do rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break; sleep 1; done
 echo "services: PostgreSQL, MariaDB, RabbitMQ and the PostgreSQL and MongoDB engines are up"

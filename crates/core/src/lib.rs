@@ -14,6 +14,7 @@ pub mod secret;
 pub mod settings;
 pub mod state;
 pub mod time;
+pub mod url;
 
 pub use engine::Engine;
 pub use error::ApiError;

@@ -6,9 +6,11 @@
 //! else reads the current session from a `watch` channel, so "is the broker up?" is one load,
 //! which is what `/readyz` reports.
 
+mod connect;
 mod supervisor;
 mod topology;
 
+pub use connect::{ConnectError, connect};
 pub use supervisor::{SessionView, Supervised, supervise};
 pub use topology::Topology;
 

@@ -93,7 +93,7 @@ where
         let mut backoff = MIN_BACKOFF;
         while !*stopped.borrow() {
             let properties = ConnectionProperties::default().with_connection_name(name.into());
-            match Connection::connect(&url, properties).await {
+            match crate::connect(&url, properties).await {
                 Ok(conn) => {
                     let conn = Arc::new(conn);
                     let events = conn.events_listener();

@@ -43,7 +43,7 @@ impl std::fmt::Debug for PgTarget {
 /// Parses a PostgreSQL URL (without echoing it: it carries a password).
 pub fn parse(url: &str) -> Result<PgTarget, String> {
     install_crypto_provider();
-    let (url, root) = take_param(url, "sslrootcert");
+    let (url, root) = hepdb_core::url::take_param(url, "sslrootcert");
     let mut config = Config::from_str(&url).map_err(|e| format!("not a PostgreSQL URL ({e})"))?;
     if root.is_some() {
         config.ssl_mode(SslMode::Require);
@@ -117,30 +117,6 @@ fn connector(root: Option<PathBuf>) -> Result<MakeRustlsConnect, String> {
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// `url` without its query parameter `name`, and that parameter's value.
-pub fn take_param(url: &str, name: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
-    };
-    let mut value = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.split_once('=') {
-            Some((k, v)) if k == name => {
-                value = Some(v.to_owned());
-                false
-            }
-            _ => true,
-        })
-        .collect();
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (url, value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,24 +140,6 @@ mod tests {
         assert!(
             err.contains("/nonexistent/ca.pem") && !err.contains("secret"),
             "{err}"
-        );
-    }
-
-    #[test]
-    fn the_root_parameter_is_taken_out() {
-        assert_eq!(
-            take_param(
-                "postgres://h/db?sslmode=require&sslrootcert=/ca.pem&x=1",
-                "sslrootcert"
-            ),
-            (
-                "postgres://h/db?sslmode=require&x=1".to_owned(),
-                Some("/ca.pem".to_owned())
-            )
-        );
-        assert_eq!(
-            take_param("postgres://h/db?sslrootcert=/ca.pem", "sslrootcert"),
-            ("postgres://h/db".to_owned(), Some("/ca.pem".to_owned()))
         );
     }
 }

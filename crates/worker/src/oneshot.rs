@@ -60,7 +60,7 @@ async fn broker(
     settings: &Settings,
     topology: &Topology,
 ) -> anyhow::Result<(lapin::Connection, lapin::Channel)> {
-    let conn = lapin::Connection::connect(
+    let conn = hepdb_queue::connect(
         settings.amqp.url.expose(),
         lapin::ConnectionProperties::default(),
     )

@@ -233,3 +233,42 @@ async fn mariadb_connections_are_tls_verified_against_the_configured_ca() {
     let refused = EngineDriver::new(Engine::Mariadb, &url("other-ca.crt"), 5).unwrap();
     assert!(refused.ping().await.is_err());
 }
+
+/// RabbitMQ over `amqps://` (the listener `.ci/services.sh` adds on 5671): verified against the
+/// URL's CA, refused with another; and a whole stack runs its jobs over it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_over_amqps_verified_and_a_stack_working_through_it() {
+    let url = |ca_file: &str| {
+        format!(
+            "amqps://guest:guest@127.0.0.1:5671/%2f?cacertfile={}",
+            ca(ca_file)
+        )
+    };
+    let props = lapin::ConnectionProperties::default;
+    let conn = hepdb_queue::connect(&url("ca.crt"), props())
+        .await
+        .expect("amqps with the right CA");
+    conn.create_channel().await.unwrap();
+    let _ = conn.close(200, "done".into()).await;
+    let err = hepdb_queue::connect(&url("other-ca.crt"), props())
+        .await
+        .expect_err("a broker our CA did not sign");
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+    assert!(
+        hepdb_queue::connect("amqps://guest:guest@127.0.0.1:5671/%2f", props())
+            .await
+            .is_err(),
+        "the system's roots do not know the tests' CA"
+    );
+
+    // Gateway and worker, both on amqps: a create goes through the broker and logs in.
+    let amqps = url("ca.crt");
+    let app = hepdb_testkit::spawn_app_with(hepdb_testkit::Options::default(), |s| {
+        s.amqp.url = hepdb_core::settings::Secret::new(amqps.clone());
+    })
+    .await;
+    let (status, body) = app.create(serde_json::json!({"name": "over-amqps"})).await;
+    assert_eq!(status, 201, "{body}");
+    let conn = body["data"]["connectionString"].as_str().unwrap();
+    assert!(hepdb_testkit::can_login(conn).await);
+}

@@ -78,7 +78,7 @@ impl std::fmt::Debug for MariaDb {
 /// implies `require_ssl` (as on PostgreSQL URLs).
 pub fn opts(url: &str) -> Result<Opts, EngineError> {
     hepdb_store::tls::install_crypto_provider();
-    let (url, root) = hepdb_store::tls::take_param(url, "sslrootcert");
+    let (url, root) = hepdb_core::url::take_param(url, "sslrootcert");
     let opts = Opts::from_url(&url)
         .map_err(|_| EngineError::Failed("invalid MariaDB admin URL".into()))?;
     // TCP, as tenants connect; never silently switch to the local socket.
