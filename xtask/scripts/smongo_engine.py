@@ -6,6 +6,7 @@ every start: users are not reloaded by smongo, and hepdb's test setup bootstraps
 provisioner again anyway. Production and the compose stack use real MongoDB.
 
 usage: python3 smongo_engine.py --port 27017 --dir DIR --root-user root --root-password PW
+       [--tls-cert server.crt --tls-key server.key]   (TLS only, for the TLS tests)
 """
 
 import argparse
@@ -43,11 +44,20 @@ def main() -> None:
     p.add_argument("--dir", required=True)
     p.add_argument("--root-user", default="root")
     p.add_argument("--root-password", required=True)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     args = p.parse_args()
 
     shutil.rmtree(args.dir, ignore_errors=True)
     os.makedirs(args.dir)
-    server = WireServer(args.dir, "127.0.0.1", args.port, auth_required=True)
+    server = WireServer(
+        args.dir,
+        "127.0.0.1",
+        args.port,
+        auth_required=True,
+        tls_cert_file=args.tls_cert,
+        tls_key_file=args.tls_key,
+    )
     with users._USER_STORE_LOCK:
         users._USER_STORE[f"admin.{args.root_user}"] = {
             "_id": f"admin.{args.root_user}",

@@ -272,3 +272,79 @@ async fn the_broker_over_amqps_verified_and_a_stack_working_through_it() {
     let conn = body["data"]["connectionString"].as_str().unwrap();
     assert!(hepdb_testkit::can_login(conn).await);
 }
+
+/// A MongoDB stand-in of the test's own that speaks only TLS, with the tests' certificate.
+struct TlsMongo {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl TlsMongo {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("hepdb-smongo-tls-{port}"));
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../xtask/scripts/smongo_engine.py"
+        );
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--port", &port.to_string(), "--root-password", "tls-root"])
+            .args([
+                "--tls-cert",
+                &ca("server.crt"),
+                "--tls-key",
+                &ca("server.key"),
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with smongo (see .ci/services.sh)");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed().as_secs() < 30, "smongo did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, port, dir }
+    }
+
+    fn url(&self, ca_file: &str) -> String {
+        format!(
+            "mongodb://root:tls-root@127.0.0.1:{}/admin?tls=true&tlsCAFile={}&serverSelectionTimeoutMS=3000",
+            self.port,
+            ca(ca_file)
+        )
+    }
+}
+
+impl Drop for TlsMongo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// MongoDB with the driver's own URL options (`tls=true&tlsCAFile=…`): verified against that
+/// CA, refused with another.
+#[tokio::test(flavor = "multi_thread")]
+async fn mongodb_connections_are_tls_verified_against_the_configured_ca() {
+    let server = TlsMongo::start();
+    let driver = EngineDriver::new(Engine::Mongo, &server.url("ca.crt"), 5).unwrap();
+    driver.ping().await.expect("TLS with the right CA");
+    let refused = EngineDriver::new(Engine::Mongo, &server.url("other-ca.crt"), 5).unwrap();
+    assert!(refused.ping().await.is_err(), "a wrong CA is refused");
+    // The server speaks only TLS: a plain client is not served.
+    let plain = format!(
+        "mongodb://root:tls-root@127.0.0.1:{}/admin?serverSelectionTimeoutMS=2000",
+        server.port
+    );
+    let plain = EngineDriver::new(Engine::Mongo, &plain, 5).unwrap();
+    assert!(plain.ping().await.is_err());
+}
