@@ -679,15 +679,27 @@ impl Postgres {
     /// revoked every privilege on it.
     pub async fn sizes(&self) -> Result<Vec<(String, i64)>, EngineError> {
         let c = self.conn().await?;
-        let rows = c
-            .query(
-                "SELECT datname::text, pg_catalog.pg_database_size(oid) FROM pg_catalog.pg_database \
-                 WHERE datname ~ '^um_[0-9a-f]{10}_[0-9]+$'",
-                &[],
-            )
-            .await
-            .map_err(|e| classify(&e, "measure sizes"))?;
-        // A database dropped while the query runs measures NULL: it is simply not reported.
+        // A database dropped between the catalog scan and its measurement fails the whole
+        // statement ("database with OID … does not exist": the privilege check looks it up
+        // again). That is a race with a deletion, not an outage: measure again, a few times.
+        let mut tries = 0;
+        let rows = loop {
+            let result = c
+                .query(
+                    "SELECT datname::text, pg_catalog.pg_database_size(oid) \
+                     FROM pg_catalog.pg_database WHERE datname ~ '^um_[0-9a-f]{10}_[0-9]+$'",
+                    &[],
+                )
+                .await;
+            match result {
+                Err(e) if code(&e) == Some(&SqlState::UNDEFINED_DATABASE) && tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+                }
+                other => break other.map_err(|e| classify(&e, "measure sizes"))?,
+            }
+        };
+        // A database dropped while the query runs may also measure NULL: it is not reported.
         Ok(rows
             .iter()
             .filter_map(|r| {
