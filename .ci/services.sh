@@ -8,6 +8,10 @@
 #   hepdb-dev-root, installed from PyPI on first use.
 set -euo pipefail
 
+# One run at a time: two would make certificates over each other and restart servers twice.
+exec 9>/tmp/hepdb-services.lock
+flock 9
+
 ENGINES="${HEPDB_ENGINES_DIR:-/var/tmp/hepdb-engines}"
 ROOT_PW=hepdb-dev-root
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,14 +35,15 @@ install_pkg() {
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then
   echo "services: installing PostgreSQL (Debian's package)"
   install_pkg postgresql
-  hba="/etc/postgresql/$(ls /etc/postgresql | head -1)/main/pg_hba.conf"
+  cluster="$(ls /etc/postgresql | head -1)"
+  hba="/etc/postgresql/$cluster/main/pg_hba.conf"
   sed -i -E 's#^(host[[:space:]]+all[[:space:]]+all[[:space:]]+(127\.0\.0\.1/32|::1/128)[[:space:]]+)[^[:space:]]+#\1trust#' "$hba"
+  # The package may have started the cluster already: make it read the change.
+  pg_ctlcluster --skip-systemctl-redirect "$cluster" main reload >/dev/null 2>&1 || true
 fi
-fresh_mariadb=
 if [ ! -x /usr/sbin/mariadbd ]; then
   echo "services: installing MariaDB (Debian's package)"
   install_pkg mariadb-server
-  fresh_mariadb=1
 fi
 if ! command -v rabbitmq-server >/dev/null 2>&1; then
   echo "services: installing RabbitMQ (Debian's package)"
@@ -64,7 +69,11 @@ fi
 TLS="$ENGINES/tls"
 if [ ! -f "$TLS/other-ca.crt" ]; then
   echo "services: making the test certificates"
-  mkdir -p "$TLS"
+  # Made aside, then moved into place whole: never a certificate from one run and a CA from
+  # another.
+  final="$TLS"
+  mkdir -p "$ENGINES"
+  TLS="$(mktemp -d "$ENGINES/tls.XXXXXX")"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=hepdb test CA" \
     -keyout "$TLS/ca.key" -out "$TLS/ca.crt" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
@@ -76,15 +85,25 @@ if [ ! -f "$TLS/other-ca.crt" ]; then
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=not hepdb's CA" \
     -keyout "$TLS/other-ca.key" -out "$TLS/other-ca.crt" 2>/dev/null
   chown postgres "$TLS/server.key" && chmod 600 "$TLS/server.key"
+  chmod 755 "$TLS"
+  rm -rf "$final"
+  mv "$TLS" "$final"
+  TLS="$final"
 fi
 
 # RabbitMQ gets an amqps listener on 5671 with the same certificate; a broker running without
 # it restarts once.
 RMQ_TLS=/etc/rabbitmq/hepdb-tls
-if [ -f /etc/rabbitmq/rabbitmq.conf ] && ! grep -q '^listeners.ssl.default' /etc/rabbitmq/rabbitmq.conf; then
+[ -f /etc/rabbitmq/rabbitmq.conf ] || touch /etc/rabbitmq/rabbitmq.conf
+rmq_restart=
+if ! cmp -s "$TLS/server.crt" "$RMQ_TLS/server.crt"; then
   mkdir -p "$RMQ_TLS"
   cp "$TLS/ca.crt" "$TLS/server.crt" "$TLS/server.key" "$RMQ_TLS/"
   chown -R rabbitmq: "$RMQ_TLS" && chmod 600 "$RMQ_TLS/server.key"
+  rmq_restart=1
+fi
+if ! grep -q '^listeners.ssl.default' /etc/rabbitmq/rabbitmq.conf; then
+  rmq_restart=1
   cat >> /etc/rabbitmq/rabbitmq.conf <<CONF
 # hepdb's TLS tests: an amqps listener with the tests' certificate (.ci/services.sh).
 listeners.ssl.default = 127.0.0.1:5671
@@ -94,6 +113,8 @@ ssl_options.keyfile = $RMQ_TLS/server.key
 ssl_options.verify = verify_none
 ssl_options.fail_if_no_peer_cert = false
 CONF
+fi
+if [ -n "$rmq_restart" ]; then
   if up 5672; then
     echo "services: restarting RabbitMQ with its amqps listener"
     rabbitmqctl stop >/dev/null 2>&1 || true
@@ -102,10 +123,13 @@ CONF
   up 5672 || rabbitmq-server -detached
 fi
 
-# A tenant PostgreSQL left running without TLS by an earlier version of this script restarts
-# with it.
+# A tenant PostgreSQL left running without TLS, or with an older certificate, restarts with
+# the current one. (Only when it answers and says so: a busy server is left alone.)
 pg_bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -n | tail -1)/bin"
-if up 5433 && ! PGPASSWORD="$ROOT_PW" psql "host=127.0.0.1 port=5433 user=postgres dbname=postgres sslmode=require" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+tenant_pg() { PGPASSWORD="$ROOT_PW" psql "host=127.0.0.1 port=5433 user=postgres dbname=postgres $1" -Atqc "$2" 2>/dev/null; }
+if up 5433 && { [ "$(tenant_pg sslmode=disable 'SHOW ssl')" = off ] \
+  || { [ "$(tenant_pg sslmode=disable 'SELECT 1')" = 1 ] \
+       && ! tenant_pg "sslmode=verify-full sslrootcert=$TLS/ca.crt" 'SELECT 1' >/dev/null; }; }; then
   echo "services: restarting the tenant PostgreSQL engine with TLS"
   runuser -u postgres -- "$pg_bin/pg_ctl" -D "$ENGINES/postgres" -w stop -m fast >/dev/null
 fi
@@ -156,9 +180,10 @@ if ! "$KVAL/bin/kubernetes-validate" --version >/dev/null 2>&1; then
 fi
 
 wait_for PostgreSQL 5432 60
-if [ -n "$fresh_mariadb" ]; then
-  wait_for MariaDB 3306 60
-  # Debian's root logs in by socket only; the defaults connect as root over TCP.
+wait_for MariaDB 3306 60
+# A fresh Debian root logs in by socket only; the defaults connect as root over TCP.
+if ! mariadb -h127.0.0.1 -uroot -e 'SELECT 1' >/dev/null 2>&1; then
+  echo "services: letting MariaDB's root log in over TCP (development)"
   mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('')"
 fi
 wait_for "tenant PostgreSQL" 5433 60

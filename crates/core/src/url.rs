@@ -4,9 +4,15 @@
 
 /// `url` without its query parameter `name`, and that parameter's value.
 pub fn take_param(url: &str, name: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
+    // The query starts after the credentials: a password may hold a `?`.
+    let after_credentials = url.rfind('@').map_or(0, |at| at + 1);
+    let Some(q) = url[after_credentials..].find('?') else {
         return (url.to_owned(), None);
     };
+    let (base, query) = (
+        &url[..after_credentials + q],
+        &url[after_credentials + q + 1..],
+    );
     let mut value = None;
     let kept: Vec<&str> = query
         .split('&')
@@ -49,6 +55,14 @@ mod tests {
         assert_eq!(
             take_param("amqp://h", "cacertfile"),
             ("amqp://h".to_owned(), None)
+        );
+        // A `?` in the password is not the query.
+        assert_eq!(
+            take_param("postgres://u:p?w@h/db?sslrootcert=/ca.pem", "sslrootcert"),
+            (
+                "postgres://u:p?w@h/db".to_owned(),
+                Some("/ca.pem".to_owned())
+            )
         );
     }
 }

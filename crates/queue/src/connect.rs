@@ -7,6 +7,9 @@ use lapin::{Connection, ConnectionProperties, tcp::OwnedTLSConfig};
 /// Connecting failed: the CA file, or the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// A CA for a plaintext URL: the operator asked for TLS and would not get it.
+    #[error("amqp.url has cacertfile but is not amqps://")]
+    NotTls,
     #[error("amqp.url cacertfile {0}: {1}")]
     CaFile(String, std::io::Error),
     #[error(transparent)]
@@ -19,6 +22,9 @@ pub async fn connect(
     properties: ConnectionProperties,
 ) -> Result<Connection, ConnectError> {
     let (url, ca) = hepdb_core::url::take_param(url, "cacertfile");
+    if ca.is_some() && !url.starts_with("amqps://") {
+        return Err(ConnectError::NotTls);
+    }
     let cert_chain = ca
         .map(|path| std::fs::read_to_string(&path).map_err(|e| ConnectError::CaFile(path, e)))
         .transpose()?;

@@ -111,26 +111,8 @@ impl Store {
         config.custom_setup = Box::new(move |_url| {
             let target = target.clone();
             Box::pin(async move {
-                use diesel::ConnectionError::BadConnection;
                 use diesel_async::SimpleAsyncConnection;
-                let bad = |e: tokio_postgres::Error| BadConnection(e.to_string());
-                let mut conn = match &target.tls {
-                    Some(tls) => {
-                        let (client, connection) =
-                            target.config.connect(tls.clone()).await.map_err(bad)?;
-                        AsyncPgConnection::try_from_client_and_connection(client, connection)
-                            .await?
-                    }
-                    None => {
-                        let (client, connection) = target
-                            .config
-                            .connect(tokio_postgres::NoTls)
-                            .await
-                            .map_err(bad)?;
-                        AsyncPgConnection::try_from_client_and_connection(client, connection)
-                            .await?
-                    }
-                };
+                let mut conn = tls::diesel_connection(&target).await?;
                 conn.batch_execute(DEAD_CLIENT_DETECTION)
                     .await
                     .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;

@@ -1,7 +1,7 @@
 //! Creating the metadata database and applying the embedded migrations.
 
 use diesel::{OptionalExtension, QueryDsl, prelude::*, sql_types::Text};
-use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 /// The SQL files of `migrations/` at the workspace root, compiled in.
@@ -37,12 +37,18 @@ fn split_database(url: &str) -> Result<(String, String), MigrateError> {
 
 diesel::define_sql_function!(fn quote_ident(x: Text) -> Text);
 
+/// A connection to `url`, over TLS when the URL asks for it (as the pool's).
+async fn connect(url: &str) -> Result<AsyncPgConnection, MigrateError> {
+    let target = crate::tls::parse(url).map_err(MigrateError::Connect)?;
+    crate::tls::diesel_connection(&target)
+        .await
+        .map_err(|e| MigrateError::Connect(e.to_string()))
+}
+
 /// Creates the database named in `url` if it does not exist. Returns whether it created it.
 pub async fn ensure_database(url: &str) -> Result<bool, MigrateError> {
     let (admin_url, name) = split_database(url)?;
-    let mut conn = AsyncPgConnection::establish(&admin_url)
-        .await
-        .map_err(|e| MigrateError::Connect(e.to_string()))?;
+    let mut conn = connect(&admin_url).await?;
     diesel::table! { pg_database (datname) { datname -> Text, } }
     let exists = pg_database::table
         .filter(pg_database::datname.eq(&name))
@@ -74,9 +80,7 @@ pub async fn ensure_database(url: &str) -> Result<bool, MigrateError> {
 
 /// Applies pending migrations; returns the versions applied. Needs a multi-threaded runtime.
 pub async fn run_pending(url: &str) -> Result<Vec<String>, MigrateError> {
-    let conn = AsyncPgConnection::establish(url)
-        .await
-        .map_err(|e| MigrateError::Connect(e.to_string()))?;
+    let conn = connect(url).await?;
     let mut harness = AsyncMigrationHarness::new(conn);
     let applied = harness
         .run_pending_migrations(MIGRATIONS)
@@ -94,9 +98,7 @@ pub async fn migrate(url: &str) -> Result<(bool, Vec<String>), MigrateError> {
 /// Drops the database named in `url` (tests clean up their private metadata databases).
 pub async fn drop_database(url: &str) -> Result<(), MigrateError> {
     let (admin_url, name) = split_database(url)?;
-    let mut conn = AsyncPgConnection::establish(&admin_url)
-        .await
-        .map_err(|e| MigrateError::Connect(e.to_string()))?;
+    let mut conn = connect(&admin_url).await?;
     let quoted: String = diesel::select(quote_ident(&name))
         .get_result(&mut conn)
         .await?;

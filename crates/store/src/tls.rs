@@ -44,8 +44,24 @@ impl std::fmt::Debug for PgTarget {
 pub fn parse(url: &str) -> Result<PgTarget, String> {
     install_crypto_provider();
     let (url, root) = hepdb_core::url::take_param(url, "sslrootcert");
+    // libpq's verifying modes are what `require` is with rustls; tokio-postgres knows only
+    // disable / prefer / require.
+    let (url, mode) = hepdb_core::url::take_param(&url, "sslmode");
     let mut config = Config::from_str(&url).map_err(|e| format!("not a PostgreSQL URL ({e})"))?;
+    match mode.as_deref() {
+        // Unverified TLS is not offered: `prefer` and `allow` stay plaintext, as no sslmode.
+        None | Some("disable" | "prefer" | "allow") => {
+            config.ssl_mode(SslMode::Disable);
+        }
+        Some("require" | "verify-ca" | "verify-full") => {
+            config.ssl_mode(SslMode::Require);
+        }
+        Some(other) => return Err(format!("sslmode={other} is not a PostgreSQL sslmode")),
+    }
     if root.is_some() {
+        if mode.as_deref() == Some("disable") {
+            return Err("sslrootcert= with sslmode=disable".into());
+        }
         config.ssl_mode(SslMode::Require);
     }
     let tls = match config.get_ssl_mode() {
@@ -65,6 +81,34 @@ impl PgTarget {
             Some(tls) => spawned(&self.config, tls.clone()).await,
             None => spawned(&self.config, NoTls).await,
         }
+    }
+}
+
+/// A diesel-async connection to `target`, over TLS when it asks for it.
+pub async fn diesel_connection(
+    target: &PgTarget,
+) -> diesel::ConnectionResult<diesel_async::AsyncPgConnection> {
+    use diesel_async::AsyncPgConnection;
+    let bad = |e: tokio_postgres::Error| diesel::ConnectionError::BadConnection(describe(&e));
+    match &target.tls {
+        Some(tls) => {
+            let (client, connection) = target.config.connect(tls.clone()).await.map_err(bad)?;
+            AsyncPgConnection::try_from_client_and_connection(client, connection).await
+        }
+        None => {
+            let (client, connection) = target.config.connect(NoTls).await.map_err(bad)?;
+            AsyncPgConnection::try_from_client_and_connection(client, connection).await
+        }
+    }
+}
+
+/// A driver error with its cause: tokio-postgres's own text is only "db error" or "error
+/// performing TLS handshake". (Server messages and TLS causes carry no password.)
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{e}: {}", db.message()),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
     }
 }
 

@@ -79,6 +79,25 @@ async fn metadata_over_tls_and_a_wrong_ca_refused() {
     assert!(wrong.ping().await.is_err());
     // A CA file that is not there stops the binary at start.
     assert!(Store::connect(&with(&root, "sslrootcert=/nonexistent.pem"), 2).is_err());
+    // libpq's spelling of a verified connection is accepted (and is what require means here).
+    let verify_full = with(
+        &root,
+        &format!("sslmode=verify-full&sslrootcert={}", ca("ca.crt")),
+    );
+    Store::connect(&verify_full, 2)
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+
+    // Migrations (what the migration Job runs) over the same TLS URL: database and schema.
+    let db = format!("hepdb_tls_{}", std::process::id());
+    let (server, _) = root.rsplit_once('/').unwrap();
+    let url = format!("{server}/{db}");
+    let url = with(&url, &format!("sslrootcert={}", ca("ca.crt")));
+    let (created, applied) = hepdb_store::migrate::migrate(&url).await.unwrap();
+    assert!(created && !applied.is_empty());
+    hepdb_store::migrate::drop_database(&url).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -260,6 +279,15 @@ async fn the_broker_over_amqps_verified_and_a_stack_working_through_it() {
             .is_err(),
         "the system's roots do not know the tests' CA"
     );
+    // A CA for a plaintext URL is a mistake to report, not a reason to connect in clear.
+    let plain = format!(
+        "amqp://guest:guest@127.0.0.1:5672/%2f?cacertfile={}",
+        ca("ca.crt")
+    );
+    assert!(matches!(
+        hepdb_queue::connect(&plain, props()).await,
+        Err(hepdb_queue::ConnectError::NotTls)
+    ));
 
     // Gateway and worker, both on amqps: a create goes through the broker and logs in.
     let amqps = url("ca.crt");

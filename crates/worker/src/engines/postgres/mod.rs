@@ -692,7 +692,13 @@ impl Postgres {
                 )
                 .await;
             match result {
-                Err(e) if code(&e) == Some(&SqlState::UNDEFINED_DATABASE) && tries < 5 => {
+                // 3D000 before PostgreSQL 16, 42704 since.
+                Err(e)
+                    if matches!(
+                        code(&e),
+                        Some(s) if *s == SqlState::UNDEFINED_DATABASE || *s == SqlState::UNDEFINED_OBJECT
+                    ) && tries < 5 =>
+                {
                     tries += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
                 }
