@@ -9,8 +9,11 @@
 set -euo pipefail
 
 # One run at a time: two would make certificates over each other and restart servers twice.
-exec 9>/tmp/hepdb-services.lock
-flock 9
+# `flock -o`: the servers this script starts must not inherit the lock, or they would hold it
+# for as long as they run.
+if [ -z "${HEPDB_SERVICES_LOCKED:-}" ]; then
+  HEPDB_SERVICES_LOCKED=1 exec flock -o /tmp/hepdb-services.run.lock bash "$0" "$@"
+fi
 
 ENGINES="${HEPDB_ENGINES_DIR:-/var/tmp/hepdb-engines}"
 ROOT_PW=hepdb-dev-root
