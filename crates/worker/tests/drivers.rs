@@ -10,78 +10,14 @@ use hepdb_core::{
     naming::{DbTag, EngineNames},
     secret::Password,
 };
-use hepdb_testkit::{bootstrap_provisioners, postgres_root_url, provisioner_url, root_url};
+use hepdb_testkit::{
+    bootstrap_provisioners, postgres_root_url, provisioner_url, root_url, servers::PrivateMongo,
+};
 use hepdb_worker::engines::{EngineDriver, EngineError, Mongo, Target};
 use mongodb::bson::{Document, doc};
 use mysql_async::prelude::Queryable;
 
 const MONGO_ROOT_PW: &str = "private-root";
-
-/// A smongo server of this test's own, stopped and deleted when dropped.
-struct PrivateMongo {
-    child: std::process::Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl PrivateMongo {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("hepdb-smongo-{port}"));
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../xtask/scripts/smongo_engine.py"
-        );
-        let child = std::process::Command::new("python3")
-            .arg(script)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--root-password",
-                MONGO_ROOT_PW,
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 with smongo (see .ci/services.sh)");
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "smongo did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Self { child, port, dir }
-    }
-
-    fn root_url(&self) -> String {
-        format!(
-            "mongodb://root:{MONGO_ROOT_PW}@127.0.0.1:{}/admin",
-            self.port
-        )
-    }
-
-    fn provisioner_url(&self) -> String {
-        format!(
-            "mongodb://hepdb_provisioner:hepdb-dev-provisioner@127.0.0.1:{}/admin",
-            self.port
-        )
-    }
-}
-
-impl Drop for PrivateMongo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Runs a test body with a deadline. The MongoDB stand-in (smongo, whose server is native code)
 /// has been seen to stop answering one connection for good; such a hang is retried once, with a
@@ -106,7 +42,7 @@ where
 /// and the private MongoDB they talk to.
 async fn drivers() -> (Vec<(Engine, EngineDriver)>, PrivateMongo) {
     bootstrap_provisioners().await;
-    let mongo = PrivateMongo::start();
+    let mongo = PrivateMongo::start(MONGO_ROOT_PW, false);
     Mongo::bootstrap(&mongo.root_url(), &mongo.provisioner_url())
         .await
         .unwrap();

@@ -1,9 +1,8 @@
-//! TLS to PostgreSQL, for metadata and for an engine, against the tenant PostgreSQL that
-//! `.ci/services.sh` runs with a certificate from the tests' own CA: the connection is TLS
-//! (the server says so), the certificate is verified (a client trusting another CA is
-//! refused), and everything a driver does works over it.
-
-use std::path::PathBuf;
+//! TLS to every dependency, against real servers presenting a certificate from the tests' own
+//! CA (`.ci/services.sh` makes it): PostgreSQL (metadata, migrations, an engine), MariaDB,
+//! MongoDB and RabbitMQ. Each connection is TLS (the server says so where it can), the
+//! certificate is verified (a client trusting another CA is refused), and what hepdb does over
+//! it works.
 
 use hepdb_core::{
     DatabaseId, Engine,
@@ -11,20 +10,15 @@ use hepdb_core::{
     secret::Password,
 };
 use hepdb_store::{Store, tls};
-use hepdb_testkit::{bootstrap_provisioners, postgres_root_url, provisioner_url};
+use hepdb_testkit::{
+    bootstrap_provisioners, postgres_root_url, provisioner_url,
+    servers::{PrivateMariadb, PrivateMongo, tls_file},
+};
 use hepdb_worker::engines::{EngineDriver, Target};
 
 /// The certificates `.ci/services.sh` made.
 fn ca(name: &str) -> String {
-    let dir =
-        std::env::var("HEPDB_ENGINES_DIR").unwrap_or_else(|_| "/var/tmp/hepdb-engines".into());
-    let path = PathBuf::from(dir).join("tls").join(name);
-    assert!(
-        path.exists(),
-        "{} (made by .ci/services.sh)",
-        path.display()
-    );
-    path.to_string_lossy().into_owned()
+    tls_file(name)
 }
 
 /// `url` with a query parameter added.
@@ -128,87 +122,10 @@ async fn the_postgres_driver_provisions_over_tls() {
     assert!(refused.ping().await.is_err(), "a wrong CA is refused");
 }
 
-/// A MariaDB server of the test's own, serving the tests' certificate; stopped when dropped.
-struct TlsMariadb {
-    child: std::process::Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl TlsMariadb {
-    fn start() -> Self {
-        use std::process::{Command, Stdio};
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = PathBuf::from(format!("/var/tmp/hepdb-engines/mariadb-tls-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("mariadb-install-db")
-            .arg(format!("--datadir={}", dir.join("data").display()))
-            .args([
-                "--user=mysql",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("mariadb-install-db");
-        assert!(status.success());
-        // The server reads its key as the mysql user.
-        for file in ["server.crt", "server.key", "ca.crt"] {
-            std::fs::copy(ca(file), dir.join(file)).unwrap();
-        }
-        let status = Command::new("chown")
-            .args(["-R", "mysql:"])
-            .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let d = dir.display();
-        let child = Command::new("/usr/sbin/mariadbd")
-            .args([
-                "--no-defaults",
-                &format!("--datadir={d}/data"),
-                &format!("--port={port}"),
-                &format!("--socket={d}/mysqld.sock"),
-                &format!("--pid-file={d}/mysqld.pid"),
-                &format!("--log-error={d}/error.log"),
-                &format!("--ssl-cert={d}/server.crt"),
-                &format!("--ssl-key={d}/server.key"),
-                &format!("--ssl-ca={d}/ca.crt"),
-                "--bind-address=127.0.0.1",
-                "--user=mysql",
-                "--innodb-buffer-pool-size=16M",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd");
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed().as_secs() < 60, "mariadbd did not start");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Self { child, port, dir }
-    }
-}
-
-impl Drop for TlsMariadb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_connections_are_tls_verified_against_the_configured_ca() {
     use mysql_async::prelude::Queryable;
-    let server = TlsMariadb::start();
+    let server = PrivateMariadb::start(true);
     let url = |ca_file: &str| {
         format!(
             "mysql://root@127.0.0.1:{}/mysql?sslrootcert={}",
@@ -301,72 +218,24 @@ async fn the_broker_over_amqps_verified_and_a_stack_working_through_it() {
     assert!(hepdb_testkit::can_login(conn).await);
 }
 
-/// A MongoDB stand-in of the test's own that speaks only TLS, with the tests' certificate.
-struct TlsMongo {
-    child: std::process::Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl TlsMongo {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("hepdb-smongo-tls-{port}"));
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../xtask/scripts/smongo_engine.py"
-        );
-        let child = std::process::Command::new("python3")
-            .arg(script)
-            .args(["--port", &port.to_string(), "--root-password", "tls-root"])
-            .args([
-                "--tls-cert",
-                &ca("server.crt"),
-                "--tls-key",
-                &ca("server.key"),
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 with smongo (see .ci/services.sh)");
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed().as_secs() < 30, "smongo did not start");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Self { child, port, dir }
-    }
-
-    fn url(&self, ca_file: &str) -> String {
-        format!(
-            "mongodb://root:tls-root@127.0.0.1:{}/admin?tls=true&tlsCAFile={}&serverSelectionTimeoutMS=3000",
-            self.port,
-            ca(ca_file)
-        )
-    }
-}
-
-impl Drop for TlsMongo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The URL of a TLS-only stand-in, trusting `ca_file`.
+fn tls_mongo_url(server: &PrivateMongo, ca_file: &str) -> String {
+    format!(
+        "mongodb://root:tls-root@127.0.0.1:{}/admin?tls=true&tlsCAFile={}&serverSelectionTimeoutMS=3000",
+        server.port,
+        ca(ca_file)
+    )
 }
 
 /// MongoDB with the driver's own URL options (`tls=true&tlsCAFile=…`): verified against that
 /// CA, refused with another.
 #[tokio::test(flavor = "multi_thread")]
 async fn mongodb_connections_are_tls_verified_against_the_configured_ca() {
-    let server = TlsMongo::start();
-    let driver = EngineDriver::new(Engine::Mongo, &server.url("ca.crt"), 5).unwrap();
+    let server = PrivateMongo::start("tls-root", true);
+    let driver = EngineDriver::new(Engine::Mongo, &tls_mongo_url(&server, "ca.crt"), 5).unwrap();
     driver.ping().await.expect("TLS with the right CA");
-    let refused = EngineDriver::new(Engine::Mongo, &server.url("other-ca.crt"), 5).unwrap();
+    let refused =
+        EngineDriver::new(Engine::Mongo, &tls_mongo_url(&server, "other-ca.crt"), 5).unwrap();
     assert!(refused.ping().await.is_err(), "a wrong CA is refused");
     // The server speaks only TLS: a plain client is not served.
     let plain = format!(

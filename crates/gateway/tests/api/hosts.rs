@@ -2,104 +2,11 @@
 //! host stopped while the other keeps serving. The second MariaDB server is this test's own
 //! `mariadbd` (its own port and data directory), which it stops and starts by pid.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
-
 use hepdb_core::settings::{HostSettings, Secret};
 use hepdb_worker::engines::MariaDb;
 use serde_json::{Value, json};
 
-use hepdb_testkit::*;
-
-/// A MariaDB server of the test's own.
-struct SecondMariadb {
-    child: Option<Child>,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl SecondMariadb {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::path::PathBuf::from(format!("/var/tmp/hepdb-engines/mariadb-test-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("mariadb-install-db")
-            .arg(format!("--datadir={}", dir.display()))
-            .args([
-                "--user=mysql",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("mariadb-install-db");
-        assert!(status.success(), "mariadb-install-db failed");
-        let mut me = Self {
-            child: None,
-            port,
-            dir,
-        };
-        me.run();
-        me
-    }
-
-    /// Starts `mariadbd` on the existing data directory and waits until it accepts logins.
-    fn run(&mut self) {
-        let d = self.dir.display();
-        let child = Command::new("/usr/sbin/mariadbd")
-            .args([
-                "--no-defaults",
-                &format!("--datadir={d}"),
-                &format!("--port={}", self.port),
-                &format!("--socket={d}/mysqld.sock"),
-                &format!("--pid-file={d}/mysqld.pid"),
-                &format!("--log-error={d}/error.log"),
-                "--bind-address=127.0.0.1",
-                "--user=mysql",
-                "--innodb-buffer-pool-size=16M",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd");
-        self.child = Some(child);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "mariadbd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Stops the server (SIGKILL: an outage, not a maintenance window).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn root_url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for SecondMariadb {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use hepdb_testkit::{servers::PrivateMariadb, *};
 
 fn host(url: &str, port: u16, capacity: u32) -> HostSettings {
     HostSettings {
@@ -112,7 +19,7 @@ fn host(url: &str, port: u16, capacity: u32) -> HostSettings {
 }
 
 /// Two MariaDB hosts: `maria-a` (the machine's, 3306) and `maria-b` (the second server).
-async fn two_host_app(b: &SecondMariadb, cap_a: u32, cap_b: u32) -> TestApp {
+async fn two_host_app(b: &PrivateMariadb, cap_a: u32, cap_b: u32) -> TestApp {
     let provisioner =
         |port: u16| format!("mysql://hepdb_provisioner:hepdb-dev-provisioner@127.0.0.1:{port}");
     let (a_url, b_url) = (provisioner(3306), provisioner(b.port));
@@ -141,7 +48,7 @@ fn port_of(d: &Value) -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn placement_drain_and_a_host_outage() {
-    let mut b = SecondMariadb::start();
+    let mut b = PrivateMariadb::start(false);
 
     // Placement goes to the host with the most free room (ties by name), until all are full.
     let app = two_host_app(&b, 1, 2).await;
@@ -242,7 +149,7 @@ async fn parallel_creates_of_many_accounts_never_overfill_a_host() {
 }
 
 /// An app whose only MariaDB host is `b`, each tenant user allowed `limit` sessions.
-async fn b_only_app(b: &SecondMariadb, limit: u32) -> TestApp {
+async fn b_only_app(b: &PrivateMariadb, limit: u32) -> TestApp {
     let url = format!(
         "mysql://hepdb_provisioner:hepdb-dev-provisioner@127.0.0.1:{}",
         b.port
@@ -267,7 +174,7 @@ async fn b_only_app(b: &SecondMariadb, limit: u32) -> TestApp {
 async fn a_rotate_that_cannot_be_rolled_back_stays_open_and_finishes_later() {
     use hepdb_core::job::JobOutcome;
     use hepdb_worker::jobs::{Disposition, handle};
-    let b = SecondMariadb::start();
+    let b = PrivateMariadb::start(false);
     let app = b_only_app(&b, 2).await;
     let (s, body) = app.create(json!({"name": "rotating"})).await;
     assert_eq!(s, 201, "{body}");
@@ -340,7 +247,7 @@ async fn a_rotate_that_cannot_be_rolled_back_stays_open_and_finishes_later() {
 /// connections altogether is `503 ENGINE_UNAVAILABLE`, never 500.
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_limits_and_a_full_server() {
-    let b = SecondMariadb::start();
+    let b = PrivateMariadb::start(false);
     let port = b.port;
     let app = b_only_app(&b, 2).await;
     let (s, body) = app.create(json!({"name": "busy"})).await;
