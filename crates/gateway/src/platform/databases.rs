@@ -3,7 +3,7 @@
 //! the platform token's name.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
-use hepdb_core::{ApiError, DatabaseId, JobId, JobState, job::JobFailure, state::JobKind};
+use hepdb_core::{ApiError, DatabaseId, JobId, state::JobKind};
 use hepdb_store::{
     databases::DeleteIntent,
     models::{Database, EngineHost},
@@ -18,7 +18,7 @@ use crate::{
     error::HttpError,
     openapi,
     routes::databases::{
-        Credentials, Revealed, credentials, ok, open_password, revealed, rotate_password,
+        Credentials, Revealed, credentials, ok, open_password, revealed, rotate_password, settled,
     },
     state::AppState,
 };
@@ -113,8 +113,8 @@ pub async fn rotate(
     Ok(ok(StatusCode::OK, credentials(&db, &host, &password)?))
 }
 
-/// The answer to a retried rotate: the password its job set once it is done (sealed in the
-/// job, never stored in clear), its failure, or `JOB_TIMEOUT` while it still runs.
+/// The answer to a retried rotate: the password its job set (sealed in the job, never stored
+/// in clear), as the public API's retries answer, waiting for the job as they do.
 async fn rotated(
     state: &AppState,
     job: &str,
@@ -127,26 +127,16 @@ async fn rotated(
         .job(id)
         .await?
         .ok_or(HttpError(ApiError::Internal))?;
-    match job.state() {
-        JobState::Done => {
-            let sealed = job
-                .password_sealed
-                .as_deref()
-                .ok_or(HttpError(ApiError::Internal))?;
-            let password = state
-                .key
-                .open(db.database_id(), sealed)
-                .map_err(|_| HttpError(ApiError::Internal))?;
-            Ok(ok(StatusCode::OK, credentials(db, host, &password)?))
-        }
-        JobState::Failed => Err(HttpError(
-            job.error_code
-                .as_deref()
-                .map_or(ApiError::Internal, |c| JobFailure::parse(c).into()),
-        )),
-        JobState::Cancelled => Err(HttpError(ApiError::WorkerUnavailable)),
-        JobState::Pending | JobState::Running => Err(HttpError(ApiError::JobTimeout)),
-    }
+    let job = settled(state, job).await?;
+    let sealed = job
+        .password_sealed
+        .as_deref()
+        .ok_or(HttpError(ApiError::Internal))?;
+    let password = state
+        .key
+        .open(db.database_id(), sealed)
+        .map_err(|_| HttpError(ApiError::Internal))?;
+    Ok(ok(StatusCode::OK, credentials(db, host, &password)?))
 }
 
 /// Delete a database: a job through the worker drops only what carries hepdb's mark, then the

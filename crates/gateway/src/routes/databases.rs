@@ -274,26 +274,7 @@ async fn earlier_use(
 /// Answers a repeated request from the job the first one started: the same database and the
 /// same password, once the job has finished (waiting for it up to the job timeout).
 async fn replay(state: &AppState, caller: Caller, job: Job) -> Result<HttpResponse, HttpError> {
-    let id: JobId = job.id.parse().map_err(|_| ApiError::Internal)?;
-    let deadline = Instant::now() + state.dispatcher.timeout();
-    let mut job = job;
-    loop {
-        match job.state() {
-            JobState::Done => break,
-            JobState::Failed => {
-                let failure = job.error_code.as_deref().map(JobFailure::parse);
-                return Err(failure.map_or(ApiError::Internal, Into::into).into());
-            }
-            JobState::Cancelled => return Err(ApiError::WorkerUnavailable.into()),
-            JobState::Pending | JobState::Running if Instant::now() >= deadline => {
-                return Err(ApiError::JobTimeout.into());
-            }
-            JobState::Pending | JobState::Running => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                job = state.store.job(id).await?.ok_or(ApiError::Internal)?;
-            }
-        }
-    }
+    let job = settled(state, job).await?;
     let database: DatabaseId = job
         .database_id
         .as_deref()
@@ -317,6 +298,32 @@ async fn replay(state: &AppState, caller: Caller, job: Job) -> Result<HttpRespon
         JobKind::Rotate | JobKind::Access | JobKind::Delete => StatusCode::OK,
     };
     Ok(ok(status, credentials(&db, &host, &password)?))
+}
+
+/// The job an earlier request started, once it has finished (waiting for it up to the job
+/// timeout, then 503 `JOB_TIMEOUT`); its failure as the error the first request got. The
+/// answer to any retried change, the public API's and the platform's.
+pub(crate) async fn settled(state: &AppState, job: Job) -> Result<Job, HttpError> {
+    let id: JobId = job.id.parse().map_err(|_| ApiError::Internal)?;
+    let deadline = Instant::now() + state.dispatcher.timeout();
+    let mut job = job;
+    loop {
+        match job.state() {
+            JobState::Done => return Ok(job),
+            JobState::Failed => {
+                let failure = job.error_code.as_deref().map(JobFailure::parse);
+                return Err(failure.map_or(ApiError::Internal, Into::into).into());
+            }
+            JobState::Cancelled => return Err(ApiError::WorkerUnavailable.into()),
+            JobState::Pending | JobState::Running if Instant::now() >= deadline => {
+                return Err(ApiError::JobTimeout.into());
+            }
+            JobState::Pending | JobState::Running => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                job = state.store.job(id).await?.ok_or(ApiError::Internal)?;
+            }
+        }
+    }
 }
 
 /// Create a database and its user. The password and connection string are in the answer; reveal
