@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use hepdb_core::state::JobKind;
 use hepdb_core::{AccountId, DatabaseId, Engine, KeyId, secret::MasterKey, settings::Settings};
 use hepdb_store::databases::DeleteIntent;
+use hepdb_store::sealing::Cursor;
 use hepdb_store::{Store, accounts::AccountUpdate, audit::Actor, migrate};
 use hepdb_worker::engines::{MariaDb, Mongo, Postgres};
 use serde_json::{Value, json};
@@ -712,22 +713,32 @@ async fn rotate_master_key(
 ) -> anyhow::Result<Value> {
     let key = settings.crypto.master_key()?;
     let (mut databases, mut jobs) = (0, 0);
-    loop {
-        let batch = store.reseal_batch(&key, batch_size).await?;
-        if batch.seen == 0 {
+    // A pass reads every row once; a value a concurrent change replaced meanwhile is left to
+    // the next pass. A few passes, then what is still left is reported.
+    let mut left = store.unsealed(&key).await?;
+    for _ in 0..3 {
+        if left.databases + left.jobs == 0 {
             break;
         }
-        databases += batch.databases;
-        jobs += batch.jobs;
-        eprintln!(
-            "{}",
-            json!({ "key": key.id(), "resealed": { "databases": databases, "jobs": jobs } })
-        );
-        if pause_ms > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+        let mut cursor = Cursor::default();
+        loop {
+            let batch = store.reseal_batch(&key, batch_size, &cursor).await?;
+            if batch.seen == 0 {
+                break;
+            }
+            databases += batch.databases;
+            jobs += batch.jobs;
+            cursor = batch.next;
+            eprintln!(
+                "{}",
+                json!({ "key": key.id(), "resealed": { "databases": databases, "jobs": jobs } })
+            );
+            if pause_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+            }
         }
+        left = store.unsealed(&key).await?;
     }
-    let left = store.unsealed(&key).await?;
     if left.databases + left.jobs > 0 {
         anyhow::bail!(
             "{} database and {} job passwords are still sealed under another key: does every \

@@ -14,13 +14,23 @@ use crate::{
     schema::{databases, jobs},
 };
 
+/// Where a pass has got to: the last row of each table a batch read. Batches go on from it
+/// by primary key, so a pass reads each row once however many are already current.
+#[derive(Debug, Default, Clone)]
+pub struct Cursor {
+    database: Option<String>,
+    job: Option<String>,
+}
+
 /// What one batch did.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone)]
 pub struct Resealed {
-    /// Values under another key that the batch read (zero: nothing is left).
+    /// Values under another key that the batch read (zero: the pass is over).
     pub seen: usize,
     pub databases: usize,
     pub jobs: usize,
+    /// Where the next batch of this pass starts.
+    pub next: Cursor,
 }
 
 /// What is left under other keys.
@@ -63,32 +73,53 @@ impl Store {
         Ok(Unsealed { databases, jobs })
     }
 
-    /// Re-seals up to `limit` stored passwords under the current key, databases first, in one
-    /// transaction. `seen` zero: nothing is left. A value changed meanwhile is left to the next
-    /// batch. A value that no key opens stops the pass with an error naming its row (a key is
-    /// missing from the ring).
-    pub async fn reseal_batch(&self, key: &MasterKey, limit: i64) -> Result<Resealed> {
+    /// Re-seals up to `limit` stored passwords under the current key, from `after` on,
+    /// databases first, in one transaction. `seen` zero: the pass is over (a value changed
+    /// meanwhile, left behind by its compare-and-set, is for the next pass). A value that no
+    /// key opens stops the pass with an error naming its row (a key is missing from the ring).
+    pub async fn reseal_batch(
+        &self,
+        key: &MasterKey,
+        limit: i64,
+        after: &Cursor,
+    ) -> Result<Resealed> {
         let current = starts_with(&key.sealed_prefix());
         let mut conn = self.conn().await?;
-        let rows: Vec<(String, Vec<u8>)> = databases::table
+        let mut query = databases::table
             .filter(databases::password_sealed.not_like(current.clone()))
             .select((databases::id, databases::password_sealed))
             .order(databases::id)
             .limit(limit)
-            .load(&mut conn)
-            .await?;
+            .into_boxed();
+        if let Some(last) = &after.database {
+            query = query.filter(databases::id.gt(last.clone()));
+        }
+        let rows: Vec<(String, Vec<u8>)> = query.load(&mut conn).await?;
         let room = limit - i64::try_from(rows.len()).unwrap_or(limit);
         let job_rows: Vec<(String, Option<String>, Option<Vec<u8>>)> = if room > 0 {
-            jobs::table
+            let mut query = jobs::table
                 .filter(jobs::password_sealed.is_not_null())
                 .filter(jobs::password_sealed.not_like(current.clone()))
                 .select((jobs::id, jobs::database_id, jobs::password_sealed))
                 .order(jobs::id)
                 .limit(room)
-                .load(&mut conn)
-                .await?
+                .into_boxed();
+            if let Some(last) = &after.job {
+                query = query.filter(jobs::id.gt(last.clone()));
+            }
+            query.load(&mut conn).await?
         } else {
             Vec::new()
+        };
+        let next = Cursor {
+            database: rows
+                .last()
+                .map(|(id, _)| id.clone())
+                .or(after.database.clone()),
+            job: job_rows
+                .last()
+                .map(|(id, ..)| id.clone())
+                .or(after.job.clone()),
         };
         let resealed_db = rows
             .into_iter()
@@ -111,6 +142,7 @@ impl Store {
         conn.transaction(async |conn| {
             let mut done = Resealed {
                 seen,
+                next,
                 ..Resealed::default()
             };
             for (id, new, old) in &resealed_db {
