@@ -163,6 +163,19 @@ async fn pg_tenants_cannot_reach_shared_databases_or_lock_hepdb_out() {
     ] {
         let _ = c.batch_execute(&attempt).await;
     }
+    // The size pass reads `pg_database` by name and measures each database by OID: a tenant
+    // that could rename its database, drop it, or make one under another tenant's name could
+    // hide from it, fail it mid-statement (its retry is for deletions, bounded), or charge
+    // another account. Each is refused.
+    let b_db = b.names.db_name();
+    for attempt in [
+        format!("ALTER DATABASE \"{db}\" RENAME TO \"{db}x\""),
+        format!("DROP DATABASE \"{db}\""),
+        format!("CREATE DATABASE \"{b_db}0\""),
+        "CREATE DATABASE um_0000000000_1".to_owned(),
+    ] {
+        assert!(c.batch_execute(&attempt).await.is_err(), "{attempt}");
+    }
     // Revoking its own membership from the provisioner (refused by current PostgreSQL 15
     // releases, allowed by older ones) would change nothing: every operation grants it back.
     let _ = c
