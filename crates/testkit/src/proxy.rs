@@ -27,6 +27,8 @@ struct Shared {
     /// Bumped by [`Proxy::cut`]: every connection opened before ends.
     generation: watch::Sender<u64>,
     hold: watch::Sender<Hold>,
+    /// Request chunks holding these bytes wait until it is `None` ([`Proxy::hold_matching`]).
+    matching: watch::Sender<Option<Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -51,6 +53,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             generation: watch::channel(0).0,
             hold: watch::channel(Hold::None).0,
+            matching: watch::channel(None).0,
         });
         let (upstream, accepting) = (upstream.to_owned(), shared.clone());
         let accept = tokio::spawn(async move {
@@ -78,6 +81,13 @@ impl Proxy {
     pub fn hold(&self, hold: Hold) {
         self.shared.hold.send_replace(hold);
     }
+
+    /// Holds every request that carries `bytes` (a statement's text, say), on every
+    /// connection, until `hold_matching(None)`; everything else goes through. One statement
+    /// the network delivers late, while the rest of its conversation goes on.
+    pub fn hold_matching(&self, bytes: Option<&[u8]>) {
+        self.shared.matching.send_replace(bytes.map(<[u8]>::to_vec));
+    }
 }
 
 async fn forward(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
@@ -90,12 +100,14 @@ async fn forward(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
         server_write,
         shared.hold.subscribe(),
         Hold::Requests,
+        Some(shared.matching.subscribe()),
     );
     let replies = pump(
         server_read,
         client_write,
         shared.hold.subscribe(),
         Hold::Replies,
+        None,
     );
     // Either side closing, or a cut, ends both directions (the sockets drop here).
     tokio::select! {
@@ -105,12 +117,14 @@ async fn forward(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
     }
 }
 
-/// Copies one direction, holding each chunk while that direction is held.
+/// Copies one direction, holding each chunk while that direction is held, or while it
+/// carries the bytes `matching` names.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut hold: watch::Receiver<Hold>,
     held_by: Hold,
+    mut matching: Option<watch::Receiver<Option<Vec<u8>>>>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -120,6 +134,17 @@ async fn pump(
         };
         if hold.wait_for(|h| *h != held_by).await.is_err() {
             return;
+        }
+        let chunk = &buf[..n];
+        if let Some(m) = matching.as_mut() {
+            let carries = |p: &Option<Vec<u8>>| {
+                p.as_ref().is_some_and(|p| {
+                    !p.is_empty() && chunk.windows(p.len()).any(|w| w == p.as_slice())
+                })
+            };
+            if m.wait_for(|p| !carries(p)).await.is_err() {
+                return;
+            }
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;

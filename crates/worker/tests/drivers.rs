@@ -302,6 +302,97 @@ async fn a_password_change_that_arrives_after_its_deadline_changes_nothing() {
     .await;
 }
 
+/// Whether the target's database, and its user or role, exist on the engine (as root sees it).
+async fn on_engine(engine: Engine, t: &Target) -> (bool, bool) {
+    let (db, user) = (t.names.db_name(), t.names.db_user());
+    match engine {
+        Engine::Mariadb => {
+            let mut c = hepdb_testkit::root().await;
+            let mut count = async |sql: &str, name: &str| -> bool {
+                let n: Option<i64> = c.exec_first(sql, (name,)).await.unwrap();
+                n.unwrap_or(0) > 0
+            };
+            let d = count(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                db,
+            )
+            .await;
+            let u = count("SELECT COUNT(*) FROM mysql.user WHERE User = ?", user).await;
+            (d, u)
+        }
+        Engine::Postgres => {
+            let c = pg_root().await;
+            let count = async |sql: &str, name: &str| -> bool {
+                c.query_one(sql, &[&name]).await.unwrap().get::<_, i64>(0) > 0
+            };
+            let d = count("SELECT count(*) FROM pg_database WHERE datname = $1", db).await;
+            let r = count("SELECT count(*) FROM pg_roles WHERE rolname = $1", user).await;
+            (d, r)
+        }
+        Engine::Mongo => unreachable!("MongoDB has no CREATE DATABASE"),
+    }
+}
+
+/// A `CREATE DATABASE` the worker gave up on may still reach the server after the worker
+/// cleaned the failed create up (the network held it; on PostgreSQL, the server may also still
+/// be running it). It must not make a database then that no row owns and no cleanup finds:
+/// MariaDB's carries a deadline and needs the ownership claim, and PostgreSQL's session is
+/// ended by the cleanup.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_given_up_on_makes_nothing_after_its_cleanup() {
+    use hepdb_testkit::proxy::Proxy;
+    use std::time::Duration;
+    bootstrap_provisioners().await;
+    for (engine, upstream, statement) in [
+        (Engine::Mariadb, "127.0.0.1:3306", "hepdb.create_database("),
+        (Engine::Postgres, "127.0.0.1:5433", "CREATE DATABASE"),
+    ] {
+        let direct_url = provisioner_url(engine);
+        let proxy = Proxy::start(upstream).await;
+        assert!(direct_url.contains(upstream), "{engine}: {direct_url}");
+        let via = direct_url.replace(upstream, &format!("127.0.0.1:{}", proxy.port));
+        let limit = Duration::from_secs(2);
+        let worker = EngineDriver::new(engine, &via, 5)
+            .unwrap()
+            .with_engine_timeout(limit);
+        let cleanup = EngineDriver::new(engine, &direct_url, 5).unwrap();
+        let t = target();
+        proxy.hold_matching(Some(statement.as_bytes()));
+        let gave_up = tokio::time::timeout(limit, worker.create(&t, &Password::generate())).await;
+        assert!(gave_up.is_err(), "{engine}: the statement was not held");
+        cleanup.drop_owned(&t).await.unwrap();
+        // The network delivers the statement now, and the server has time to run it.
+        proxy.hold_matching(None);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (database, user) = on_engine(engine, &t).await;
+        assert!(
+            !database,
+            "{engine}: the database appeared after the cleanup"
+        );
+        assert!(!user, "{engine}: the user appeared after the cleanup");
+        // The same driver, on time, still creates.
+        proxy.hold_matching(None);
+        let pw = Password::generate();
+        let t = target();
+        worker.create(&t, &pw).await.unwrap();
+        assert!(worker.can_login(&t, &pw).await.unwrap(), "{engine}");
+        cleanup.drop_owned(&t).await.unwrap();
+    }
+    // What such a late create left before sessions were ended: the provisioner's database
+    // with its role already gone. A cleanup drops it (names are never reused, and only the
+    // provisioner's own databases are taken for ours without the role).
+    let t = target();
+    let db = t.names.db_name();
+    sql_as_root(
+        Engine::Postgres,
+        &[format!("CREATE DATABASE \"{db}\" OWNER hepdb_provisioner")],
+    )
+    .await;
+    let pg = EngineDriver::new(Engine::Postgres, &provisioner_url(Engine::Postgres), 5).unwrap();
+    pg.drop_owned(&t).await.unwrap();
+    assert_eq!(on_engine(Engine::Postgres, &t).await, (false, false));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_between_steps_converges() {
     guarded(|| async {

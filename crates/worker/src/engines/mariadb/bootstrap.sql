@@ -37,6 +37,26 @@ BEGIN
     ' WITH MAX_USER_CONNECTIONS ', GREATEST(COALESCE(max_connections, 1), 1));
 END;
 
+-- CREATE DATABASE of a name hepdb has claimed, refused when the call starts after the caller's
+-- deadline (@hepdb_not_after, as for alter_user): the worker gave up on it and may have undone
+-- the create since (dropped the database, released the claim), so it must not make the database
+-- afterwards, unclaimed. One that starts in time holds the name's metadata lock until it ends,
+-- so a cleanup after it waits for it and drops what it made. It runs with the caller's rights.
+CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.create_database(IN d VARCHAR(64))
+SQL SECURITY INVOKER MODIFIES SQL DATA
+BEGIN
+  IF @hepdb_not_after IS NOT NULL AND UNIX_TIMESTAMP(NOW(6)) > @hepdb_not_after THEN
+    SIGNAL SQLSTATE '70100' SET MESSAGE_TEXT = 'hepdb: arrived after its deadline', MYSQL_ERRNO = 1317;
+  END IF;
+  IF d IS NULL OR CAST(d AS BINARY) NOT REGEXP '^um_[0-9a-f]{10}_[0-9]{1,10}\\z' THEN
+    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: not a tenant database name', MYSQL_ERRNO = 1227;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM hepdb.owners WHERE BINARY db_name = d) THEN
+    SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: no ownership claim for this database', MYSQL_ERRNO = 1227;
+  END IF;
+  EXECUTE IMMEDIATE CONCAT('CREATE DATABASE `', d, '`');
+END;
+
 -- NULL leaves a field as it is. A call that starts after the caller's deadline
 -- (@hepdb_not_after, epoch seconds, set by the worker right before the call on the same session)
 -- changes nothing: it is a statement the worker gave up on that the network delivered late, and

@@ -265,20 +265,24 @@ impl MariaDb {
         .map_err(|e| classify(e, "release ownership claim"))
     }
 
+    /// Sets the deadline the next `hepdb.*` call on this session reads. On the same session,
+    /// right before the call: a late delivery of the pair carries its own, past, deadline.
+    async fn set_deadline(&self, c: &mut Conn) -> Result<(), EngineError> {
+        c.query_drop(format!(
+            "SET @hepdb_not_after = {}",
+            super::not_after(self.deadline_window)
+        ))
+        .await
+        .map_err(|e| classify(e, "set the statement deadline"))
+    }
+
     async fn alter_user(
         &self,
         c: &mut Conn,
         target: &Target,
         change: UserChange,
     ) -> Result<(), EngineError> {
-        // On the same session, right before the call: a late delivery of the pair carries its
-        // own, past, deadline.
-        c.query_drop(format!(
-            "SET @hepdb_not_after = {}",
-            super::not_after(self.deadline_window)
-        ))
-        .await
-        .map_err(|e| classify(e, "set the statement deadline"))?;
+        self.set_deadline(c).await?;
         c.exec_drop(
             "CALL hepdb.alter_user(?, ?, ?, ?)",
             (
@@ -297,7 +301,13 @@ impl MariaDb {
         let db = target.names.db_name();
         let hash = native_hash(password)?;
         let claimed_now = Self::ensure_claim(&mut c, target).await?;
-        match c.query_drop(format!("CREATE DATABASE `{db}`")).await {
+        self.set_deadline(&mut c).await?;
+        // One text statement (the name is a generated one), so that the deadline is read when
+        // the statement itself arrives, not when a prepared one is set up.
+        match c
+            .query_drop(format!("CALL hepdb.create_database('{db}')"))
+            .await
+        {
             Ok(()) => {}
             // Ours: our claim was there first (an earlier attempt, or a duplicate delivery).
             Err(e) if server_code(&e) == Some(DB_EXISTS) => {}

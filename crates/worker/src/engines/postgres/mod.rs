@@ -19,7 +19,9 @@
 //!
 //! `CREATE DATABASE` cannot run in a transaction or a function: the marked role is made first,
 //! then the database. A crash in between leaves our marked role without a database, which the
-//! next attempt completes.
+//! next attempt completes. Nor can it carry a deadline, so it runs in a session named after the
+//! database, which every later attempt and every cleanup ends first: a `CREATE DATABASE` the
+//! worker gave up on cannot finish after its cleanup and leave a database nobody owns.
 
 mod bootstrap;
 mod sql;
@@ -115,6 +117,12 @@ fn code(e: &tokio_postgres::Error) -> Option<&SqlState> {
 /// A name as a quoted identifier, by PostgreSQL's own rules.
 fn ident(name: &str) -> String {
     escape_identifier(name)
+}
+
+/// The `application_name` of the session that creates `db` (at most 63 bytes: the names are
+/// hepdb's, `um_` and at most 21 more).
+fn creating(db: &str) -> String {
+    format!("hepdb-create {db}")
 }
 
 /// The NOLOGIN role that holds a tenant's objects while its writes are restricted.
@@ -349,23 +357,17 @@ impl Postgres {
         let created_role = self
             .ensure_role(&c, target, role, Some(verifier(password)?))
             .await?;
+        // An earlier attempt's CREATE DATABASE must not finish beside (or after) this one.
+        Self::end_earlier_creates(&c, db).await?;
         let owner = match Self::database_owner(&c, db).await? {
             Some(owner) => Some(owner),
-            None => {
-                // Closed until its privileges are set: a new database lets `PUBLIC` connect.
-                let sql = format!(
-                    "CREATE DATABASE {} TEMPLATE {} ALLOW_CONNECTIONS false",
-                    ident(db),
-                    ident(TEMPLATE)
-                );
-                match c.batch_execute(&sql).await {
-                    Ok(()) => None,
-                    Err(e) if code(&e) == Some(&SqlState::DUPLICATE_DATABASE) => {
-                        Self::database_owner(&c, db).await?
-                    }
-                    Err(e) => return Err(classify(&e, "create database")),
+            None => match self.create_database(db).await {
+                Ok(()) => None,
+                Err(e) if code(&e) == Some(&SqlState::DUPLICATE_DATABASE) => {
+                    Self::database_owner(&c, db).await?
                 }
-            }
+                Err(e) => return Err(classify(&e, "create database")),
+            },
         };
         if owner.is_some_and(|o| !self.owns(target, &o)) {
             let conflict = EngineError::collision("database", db);
@@ -442,6 +444,54 @@ impl Postgres {
                 }
                 _ => Err(classify(&e, "tenant login")),
             },
+        }
+    }
+
+    /// `CREATE DATABASE`, in a session of its own named after the database ([`creating`]), so
+    /// that a later attempt or cleanup can end it ([`Self::end_earlier_creates`]). It cannot
+    /// carry a deadline like role changes do (it runs in no function), and a worker that gave
+    /// up on it, or died, does not stop it: the server may still be running it, or the network
+    /// may deliver it later. Closed until its privileges are set: a new database lets `PUBLIC`
+    /// connect.
+    async fn create_database(&self, db: &str) -> Result<(), tokio_postgres::Error> {
+        let mut target = PgTarget::clone(&self.config);
+        target.config.application_name(creating(db));
+        let (client, task) = target.connect().await?;
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE {} ALLOW_CONNECTIONS false",
+            ident(db),
+            ident(TEMPLATE)
+        );
+        let result = client.batch_execute(&sql).await;
+        drop(client);
+        let _ = task.await;
+        result
+    }
+
+    /// Ends every session of the provisioner's that is creating `db` (an earlier attempt's, in
+    /// this worker or one that died), and waits until they are gone: afterwards no
+    /// `CREATE DATABASE` of it that was sent before can run, since each is sent only once its
+    /// session is up. Ending one rolls its statement back.
+    async fn end_earlier_creates(c: &Object, db: &str) -> Result<(), EngineError> {
+        let ended: Vec<bool> = c
+            .query(
+                "SELECT pg_catalog.pg_terminate_backend(pid, 5000) \
+                 FROM pg_catalog.pg_stat_activity \
+                 WHERE usename = current_user AND pid <> pg_catalog.pg_backend_pid() \
+                 AND application_name = $1",
+                &[&creating(db)],
+            )
+            .await
+            .map_err(|e| classify(&e, "end earlier creates"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if ended.iter().all(|gone| *gone) {
+            Ok(())
+        } else {
+            Err(EngineError::Unavailable(
+                "an earlier CREATE DATABASE is still ending".into(),
+            ))
         }
     }
 
@@ -566,27 +616,35 @@ impl Postgres {
     pub async fn drop_owned(&self, target: &Target) -> Result<(), EngineError> {
         let c = self.conn().await?;
         let (db, role) = (target.names.db_name(), target.names.db_user());
-        match Self::role_mark(&c, role).await? {
-            Some(Some(m)) if m == target.mark() => {}
-            // Nothing provably ours: a database without our role was never ours.
-            None => return Ok(()),
+        // Nothing of ours may appear once this has looked: no create of it runs any more.
+        Self::end_earlier_creates(&c, db).await?;
+        let role_is_ours = match Self::role_mark(&c, role).await? {
+            Some(Some(m)) if m == target.mark() => true,
+            None => false,
             Some(_) => return Err(EngineError::collision("role", role)),
-        }
-        let isolate = RoleChange {
-            login: Some(false),
-            isolate: true,
-            ..RoleChange::default()
         };
-        self.alter_role(&c, target, role, isolate).await?;
+        if role_is_ours {
+            let isolate = RoleChange {
+                login: Some(false),
+                isolate: true,
+                ..RoleChange::default()
+            };
+            self.alter_role(&c, target, role, isolate).await?;
+        }
         // The database goes first: a crash in between leaves the marked role, and a retry
-        // still proves ownership and finishes.
+        // still proves ownership and finishes. Without the role, only a database this
+        // provisioner made is ours (names are never reused); anyone else's is left alone.
         match Self::database_owner(&c, db).await? {
-            Some(owner) if self.owns(target, &owner) => {
+            Some(owner) if role_is_ours && self.owns(target, &owner) => {
                 Self::end_sessions(&c, target, Sessions::All).await?;
                 Self::drop_database(&c, db).await?;
             }
-            Some(_) => return Err(EngineError::collision("database", db)),
-            None => {}
+            Some(owner) if owner == self.provisioner => {
+                Self::end_sessions(&c, target, Sessions::OthersInDatabase).await?;
+                Self::drop_database(&c, db).await?;
+            }
+            Some(_) if role_is_ours => return Err(EngineError::collision("database", db)),
+            Some(_) | None => {}
         }
         let frozen = frozen_role(target);
         for r in [frozen.as_str(), role] {
