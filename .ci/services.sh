@@ -5,7 +5,7 @@
 # - a tenant PostgreSQL engine of its own (5433): initdb into $ENGINES/postgres, scram-sha-256
 #   for every TCP login, superuser postgres / hepdb-dev-root; never the metadata server;
 # - a MongoDB engine (27017): the smongo stand-in (no mongod can be installed here), root /
-#   hepdb-dev-root, installed from PyPI on first use.
+#   hepdb-dev-root, installed from PyPI into a virtualenv on first use.
 set -euo pipefail
 
 # One run at a time: two would make certificates over each other and restart servers twice.
@@ -34,6 +34,12 @@ install_pkg() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q "$@" >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$@" >/dev/null; }
+}
+# A virtualenv (Debian's Python refuses `pip install` outside one, PEP 668); `venv` itself
+# needs Debian's python3-venv.
+python_venv() { # dir [venv options]
+  python3 -m venv "$@" >/dev/null 2>&1 \
+    || { rm -rf "$1"; install_pkg python3-venv; python3 -m venv "$@"; }
 }
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then
   echo "services: installing PostgreSQL (Debian's package)"
@@ -151,11 +157,20 @@ if ! up 5433; then
   runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w start \
     -o "-p 5433 -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c ssl=on -c ssl_cert_file=$TLS/server.crt -c ssl_key_file=$TLS/server.key" >/dev/null
 fi
+# The MongoDB stand-in lives in a virtualenv of its own; the tests' private instances and
+# `cargo xtask` run its Python too. It sees the system's packages, so a smongo already there is
+# used; otherwise pip builds it (an sdist: with the machine's Rust, several minutes).
+SMONGO="${HEPDB_SMONGO_VENV:-/var/tmp/hepdb-smongo}"
+if ! "$SMONGO/bin/python" -c 'import smongo' >/dev/null 2>&1; then
+  echo "services: installing smongo (the MongoDB stand-in) into $SMONGO"
+  python_venv "$SMONGO" --system-site-packages
+  "$SMONGO/bin/python" -c 'import smongo' >/dev/null 2>&1 \
+    || "$SMONGO/bin/pip" install --quiet smongo==1.2.8
+fi
 if ! up 27017; then
   echo "services: starting the MongoDB engine (smongo) on 27017"
-  python3 -c 'import smongo' 2>/dev/null || pip install --quiet smongo==1.2.8
   mkdir -p "$ENGINES"
-  setsid nohup python3 "$HERE/xtask/scripts/smongo_engine.py" --port 27017 \
+  setsid nohup "$SMONGO/bin/python" "$HERE/xtask/scripts/smongo_engine.py" --port 27017 \
     --dir "$ENGINES/mongo" --root-password "$ROOT_PW" >"$ENGINES/mongo.log" 2>&1 < /dev/null &
 fi
 
@@ -179,7 +194,7 @@ fi
 KVAL="${HEPDB_KUBE_VALIDATE_VENV:-/var/tmp/hepdb-kube-validate}"
 if ! "$KVAL/bin/kubernetes-validate" --version >/dev/null 2>&1; then
   echo "services: installing kubernetes-validate (to validate the Kubernetes manifests)"
-  python3 -m venv "$KVAL" && "$KVAL/bin/pip" install --quiet kubernetes-validate==1.37.0
+  python_venv "$KVAL" && "$KVAL/bin/pip" install --quiet kubernetes-validate==1.37.0
 fi
 
 wait_for PostgreSQL 5432 60

@@ -186,7 +186,7 @@ fn postgres_names() -> anyhow::Result<(Vec<String>, Vec<String>)> {
 }
 
 /// MongoDB users (and their ownership claims) whose tag is not in `live`, through pymongo,
-/// which the smongo stand-in brings. Databases are left: the stand-in's `dropDatabase` empties
+/// which the smongo stand-in brings (in its virtualenv). Databases are left: the stand-in's `dropDatabase` empties
 /// the whole server.
 fn mongo_drop_users(live: &[&str]) -> anyhow::Result<()> {
     let script = format!(
@@ -204,10 +204,12 @@ for u in users:
         c.hepdb.owners.delete_one({{"_id": name}})
 "#
     );
-    let out = Command::new("python3")
+    let venv =
+        std::env::var("HEPDB_SMONGO_VENV").unwrap_or_else(|_| "/var/tmp/hepdb-smongo".into());
+    let out = Command::new(std::path::Path::new(&venv).join("bin/python"))
         .args(["-c", &script])
         .output()
-        .context("running python3")?;
+        .context("running smongo's Python (made by .ci/services.sh)")?;
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr));
     }

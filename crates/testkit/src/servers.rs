@@ -22,6 +22,13 @@ pub fn tls_file(name: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// The Python of the virtualenv `.ci/services.sh` installs smongo into.
+pub fn smongo_python() -> PathBuf {
+    let venv =
+        std::env::var("HEPDB_SMONGO_VENV").unwrap_or_else(|_| "/var/tmp/hepdb-smongo".into());
+    PathBuf::from(venv).join("bin/python")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -162,7 +169,7 @@ impl PrivateMongo {
             env!("CARGO_MANIFEST_DIR"),
             "/../../xtask/scripts/smongo_engine.py"
         );
-        let mut cmd = Command::new("python3");
+        let mut cmd = Command::new(smongo_python());
         cmd.arg(script)
             .args([
                 "--port",
@@ -183,7 +190,7 @@ impl PrivateMongo {
         }
         let child = cmd
             .spawn()
-            .expect("python3 with smongo (see .ci/services.sh)");
+            .expect("smongo's virtualenv (made by .ci/services.sh)");
         wait_listening(port, "smongo");
         Self {
             child,
