@@ -65,11 +65,9 @@ if ! up 5432; then
 fi
 if ! up 3306; then
   echo "services: starting MariaDB"
-  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
-fi
-if ! up 5672; then
-  echo "services: starting RabbitMQ"
-  rabbitmq-server -detached
+  # As systemd would: its socket directory, and the server as `mysql` (it refuses root).
+  install -d -o mysql -g mysql /run/mysqld
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
 fi
 
 # Certificates for the TLS tests: a CA of the tests' own, a server certificate it signed for
@@ -129,7 +127,11 @@ if [ -n "$rmq_restart" ]; then
     rabbitmqctl stop >/dev/null 2>&1 || true
     for _ in $(seq 1 30); do up 5672 || break; sleep 1; done
   fi
-  up 5672 || rabbitmq-server -detached
+fi
+# Started only now, with its configuration complete.
+if ! up 5672; then
+  echo "services: starting RabbitMQ"
+  rabbitmq-server -detached
 fi
 
 # A tenant PostgreSQL left running without TLS, or with an older certificate, restarts with
@@ -208,6 +210,16 @@ wait_for "tenant PostgreSQL" 5433 60
 wait_for MongoDB 27017 60
 wait_for MariaDB 3306 60
 wait_for RabbitMQ 5672 120
+# A broker that was still booting without the amqps listener when its configuration changed
+# (a package's own start, on a fresh machine) restarts once.
+for _ in $(seq 1 15); do up 5671 && break; sleep 1; done
+if ! up 5671; then
+  echo "services: restarting RabbitMQ to open its amqps listener"
+  rabbitmqctl stop >/dev/null 2>&1 || true
+  for _ in $(seq 1 30); do up 5672 || break; sleep 1; done
+  rabbitmq-server -detached
+  wait_for RabbitMQ 5672 120
+fi
 wait_for "RabbitMQ (amqps)" 5671 60
 # RabbitMQ accepts TCP before it accepts AMQP sessions; ping until the node is fully up.
 for _ in $(seq 1 60); do rabbitmq-diagnostics -q ping >/dev/null 2>&1 && break; sleep 1; done
