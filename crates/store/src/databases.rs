@@ -339,35 +339,25 @@ async fn place(
     engine: Engine,
     allowed: &[&str],
 ) -> Result<EngineHost, ReserveError> {
-    let candidates: Vec<EngineHost> = engine_hosts::table
+    // Each host's count of slot-holding databases is kept on its row by triggers (migration
+    // `host_database_counts`), so this reads no database rows; the row locks, held until the
+    // new row's insert has counted itself, keep concurrent placements exact.
+    let candidates: Vec<(EngineHost, i64)> = engine_hosts::table
         .filter(engine_hosts::engine.eq(engine.as_str()))
         .filter(engine_hosts::name.eq_any(allowed))
         .filter(engine_hosts::drained.eq(false))
         .order(engine_hosts::name)
         .for_update()
-        .select(EngineHost::as_select())
+        .select((EngineHost::as_select(), engine_hosts::databases))
         .load(c)
         .await?;
-    let names: Vec<&str> = candidates.iter().map(|h| h.name.as_str()).collect();
-    let used: Vec<(String, i64)> = databases::table
-        .filter(databases::host.eq_any(&names))
-        .filter(databases::state.eq_any(slot_holding()))
-        .group_by(databases::host)
-        .select((databases::host, diesel::dsl::count_star()))
-        .load(c)
-        .await?;
-    let free = |h: &EngineHost| {
-        let n = used
-            .iter()
-            .find(|(name, _)| *name == h.name)
-            .map_or(0, |u| u.1);
-        i64::from(h.capacity) - n
-    };
+    let free = |(h, used): &(EngineHost, i64)| i64::from(h.capacity) - used;
     candidates
         .into_iter()
         .filter(|h| free(h) > 0)
         // max_by_key keeps the last of equals; reverse the name order so ties go to the first.
         .rev()
         .max_by_key(free)
+        .map(|(h, _)| h)
         .ok_or(ReserveError::NoCapacity)
 }

@@ -39,7 +39,11 @@ impl<'a> From<Host<'a>> for HostRegistration<'a> {
 #[derive(Debug, Clone)]
 pub struct HostSummary {
     pub host: EngineHost,
+    /// Counted now, from the databases table.
     pub databases: i64,
+    /// The count placement reads, kept on the host row by triggers: always equal to
+    /// `databases` once no transaction is in flight (the tests hold it to that).
+    pub placement_count: i64,
     pub size_bytes: i64,
 }
 
@@ -126,9 +130,9 @@ impl Store {
     /// Every host with its database count and total measured size, by engine then name.
     pub async fn host_summaries(&self) -> Result<Vec<HostSummary>> {
         let mut conn = self.conn().await?;
-        let hosts: Vec<EngineHost> = engine_hosts::table
+        let hosts: Vec<(EngineHost, i64)> = engine_hosts::table
             .order((engine_hosts::engine, engine_hosts::name))
-            .select(EngineHost::as_select())
+            .select((EngineHost::as_select(), engine_hosts::databases))
             .load(&mut conn)
             .await?;
         // SUM(bigint) is numeric in PostgreSQL; cast back rather than pull in a decimal type.
@@ -143,7 +147,7 @@ impl Store {
             .await?;
         Ok(hosts
             .into_iter()
-            .map(|host| {
+            .map(|(host, placement_count)| {
                 let (databases, size_bytes) = totals
                     .iter()
                     .find(|(name, ..)| *name == host.name)
@@ -151,6 +155,7 @@ impl Store {
                 HostSummary {
                     host,
                     databases,
+                    placement_count,
                     size_bytes,
                 }
             })

@@ -99,6 +99,7 @@ diesel::table! {
         capacity -> Int4,
         drained -> Bool,
         updated_at -> Timestamptz,
+        databases -> Int8,
     }
 }
 

@@ -361,6 +361,16 @@ impl TestApp {
         diesel::sql_query(sql).execute(&mut conn).await.unwrap()
     }
 
+    /// How many hosts' placement counts (kept on the host row by triggers) disagree with a
+    /// count of their slot-holding databases, in one snapshot.
+    pub async fn placement_counts_disagree(&self) -> usize {
+        self.metadata_sql(
+            "SELECT 1 FROM engine_hosts h WHERE h.databases <> \
+             (SELECT count(*) FROM databases d WHERE d.host = h.name AND d.state <> 'failed')",
+        )
+        .await
+    }
+
     /// Every job that carries a sealed password: its database id and the sealed bytes.
     pub async fn sealed_job_passwords(&self) -> Vec<(String, Vec<u8>)> {
         use diesel::prelude::*;

@@ -229,6 +229,12 @@ pub async fn inconsistencies(app: &TestApp, ledger: &Ledger) -> usize {
             ));
         }
     }
+    let disagree = app.placement_counts_disagree().await;
+    if disagree > 0 {
+        complain(format!(
+            "{disagree} hosts' placement counts disagree with their databases"
+        ));
+    }
     let (maria, pg) = engine_objects(&app.tag().await).await;
     let mut expect_maria = HashSet::new();
     let mut expect_pg = HashSet::new();
