@@ -103,6 +103,9 @@ pub struct WorkerSettings {
     /// counts as the engine being unavailable. Keep it below `stale_job_secs`, so that the
     /// reconciler never sends again a job whose step is still running.
     pub engine_timeout_secs: u64,
+    /// Finished jobs are deleted this many days after they finished (0: kept). Their sealed
+    /// passwords go as soon as the idempotency window has passed.
+    pub job_retention_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

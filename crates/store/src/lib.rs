@@ -20,6 +20,7 @@ pub mod models;
 pub mod platform;
 pub mod quota;
 pub mod reconcile;
+pub mod retention;
 pub mod schema;
 pub mod sealing;
 pub mod tls;

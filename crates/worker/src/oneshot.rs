@@ -49,6 +49,7 @@ pub fn context(settings: &Settings) -> anyhow::Result<JobContext> {
         key: settings.crypto.master_key().context("crypto.master_key")?,
         max_attempts: settings.worker.max_attempts,
         max_unmeasured_passes: settings.quota.max_unmeasured_passes,
+        job_retention_days: settings.worker.job_retention_days,
         engine_timeout: Duration::from_secs(settings.worker.engine_timeout_secs),
         heartbeat: heartbeat(settings),
         waiters: Default::default(),

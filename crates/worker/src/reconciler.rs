@@ -9,7 +9,9 @@
 //! - a marked engine object without a row is dropped if its id is that of a create that failed
 //!   (a late statement of an abandoned create can leave one after the create was undone);
 //!   any other is reported, never dropped: it may belong to another deployment sharing the
-//!   server, or to metadata restored from an older backup. Alerts are one summary per pass.
+//!   server, or to metadata restored from an older backup. Alerts are one summary per pass;
+//! - retention: expired idempotency keys are purged, finished jobs lose their sealed password
+//!   after the idempotency window and are deleted after `worker.job_retention_days`.
 //!
 //! One pass runs at a time across all processes (a PostgreSQL advisory lease).
 
@@ -42,6 +44,8 @@ pub struct Report {
     pub failed_create_leftovers: Vec<Action>,
     pub unreachable_hosts: Vec<String>,
     pub expired_idempotency_keys: usize,
+    /// Finished jobs whose sealed password went, and finished jobs deleted.
+    pub job_retention: hepdb_store::retention::JobRetention,
 }
 
 impl Report {
@@ -238,6 +242,10 @@ async fn pass(
     }
     if !dry_run {
         report.expired_idempotency_keys = ctx.store.purge_idempotency_keys().await?;
+        report.job_retention = ctx
+            .store
+            .apply_job_retention(ctx.job_retention_days)
+            .await?;
     }
     Ok(report)
 }

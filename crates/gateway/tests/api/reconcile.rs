@@ -325,3 +325,62 @@ async fn what_a_failed_create_leaves_behind_is_dropped_not_reported() {
         .unwrap();
     assert!(claims.is_empty(), "the claim went with it");
 }
+
+/// Retention: a finished job keeps its sealed password only while an idempotent replay may
+/// need it, and is deleted after `worker.job_retention_days`; unfinished jobs are never
+/// touched, and the database keeps working throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_jobs_lose_their_password_then_go() {
+    let app = app().await;
+    let (s, body) = app.create_keyed(json!({"name": "kept"}), "k-1").await;
+    assert_eq!(s, 201, "{body}");
+    let id = data(&body)["id"].as_str().unwrap().to_owned();
+    let (s, body) = app.rotate(&id).await;
+    assert_eq!(s, 200, "{body}");
+    let password = data(&body)["password"].as_str().unwrap().to_owned();
+    let sealed_jobs = async || {
+        app.metadata_sql("SELECT 1 FROM jobs WHERE password_sealed IS NOT NULL")
+            .await
+    };
+    let jobs = async || app.metadata_sql("SELECT 1 FROM jobs").await;
+    assert_eq!((sealed_jobs().await, jobs().await), (2, 2));
+    let age = |days: u32| {
+        format!(
+            "UPDATE jobs SET updated_at = now() - interval '{days} days', \
+             created_at = now() - interval '{days} days'"
+        )
+    };
+    let reconcile = async || app.worker.as_ref().unwrap().reconcile(false).await.unwrap();
+
+    // Within the idempotency window: nothing goes, and a replay still answers.
+    let report = reconcile().await;
+    let r = report.job_retention;
+    assert_eq!((r.scrubbed, r.deleted), (0, 0));
+    let (s, replay) = app.create_keyed(json!({"name": "kept"}), "k-1").await;
+    assert_eq!(s, 201, "{replay}");
+
+    // Two days on: the finished jobs lose their sealed password, and stay.
+    app.metadata_sql(&age(2)).await;
+    let r = reconcile().await.job_retention;
+    assert_eq!((r.scrubbed, r.deleted), (2, 0));
+    assert_eq!((sealed_jobs().await, jobs().await), (0, 2));
+    let (s, body) = app.reveal(&id).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(data(&body)["password"], password.as_str());
+    assert!(can_login(data(&body)["connectionString"].as_str().unwrap()).await);
+
+    // Past the retention the finished jobs go, and a job not finished stays whatever its age
+    // (called directly: the reconciler would send an old pending job again first).
+    let db: DatabaseId = id.parse().unwrap();
+    let (pending, _) = app.rotate_intent(db).await;
+    app.metadata_sql(&age(31)).await;
+    let kept_forever = app.store.apply_job_retention(0).await.unwrap();
+    assert_eq!((kept_forever.scrubbed, kept_forever.deleted), (0, 0));
+    let r = app.store.apply_job_retention(30).await.unwrap();
+    assert_eq!((r.scrubbed, r.deleted), (0, 2));
+    assert_eq!((sealed_jobs().await, jobs().await), (1, 1));
+    let left = app.store.job(pending.job_id).await.unwrap().unwrap();
+    assert_eq!(left.state, "pending");
+    let (s, body) = app.reveal(&id).await;
+    assert_eq!(s, 200, "{body}");
+}

@@ -1,0 +1,4 @@
+-- Finished jobs by when they finished, for the retention pass (hepdb_store::retention): it
+-- scrubs their sealed passwords once the idempotency window has passed, and deletes them after
+-- `worker.job_retention_days`, in small batches that read only this index.
+CREATE INDEX jobs_finished ON jobs (updated_at) WHERE state IN ('done', 'failed', 'cancelled');
