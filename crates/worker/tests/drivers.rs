@@ -298,6 +298,21 @@ async fn a_password_change_that_arrives_after_its_deadline_changes_nothing() {
             assert!(on_time.can_login(&t, &new).await.unwrap(), "{engine}");
             on_time.drop_owned(&t).await.unwrap();
         }
+        // MariaDB's create carries one too, from the start of the step: late, it makes
+        // nothing (PostgreSQL's `CREATE DATABASE` is fenced by ending its session instead).
+        let url = provisioner_url(Engine::Mariadb);
+        let late = EngineDriver::new(Engine::Mariadb, &url, 5)
+            .unwrap()
+            .with_engine_timeout(std::time::Duration::ZERO);
+        let t = target();
+        let refused = late.create(&t, &Password::generate()).await;
+        assert!(
+            matches!(refused, Err(EngineError::Unavailable(_))),
+            "{refused:?}"
+        );
+        let on_time = EngineDriver::new(Engine::Mariadb, &url, 5).unwrap();
+        on_time.drop_owned(&t).await.unwrap();
+        assert_eq!(on_engine(Engine::Mariadb, &t).await, (false, false));
     })
     .await;
 }

@@ -30,6 +30,10 @@ CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.create_user(
 SQL SECURITY DEFINER MODIFIES SQL DATA
 BEGIN
   DECLARE who VARCHAR(160) DEFAULT hepdb.checked_user(u);
+  -- Late, it could make the user after a cleanup dropped it and before the claim went.
+  IF @hepdb_create_not_after IS NOT NULL AND UNIX_TIMESTAMP(NOW(6)) > @hepdb_create_not_after THEN
+    SIGNAL SQLSTATE '70100' SET MESSAGE_TEXT = 'hepdb: arrived after its deadline', MYSQL_ERRNO = 1317;
+  END IF;
   IF hash IS NULL OR hash NOT REGEXP '^[*][0-9A-F]{40}$' THEN
     SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = 'hepdb: not a password hash', MYSQL_ERRNO = 1227;
   END IF;
@@ -38,14 +42,17 @@ BEGIN
 END;
 
 -- CREATE DATABASE of a name hepdb has claimed, refused when the call starts after the caller's
--- deadline (@hepdb_not_after, as for alter_user): the worker gave up on it and may have undone
--- the create since (dropped the database, released the claim), so it must not make the database
--- afterwards, unclaimed. One that starts in time holds the name's metadata lock until it ends,
--- so a cleanup after it waits for it and drops what it made. It runs with the caller's rights.
+-- deadline (@hepdb_create_not_after, taken when the worker's bounded step began; create_user
+-- reads it too):
+-- the worker gave up on it and may have undone the create since (dropped the database,
+-- released the claim), so it must not make the database afterwards, unclaimed. One that starts
+-- in time does so at least a quarter of the engine timeout before the worker gives up and
+-- cleans up, and holds the name's metadata lock while it runs, so the cleanup's DROP waits for
+-- it. It runs with the caller's rights.
 CREATE OR REPLACE DEFINER = :definer PROCEDURE hepdb.create_database(IN d VARCHAR(64))
 SQL SECURITY INVOKER MODIFIES SQL DATA
 BEGIN
-  IF @hepdb_not_after IS NOT NULL AND UNIX_TIMESTAMP(NOW(6)) > @hepdb_not_after THEN
+  IF @hepdb_create_not_after IS NOT NULL AND UNIX_TIMESTAMP(NOW(6)) > @hepdb_create_not_after THEN
     SIGNAL SQLSTATE '70100' SET MESSAGE_TEXT = 'hepdb: arrived after its deadline', MYSQL_ERRNO = 1317;
   END IF;
   IF d IS NULL OR CAST(d AS BINARY) NOT REGEXP '^um_[0-9a-f]{10}_[0-9]{1,10}\\z' THEN

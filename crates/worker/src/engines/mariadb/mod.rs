@@ -265,15 +265,23 @@ impl MariaDb {
         .map_err(|e| classify(e, "release ownership claim"))
     }
 
-    /// Sets the deadline the next `hepdb.*` call on this session reads. On the same session,
-    /// right before the call: a late delivery of the pair carries its own, past, deadline.
+    /// Sets the deadline the next `hepdb.alter_user` on this session reads: `window` from now.
+    /// On the same session, right before the call: a late delivery of the pair carries its
+    /// own, past, deadline.
     async fn set_deadline(&self, c: &mut Conn) -> Result<(), EngineError> {
-        c.query_drop(format!(
-            "SET @hepdb_not_after = {}",
-            super::not_after(self.deadline_window)
-        ))
-        .await
-        .map_err(|e| classify(e, "set the statement deadline"))
+        let not_after = super::not_after(self.deadline_window);
+        c.query_drop(format!("SET @hepdb_not_after = {not_after}"))
+            .await
+            .map_err(|e| classify(e, "set the statement deadline"))
+    }
+
+    /// Sets the deadline `hepdb.create_database` and `hepdb.create_user` read, in a variable
+    /// of their own: earlier workers never set it, so their creates are not held to a deadline
+    /// another call left on a pooled session.
+    async fn set_create_deadline(c: &mut Conn, not_after: f64) -> Result<(), EngineError> {
+        c.query_drop(format!("SET @hepdb_create_not_after = {not_after}"))
+            .await
+            .map_err(|e| classify(e, "set the statement deadline"))
     }
 
     async fn alter_user(
@@ -297,11 +305,15 @@ impl MariaDb {
     }
 
     pub async fn create(&self, target: &Target, password: &Password) -> Result<(), EngineError> {
+        // From the start of the step, which the worker bounds: however long connecting and
+        // claiming take, the engine refuses these calls before the worker gives up on them.
+        let not_after = super::not_after(self.deadline_window);
         let mut c = self.conn().await?;
         let db = target.names.db_name();
         let hash = native_hash(password)?;
         let claimed_now = Self::ensure_claim(&mut c, target).await?;
-        self.set_deadline(&mut c).await?;
+        // Read by hepdb.create_database and hepdb.create_user below.
+        Self::set_create_deadline(&mut c, not_after).await?;
         // One text statement (the name is a generated one), so that the deadline is read when
         // the statement itself arrives, not when a prepared one is set up.
         match c

@@ -473,20 +473,24 @@ impl Postgres {
     /// `CREATE DATABASE` of it that was sent before can run, since each is sent only once its
     /// session is up. Ending one rolls its statement back.
     async fn end_earlier_creates(c: &Object, db: &str) -> Result<(), EngineError> {
-        let ended: Vec<bool> = c
-            .query(
-                "SELECT pg_catalog.pg_terminate_backend(pid, 5000) \
-                 FROM pg_catalog.pg_stat_activity \
-                 WHERE usename = current_user AND pid <> pg_catalog.pg_backend_pid() \
-                 AND application_name = $1",
-                &[&creating(db)],
-            )
+        let name = creating(db);
+        let mine = "FROM pg_catalog.pg_stat_activity \
+             WHERE usename = current_user AND pid <> pg_catalog.pg_backend_pid() \
+             AND application_name = $1";
+        // Waits up to 5 s for each; one that ended by itself meanwhile answers false, so what
+        // counts is whether any is left.
+        c.execute(
+            &format!("SELECT pg_catalog.pg_terminate_backend(pid, 5000) {mine}"),
+            &[&name],
+        )
+        .await
+        .map_err(|e| classify(&e, "end earlier creates"))?;
+        let left: i64 = c
+            .query_one(&format!("SELECT count(*) {mine}"), &[&name])
             .await
             .map_err(|e| classify(&e, "end earlier creates"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if ended.iter().all(|gone| *gone) {
+            .get(0);
+        if left == 0 {
             Ok(())
         } else {
             Err(EngineError::Unavailable(
