@@ -3,6 +3,10 @@
 -- in the number of databases. Triggers keep the count exact whatever writes the row (a create,
 -- a failed create, a finished deletion, an operator's tool): each change adjusts the host row
 -- in the same transaction, and the row lock orders concurrent changes.
+-- No write to databases between the count and the triggers (earlier releases keep running
+-- while this migrates): it would be missed for good.
+LOCK TABLE databases IN SHARE ROW EXCLUSIVE MODE;
+
 ALTER TABLE engine_hosts ADD COLUMN databases BIGINT NOT NULL DEFAULT 0;
 
 UPDATE engine_hosts h
