@@ -1,1 +1,2 @@
 DROP INDEX jobs_finished;
+DROP INDEX jobs_finished_sealed;

@@ -39,6 +39,14 @@ impl Binding<'_> {
         c: &mut AsyncPgConnection,
         resource: &str,
     ) -> diesel::QueryResult<()> {
+        // An expired binding of the same key gives way (a purge may not have run yet).
+        diesel::delete(
+            platform_idempotency::table
+                .find((self.token, self.key))
+                .filter(platform_idempotency::created_at.lt(platform_key_cutoff())),
+        )
+        .execute(c)
+        .await?;
         diesel::insert_into(platform_idempotency::table)
             .values((
                 platform_idempotency::token_id.eq(self.token),
@@ -50,6 +58,12 @@ impl Binding<'_> {
             .await?;
         Ok(())
     }
+}
+
+/// Platform keys last as long as the public API's: 24 hours. A rotate's binding answers from
+/// its job's sealed password, which job retention scrubs after that window.
+fn platform_key_cutoff() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() - chrono::Duration::hours(hepdb_core::idempotency::RETENTION_HOURS)
 }
 
 /// The primary key of `platform_idempotency`: a violation means a concurrent request bound
@@ -172,8 +186,8 @@ impl Store {
         Ok(query.load(&mut conn).await?)
     }
 
-    /// What an earlier platform request with this token's key was: its fingerprint and the
-    /// resource it bound.
+    /// What an earlier platform request with this token's key was, within the last 24 hours:
+    /// its fingerprint and the resource it bound.
     pub async fn platform_prior(
         &self,
         token: &str,
@@ -183,6 +197,7 @@ impl Store {
         let mut conn = self.conn().await?;
         Ok(platform_idempotency::table
             .find((token, key))
+            .filter(platform_idempotency::created_at.ge(platform_key_cutoff()))
             .select((
                 platform_idempotency::fingerprint,
                 platform_idempotency::resource,
@@ -190,6 +205,17 @@ impl Store {
             .first(&mut conn)
             .await
             .optional()?)
+    }
+
+    /// Drops platform keys past their 24 hours; returns how many.
+    pub async fn purge_platform_keys(&self) -> Result<usize> {
+        let mut conn = self.conn().await?;
+        Ok(diesel::delete(
+            platform_idempotency::table
+                .filter(platform_idempotency::created_at.lt(platform_key_cutoff())),
+        )
+        .execute(&mut conn)
+        .await?)
     }
 
     /// The account's entries, oldest first.

@@ -241,12 +241,16 @@ async fn pass(
         );
     }
     if !dry_run {
-        report.expired_idempotency_keys = ctx.store.purge_idempotency_keys().await?;
+        report.expired_idempotency_keys =
+            ctx.store.purge_idempotency_keys().await? + ctx.store.purge_platform_keys().await?;
         report.job_retention = ctx
             .store
             .apply_job_retention(ctx.job_retention_days)
             .await?;
     }
+    // Partitions ahead are made in a dry run too: an audit entry without one cannot be written.
+    let keep_days = if dry_run { 0 } else { ctx.audit_retention_days };
+    report.audit_retention = ctx.store.maintain_audit_log(keep_days).await?;
     Ok(report)
 }
 

@@ -1069,6 +1069,38 @@ async fn a_retried_platform_request_is_answered_not_repeated() {
         ))
         .await;
     assert_eq!(rotates, 1, "one rotate job");
+    // A day later the key has expired, as the public API's do (and retention has scrubbed the
+    // job's sealed password): the same key is a new rotate, not a 500.
+    app.metadata_sql(
+        "UPDATE platform_idempotency SET created_at = now() - interval '25 hours' \
+         WHERE key = 'rotate-1'",
+    )
+    .await;
+    app.metadata_sql(
+        "UPDATE jobs SET updated_at = now() - interval '25 hours' WHERE state = 'done'",
+    )
+    .await;
+    let r = app.store.apply_job_retention(30).await.unwrap();
+    assert!(r.scrubbed >= 1, "{r:?}");
+    let (s3, r3) = keyed(
+        Method::POST,
+        format!("/databases/{db}/rotate"),
+        None,
+        "rotate-1",
+    )
+    .await;
+    assert_eq!(s3.as_u16(), 200, "{r3}");
+    assert_ne!(
+        data(&r3)["password"],
+        data(&r1)["password"],
+        "rotated again"
+    );
+    assert!(can_login(data(&r3)["connectionString"].as_str().unwrap()).await);
+    assert_eq!(
+        app.store.purge_platform_keys().await.unwrap(),
+        0,
+        "the stale binding gave way"
+    );
 
     // PATCH and suspend are answered from the account as it is now; a deletion retried with
     // its key answers 200, where a plain second DELETE finds nothing.
