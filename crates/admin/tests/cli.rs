@@ -272,6 +272,7 @@ async fn operator_commands_print_json_and_fail_clearly() {
         max_attempts: 5,
         max_unmeasured_passes: 3,
         job_retention_days: 30,
+        audit_retention_days: 400,
         engine_timeout: std::time::Duration::from_secs(45),
         heartbeat: std::time::Duration::from_secs(20),
         waiters: Default::default(),

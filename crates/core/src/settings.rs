@@ -106,6 +106,9 @@ pub struct WorkerSettings {
     /// Finished jobs are deleted this many days after they finished (0: kept). Their sealed
     /// passwords go as soon as the idempotency window has passed.
     pub job_retention_days: u32,
+    /// The audit log keeps each month's entries until that month ended this many days ago
+    /// (0: kept); the reconciler drops whole monthly partitions.
+    pub audit_retention_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -27,6 +27,8 @@ pub struct JobContext {
     pub max_unmeasured_passes: u32,
     /// `worker.job_retention_days`, for the reconciler's retention step.
     pub job_retention_days: u32,
+    /// `worker.audit_retention_days`, for the same step.
+    pub audit_retention_days: u32,
     /// `worker.engine_timeout_secs`: the bound of every engine step.
     pub engine_timeout: std::time::Duration,
     /// Which deliveries may wait for their database's lock instead of parking.

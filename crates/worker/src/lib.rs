@@ -56,6 +56,7 @@ impl Worker {
             max_attempts: settings.worker.max_attempts,
             max_unmeasured_passes: settings.quota.max_unmeasured_passes,
             job_retention_days: settings.worker.job_retention_days,
+            audit_retention_days: settings.worker.audit_retention_days,
             engine_timeout,
             heartbeat: heartbeat(settings),
             waiters: waiters::Waiters::for_slots(settings.worker.prefetch),

@@ -50,6 +50,7 @@ pub fn context(settings: &Settings) -> anyhow::Result<JobContext> {
         max_attempts: settings.worker.max_attempts,
         max_unmeasured_passes: settings.quota.max_unmeasured_passes,
         job_retention_days: settings.worker.job_retention_days,
+        audit_retention_days: settings.worker.audit_retention_days,
         engine_timeout: Duration::from_secs(settings.worker.engine_timeout_secs),
         heartbeat: heartbeat(settings),
         waiters: Default::default(),

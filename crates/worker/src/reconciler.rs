@@ -11,7 +11,9 @@
 //!   any other is reported, never dropped: it may belong to another deployment sharing the
 //!   server, or to metadata restored from an older backup. Alerts are one summary per pass;
 //! - retention: expired idempotency keys are purged, finished jobs lose their sealed password
-//!   after the idempotency window and are deleted after `worker.job_retention_days`.
+//!   after the idempotency window and are deleted after `worker.job_retention_days`, and the
+//!   audit log's monthly partitions are made ahead and dropped after
+//!   `worker.audit_retention_days`.
 //!
 //! One pass runs at a time across all processes (a PostgreSQL advisory lease).
 
@@ -46,6 +48,8 @@ pub struct Report {
     pub expired_idempotency_keys: usize,
     /// Finished jobs whose sealed password went, and finished jobs deleted.
     pub job_retention: hepdb_store::retention::JobRetention,
+    /// Audit partitions dropped.
+    pub audit_retention: hepdb_store::retention::AuditRetention,
 }
 
 impl Report {

@@ -78,6 +78,7 @@ async fn quota_pass_over_ten_thousand_databases() {
         max_attempts: 5,
         max_unmeasured_passes: 3,
         job_retention_days: 30,
+        audit_retention_days: 400,
         engine_timeout: std::time::Duration::from_secs(45),
         heartbeat: std::time::Duration::from_secs(20),
         waiters: Default::default(),
