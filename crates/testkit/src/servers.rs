@@ -63,20 +63,30 @@ impl PrivateMariadb {
     pub fn start(tls: bool) -> Self {
         let port = free_port();
         let dir = PathBuf::from(format!("/var/tmp/hepdb-engines/mariadb-test-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("mariadb-install-db")
-            .arg(format!("--datadir={}", dir.join("data").display()))
-            .args([
-                "--user=mysql",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("mariadb-install-db");
-        assert!(status.success(), "mariadb-install-db failed");
+        // Seen failing once in CI with several tests installing at once: tried up to three
+        // times, and its own words are kept for the panic.
+        let mut failures = Vec::new();
+        while failures.len() < 3 {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = Command::new("mariadb-install-db")
+                .arg(format!("--datadir={}", dir.join("data").display()))
+                .args([
+                    "--user=mysql",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ])
+                .output()
+                .expect("mariadb-install-db");
+            if out.status.success() {
+                break;
+            }
+            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        assert!(
+            failures.len() < 3,
+            "mariadb-install-db failed: {failures:#?}"
+        );
         if tls {
             // The server reads its key as the mysql user.
             for file in ["server.crt", "server.key", "ca.crt"] {
