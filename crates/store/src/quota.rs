@@ -12,7 +12,6 @@ use hepdb_core::{Access, AccountId, DatabaseId, DatabaseState, JobId, JobState, 
 
 use crate::{
     Result, Store,
-    models::Database,
     schema::{accounts, databases, jobs, periodic_runs},
 };
 
@@ -212,26 +211,50 @@ impl Store {
     /// is already working on.
     pub async fn access_drift(&self) -> Result<Vec<String>> {
         let mut conn = self.conn().await?;
-        let rows: Vec<(Database, bool)> = databases::table
-            .inner_join(accounts::table)
-            .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::is_visible)))
-            .select((Database::as_select(), accounts::suspended))
-            .load(&mut conn)
-            .await?;
         let open: Vec<Option<String>> = jobs::table
             .filter(jobs::kind.eq(JobKind::Access.as_str()))
             .filter(jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]))
             .select(jobs::database_id)
             .load(&mut conn)
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|(db, suspended)| {
-                Access::wanted(*suspended, db.state()) != db.engine_access()
-                    && !open.contains(&Some(db.id.clone()))
-            })
-            .map(|(db, _)| db.id)
-            .collect())
+        let open: std::collections::HashSet<String> = open.into_iter().flatten().collect();
+        // Pages by primary key, only the columns the comparison needs: memory stays that of one
+        // page however many databases metadata holds.
+        const PAGE: i64 = 10_000;
+        let mut drifted = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page: Vec<(String, String, String, bool)> = databases::table
+                .inner_join(accounts::table)
+                .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::is_visible)))
+                .filter(databases::id.gt(&after))
+                .order(databases::id)
+                .limit(PAGE)
+                .select((
+                    databases::id,
+                    databases::state,
+                    databases::engine_access,
+                    accounts::suspended,
+                ))
+                .load(&mut conn)
+                .await?;
+            let full = i64::try_from(page.len()).unwrap_or(i64::MAX) == PAGE;
+            for (id, state, access, suspended) in page {
+                let state: DatabaseState = state
+                    .parse()
+                    .expect("metadata holds valid states (CHECK constraint)");
+                let access: Access = access
+                    .parse()
+                    .expect("metadata holds valid access levels (CHECK constraint)");
+                if Access::wanted(suspended, state) != access && !open.contains(&id) {
+                    drifted.push(id.clone());
+                }
+                after = id;
+            }
+            if !full {
+                return Ok(drifted);
+            }
+        }
     }
 
     /// Records a pending access job for each database.

@@ -154,14 +154,20 @@ impl Store {
         Ok(found.into_iter().flatten().collect())
     }
 
-    /// The ids of every database row on `host`, whatever its state.
-    pub async fn database_ids_on_host(&self, host: &str) -> Result<HashSet<String>> {
+    /// Which of `ids` have a database row on `host`, whatever its state: looked up by primary
+    /// key, so the reconciler's orphan scan never holds every id of a host in memory.
+    pub async fn database_ids_on_host(
+        &self,
+        host: &str,
+        ids: &[String],
+    ) -> Result<HashSet<String>> {
         let mut conn = self.conn().await?;
-        let ids: Vec<String> = databases::table
+        let found: Vec<String> = databases::table
+            .filter(databases::id.eq_any(ids))
             .filter(databases::host.eq(host))
             .select(databases::id)
             .load(&mut conn)
             .await?;
-        Ok(ids.into_iter().collect())
+        Ok(found.into_iter().collect())
     }
 }

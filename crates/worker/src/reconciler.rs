@@ -28,6 +28,9 @@ use serde::Serialize;
 
 use crate::{engines::EngineError, jobs::JobContext};
 
+/// Marked engine objects looked up in metadata per query by the orphan scan.
+const ORPHAN_SCAN_SLICE: usize = 5_000;
+
 /// The advisory lock key of the reconciler lease ("hepdbrec").
 pub const LEASE_KEY: i64 = 0x6865_7064_6272_6563;
 
@@ -195,11 +198,14 @@ async fn pass(
                 continue;
             }
         };
-        let known = ctx.store.database_ids_on_host(host).await?;
-        let unknown: Vec<_> = marked
-            .into_iter()
-            .filter(|m| !known.contains(&m.id))
-            .collect();
+        // Checked against metadata a slice at a time: memory follows the engine's marked
+        // objects, not every row metadata holds.
+        let mut unknown = Vec::new();
+        for slice in marked.chunks(ORPHAN_SCAN_SLICE) {
+            let ids: Vec<String> = slice.iter().map(|m| m.id.clone()).collect();
+            let known = ctx.store.database_ids_on_host(host, &ids).await?;
+            unknown.extend(slice.iter().filter(|m| !known.contains(&m.id)).cloned());
+        }
         let ids: Vec<String> = unknown.iter().map(|m| m.id.clone()).collect();
         let failed = ctx.store.failed_create_ids(&ids).await?;
         for m in unknown {
