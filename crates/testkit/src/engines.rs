@@ -59,6 +59,18 @@ pub async fn bootstrap_provisioners() {
 /// Connects with a connection string as a user would, with the engine's own client library,
 /// and writes and reads back a table (MongoDB: a collection).
 pub async fn use_database(connection_string: &str) -> Result<(), String> {
+    bounded_check("use_database", use_database_unbounded(connection_string)).await
+}
+
+/// A tenant-side check that hangs (an engine, or the MongoDB stand-in, that stops answering
+/// one connection) fails the test with its name after a minute instead of hanging CI.
+async fn bounded_check<T>(what: &str, check: impl Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(60), check)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung for 60 s"))
+}
+
+async fn use_database_unbounded(connection_string: &str) -> Result<(), String> {
     let scheme = connection_string.split("://").next().unwrap();
     match scheme {
         "mysql" => use_mariadb(connection_string)
@@ -119,6 +131,10 @@ async fn use_mongo(connection_string: &str) -> Result<(), mongodb::error::Error>
 
 /// Whether the server lets this user log in and open the database the string names, right now.
 pub async fn can_login(connection_string: &str) -> bool {
+    bounded_check("can_login", can_login_unbounded(connection_string)).await
+}
+
+async fn can_login_unbounded(connection_string: &str) -> bool {
     let scheme = connection_string.split("://").next().unwrap();
     match scheme {
         "mysql" => {
