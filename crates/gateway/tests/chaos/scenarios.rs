@@ -562,6 +562,17 @@ async fn every_fault_under_mixed_load() {
         ledger.answers(),
         by_kind.join(" ")
     );
+    if bad > 0 {
+        // What the worker said about failures, for the CI output: its own warnings and errors.
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let noted: Vec<&str> = said
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        for line in &noted[noted.len().saturating_sub(150)..] {
+            eprintln!("chaos: worker: {line}");
+        }
+    }
     let _ = std::fs::remove_file(&log);
     report(
         "every_fault_under_mixed_load",
