@@ -450,6 +450,47 @@ async fn pg_a_tenant_at_its_connection_limit_leaves_room_for_others() {
     }
 }
 
+/// `CREATE DATABASE` runs in a session named `hepdb-create <database>`, which creates and
+/// cleanups end (and wait for) first. A tenant names its own sessions after another tenant's
+/// database, before that one is made and while it is dropped: its sessions are not the
+/// provisioner's, so nothing ends them, nothing waits for them, and the other tenant's create
+/// and deletion go through.
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_a_tenant_cannot_pose_as_a_create_in_progress() {
+    let d = driver(Engine::Postgres).await;
+    let (a, pw) = tenant(&d).await;
+    let victim = Target {
+        id: DatabaseId::new(),
+        names: EngineNames::new(&DbTag::generate(), 1),
+    };
+    let posing = format!("hepdb-create {}", victim.names.db_name());
+    let mut config: tokio_postgres::Config = postgres_root_url().parse().unwrap();
+    config
+        .user(a.names.db_user())
+        .password(pw.expose())
+        .dbname(a.names.db_name())
+        .application_name(&posing);
+    let (attacker, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    // A second one sets the name after connecting.
+    let late = pg_tenant(&a, &pw).await.unwrap();
+    late.batch_execute(&format!("SET application_name = '{posing}'"))
+        .await
+        .unwrap();
+    let vpw = Password::generate();
+    d.create(&victim, &vpw).await.unwrap();
+    assert!(d.can_login(&victim, &vpw).await.unwrap());
+    d.drop_owned(&victim).await.unwrap();
+    assert!(!d.can_login(&victim, &vpw).await.unwrap());
+    for c in [&attacker, &late] {
+        assert!(
+            c.simple_query("SELECT 1").await.is_ok(),
+            "a tenant's session was ended"
+        );
+    }
+    d.drop_owned(&a).await.unwrap();
+}
+
 /// Every role change now reads a deadline (`hepdb.not_after`, set in the same statement). A
 /// tenant plants whatever it can to make the provisioner's changes be refused or to run its
 /// own code instead: the setting on its own role, on its database, on the provisioner; a
@@ -839,10 +880,11 @@ async fn mariadb_scheduled_events_stop_writing_when_locked_or_restricted() {
         .unwrap();
 }
 
-/// MariaDB's user changes read a deadline from the provisioner's own session (`@hepdb_not_after`).
-/// A tenant sets the variable in its sessions and plants an `alter_user` procedure and a
-/// `unix_timestamp` function in its database: the provisioner's changes still go through, and
-/// none of the tenant's routines runs.
+/// MariaDB's user changes and creates read deadlines from the provisioner's own session
+/// (`@hepdb_not_after`, `@hepdb_create_not_after`). A tenant sets both in its sessions, plants
+/// `alter_user`, `create_database` and `create_user` procedures and a `unix_timestamp` function
+/// in its database, and tries to replace hepdb's own: the provisioner's changes and another
+/// tenant's create still go through, and none of the tenant's routines runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_a_tenant_cannot_plant_the_deadline_of_a_user_change() {
     let d = driver(Engine::Mariadb).await;
@@ -855,9 +897,28 @@ async fn mariadb_a_tenant_cannot_plant_the_deadline_of_a_user_change() {
         "CREATE FUNCTION unix_timestamp(t DATETIME(6)) RETURNS DECIMAL(20,6) \
          MODIFIES SQL DATA BEGIN INSERT INTO trap_fired VALUES (NOW()); RETURN 0; END",
         "SET @hepdb_not_after = 0",
+        // The create's routines and deadline, too.
+        "CREATE PROCEDURE create_database(d VARCHAR(64)) INSERT INTO trap_fired VALUES (NOW())",
+        "CREATE PROCEDURE create_user(u VARCHAR(128), h VARCHAR(64), m INT) \
+         INSERT INTO trap_fired VALUES (NOW())",
+        "SET @hepdb_create_not_after = 0",
     ] {
         attacker.query_drop(sql).await.unwrap();
     }
+    // hepdb's own routines are out of its reach.
+    for sql in [
+        "CREATE OR REPLACE PROCEDURE hepdb.create_database(d VARCHAR(64)) SELECT 1",
+        "DROP PROCEDURE hepdb.create_user",
+    ] {
+        assert!(
+            !my_ok(&mut attacker, sql).await,
+            "the tenant may not: {sql}"
+        );
+    }
+    // Another tenant's database is made while all of that is in place.
+    let (other, other_pw) = tenant(&d).await;
+    assert!(d.can_login(&other, &other_pw).await.unwrap());
+    d.drop_owned(&other).await.unwrap();
     let new = Password::generate();
     d.set_password(&a, &new).await.unwrap();
     assert!(d.can_login(&a, &new).await.unwrap());
