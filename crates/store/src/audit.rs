@@ -43,7 +43,7 @@ impl Binding<'_> {
         diesel::delete(
             platform_idempotency::table
                 .find((self.token, self.key))
-                .filter(platform_idempotency::created_at.lt(platform_key_cutoff())),
+                .filter(platform_idempotency::created_at.lt(crate::idempotency::window_start())),
         )
         .execute(c)
         .await?;
@@ -60,14 +60,10 @@ impl Binding<'_> {
     }
 }
 
-/// Platform keys last as long as the public API's: 24 hours. A rotate's binding answers from
-/// its job's sealed password, which job retention scrubs after that window.
-fn platform_key_cutoff() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now() - chrono::Duration::hours(hepdb_core::idempotency::RETENTION_HOURS)
-}
-
 /// The primary key of `platform_idempotency`: a violation means a concurrent request bound
-/// the same key first.
+/// the same key first. Platform keys last as long as the public API's (the idempotency
+/// window): a rotate's binding answers from its job's sealed password, which job retention
+/// scrubs after that window.
 pub const PLATFORM_KEY_TAKEN: &str = "platform_idempotency_pkey";
 
 impl<'a> Actor<'a> {
@@ -197,7 +193,7 @@ impl Store {
         let mut conn = self.conn().await?;
         Ok(platform_idempotency::table
             .find((token, key))
-            .filter(platform_idempotency::created_at.ge(platform_key_cutoff()))
+            .filter(platform_idempotency::created_at.ge(crate::idempotency::window_start()))
             .select((
                 platform_idempotency::fingerprint,
                 platform_idempotency::resource,
@@ -212,7 +208,7 @@ impl Store {
         let mut conn = self.conn().await?;
         Ok(diesel::delete(
             platform_idempotency::table
-                .filter(platform_idempotency::created_at.lt(platform_key_cutoff())),
+                .filter(platform_idempotency::created_at.lt(crate::idempotency::window_start())),
         )
         .execute(&mut conn)
         .await?)

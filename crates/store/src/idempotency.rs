@@ -61,8 +61,7 @@ impl Store {
             let Some((fingerprint, created_at, job)) = found else {
                 return Ok(Prior::Fresh);
             };
-            let expired =
-                created_at < chrono::Utc::now() - chrono::Duration::hours(RETENTION_HOURS);
+            let expired = created_at < window_start();
             let changed_nothing = matches!(job.state(), JobState::Failed | JobState::Cancelled);
             if expired || changed_nothing {
                 diesel::delete(
@@ -85,13 +84,19 @@ impl Store {
     /// Drops keys past their retention; returns how many.
     pub async fn purge_idempotency_keys(&self) -> Result<usize> {
         let mut conn = self.conn().await?;
-        let cutoff = chrono::Utc::now() - chrono::Duration::hours(RETENTION_HOURS);
+        let cutoff = window_start();
         Ok(
             diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(cutoff)))
                 .execute(&mut conn)
                 .await?,
         )
     }
+}
+
+/// The start of the idempotency window ([`RETENTION_HOURS`] ago): keys older than this are
+/// expired, on both APIs, and so is any job's need for its sealed password.
+pub(crate) fn window_start() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now() - chrono::Duration::hours(RETENTION_HOURS)
 }
 
 /// Binds `req`'s key to `job`, inside the caller's intent transaction. A concurrent request

@@ -8,7 +8,6 @@
 
 use diesel::sql_types::{BigInt, Timestamptz};
 use diesel_async::RunQueryDsl;
-use hepdb_core::idempotency::RETENTION_HOURS;
 
 use crate::{Result, Store};
 
@@ -30,7 +29,7 @@ impl Store {
     /// the idempotency key bound to it, long expired by then.
     pub async fn apply_job_retention(&self, keep_days: u32) -> Result<JobRetention> {
         let now = chrono::Utc::now();
-        let scrub_before = now - chrono::Duration::hours(RETENTION_HOURS);
+        let scrub_before = crate::idempotency::window_start();
         let scrubbed = self
             .in_batches(
                 "UPDATE jobs SET password_sealed = NULL WHERE id IN ( \

@@ -1046,20 +1046,16 @@ async fn a_retried_platform_request_is_answered_not_repeated() {
     let (s, created) = app.create(json!({"name": "rotated-once"})).await;
     assert_eq!(s, 201, "{created}");
     let db = data(&created)["id"].as_str().unwrap().to_owned();
-    let (s1, r1) = keyed(
-        Method::POST,
-        format!("/databases/{db}/rotate"),
-        None,
-        "rotate-1",
-    )
-    .await;
-    let (s2, r2) = keyed(
-        Method::POST,
-        format!("/databases/{db}/rotate"),
-        None,
-        "rotate-1",
-    )
-    .await;
+    let rotate = || {
+        keyed(
+            Method::POST,
+            format!("/databases/{db}/rotate"),
+            None,
+            "rotate-1",
+        )
+    };
+    let (s1, r1) = rotate().await;
+    let (s2, r2) = rotate().await;
     assert_eq!((s1.as_u16(), s2.as_u16()), (200, 200), "{r1} {r2}");
     assert_eq!(data(&r1)["password"], data(&r2)["password"]);
     assert!(can_login(data(&r2)["connectionString"].as_str().unwrap()).await);
@@ -1082,13 +1078,7 @@ async fn a_retried_platform_request_is_answered_not_repeated() {
     .await;
     let r = app.store.apply_job_retention(30).await.unwrap();
     assert!(r.scrubbed >= 1, "{r:?}");
-    let (s3, r3) = keyed(
-        Method::POST,
-        format!("/databases/{db}/rotate"),
-        None,
-        "rotate-1",
-    )
-    .await;
+    let (s3, r3) = rotate().await;
     assert_eq!(s3.as_u16(), 200, "{r3}");
     assert_ne!(
         data(&r3)["password"],
