@@ -278,13 +278,18 @@ async fn reconcile_every(
         });
         match reconciler::reconcile(&ctx, outbox, stale_job_secs, false).await {
             Ok(report) if report.is_clean() => tracing::debug!("reconciler: nothing to do"),
-            Ok(report) => tracing::info!(
-                stale_jobs = report.stale_jobs.len(),
-                deletions = report.deletions.len(),
-                failed_creates = report.failed_creates.len(),
-                orphans = report.orphans.len(),
-                "reconciler pass"
-            ),
+            Ok(report) => {
+                tracing::info!(
+                    stale_jobs = report.stale_jobs.len(),
+                    deletions = report.deletions.len(),
+                    failed_creates = report.failed_creates.len(),
+                    orphans = report.orphans.len(),
+                    "reconciler pass"
+                );
+                for a in report.failures() {
+                    tracing::warn!(id = %a.id, what = %a.what, outcome = %a.outcome, "reconciler could not finish an action; next pass tries again");
+                }
+            }
             Err(ReconcileError::Busy) => tracing::debug!("reconciler: another pass is running"),
             Err(error) => tracing::warn!(%error, "reconciler pass failed"),
         }

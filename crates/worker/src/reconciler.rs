@@ -17,6 +17,8 @@
 //!
 //! One pass runs at a time across all processes (a PostgreSQL advisory lease).
 
+use std::collections::HashSet;
+
 use hepdb_core::{
     DatabaseId, DatabaseState, JobId,
     job::{JobFailure, JobKindWire, JobMessage, MESSAGE_VERSION},
@@ -64,6 +66,20 @@ impl Report {
             && self.access.is_empty()
             && self.orphans.is_empty()
             && self.failed_create_leftovers.is_empty()
+    }
+
+    /// The actions the pass tried and could not finish (the next pass tries again).
+    pub fn failures(&self) -> impl Iterator<Item = &Action> {
+        [
+            &self.stale_jobs,
+            &self.deletions,
+            &self.failed_creates,
+            &self.access,
+            &self.failed_create_leftovers,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|a| a.outcome.starts_with("error"))
     }
 }
 
@@ -160,11 +176,22 @@ async fn pass(
             outcome: outcome(dry_run, || result),
         });
     }
+    // A host that cannot be reached is not tried again in this pass: each try would wait out
+    // the engine timeout, and a dead host with many failed creates would hold up the pass.
+    let mut unreachable = HashSet::new();
     for db in ctx.store.databases_in_state(DatabaseState::Failed).await? {
         let result = if dry_run {
             Ok(())
+        } else if unreachable.contains(&db.host) {
+            Err(format!(
+                "host {} unreachable earlier in this pass; next pass",
+                db.host
+            ))
         } else {
-            drop_then(ctx, &db, async |id| ctx.store.remove_failed(id).await).await
+            drop_then(ctx, &db, &mut unreachable, async |id| {
+                ctx.store.remove_failed(id).await
+            })
+            .await
         };
         report.failed_creates.push(Action {
             id: db.id.clone(),
@@ -340,16 +367,23 @@ async fn finish_deletion(ctx: &JobContext, id: DatabaseId) -> Result<(), String>
     }
 }
 
-/// Drops the database's marked engine objects, then runs `finish` on its row.
+/// Drops the database's marked engine objects, then runs `finish` on its row. A host that
+/// cannot be reached is added to `unreachable`.
 async fn drop_then(
     ctx: &JobContext,
     db: &Database,
+    unreachable: &mut HashSet<String>,
     finish: impl AsyncFnOnce(DatabaseId) -> Result<(), StoreError>,
 ) -> Result<(), String> {
     let (target, driver) =
         crate::jobs::resolve(ctx, db).ok_or_else(|| format!("no driver for host {}", db.host))?;
     crate::jobs::bounded(ctx.engine_timeout, driver.drop_owned(&target))
         .await
-        .map_err(|e: EngineError| e.to_string())?;
+        .map_err(|e: EngineError| {
+            if matches!(e, EngineError::Unreachable(_)) {
+                unreachable.insert(db.host.clone());
+            }
+            e.to_string()
+        })?;
     finish(db.database_id()).await.map_err(|e| e.to_string())
 }

@@ -85,6 +85,15 @@ async fn placement_drain_and_a_host_outage() {
     let on_a = data(&app.create(json!({"name": "a1"})).await.1).clone();
     let on_b = data(&app.create(json!({"name": "b1"})).await.1).clone();
     assert_eq!((port_of(&on_a), port_of(&on_b)), (3306, b.port));
+    // Two more on maria-b, to fail during its outage.
+    assert!(app.store.set_drained("maria-a", true).await.unwrap());
+    let mut doomed = Vec::new();
+    for name in ["b2", "b3"] {
+        let (s, body) = app.create(json!({"name": name})).await;
+        assert_eq!((s.as_u16(), port_of(data(&body))), (201, b.port), "{body}");
+        doomed.push(data(&body).clone());
+    }
+    assert!(app.store.set_drained("maria-a", false).await.unwrap());
     assert!(app.store.set_drained("maria-b", true).await.unwrap());
     for name in ["a2", "a3"] {
         let (s, body) = app.create(json!({"name": name})).await;
@@ -107,8 +116,46 @@ async fn placement_drain_and_a_host_outage() {
     let (s, body) = app.create(json!({"name": "a4"})).await;
     assert_eq!((s.as_u16(), port_of(data(&body))), (201, 3306), "{body}");
 
-    // Back up: its databases work again with the password metadata holds, and rotate works.
+    // Creates on maria-b left failed with their cleanup undone: a reconciler pass tries the
+    // host once, and does not wait out the engine timeout again for the other.
+    for d in &doomed {
+        let sql = format!(
+            "UPDATE databases SET state = 'failed' WHERE id = '{}'",
+            d["id"].as_str().unwrap()
+        );
+        assert_eq!(app.metadata_sql(&sql).await, 1);
+    }
+    let worker = app.worker.as_ref().unwrap();
+    let report = worker.reconcile(false).await.unwrap();
+    let outcomes: Vec<&str> = report
+        .failed_creates
+        .iter()
+        .map(|a| a.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert!(
+        outcomes[0].starts_with("error: engine unreachable"),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[1],
+        "error: host maria-b unreachable earlier in this pass; next pass"
+    );
+
+    // Back up: the failed creates are cleaned up by the next pass, and its databases work
+    // again with the password metadata holds, and rotate works.
     b.run();
+    let report = worker.reconcile(false).await.unwrap();
+    let outcomes: Vec<&str> = report
+        .failed_creates
+        .iter()
+        .map(|a| a.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["done", "done"]);
+    for d in &doomed {
+        assert!(!can_login(d["connectionString"].as_str().unwrap()).await);
+    }
+    assert_eq!(app.placement_counts_disagree().await, 0);
     assert!(can_login(on_b["connectionString"].as_str().unwrap()).await);
     let (s, body) = app.rotate(b_id).await;
     assert_eq!(s, 200, "{body}");
