@@ -109,12 +109,18 @@ impl Ledger {
     }
 }
 
-/// Waits until no job is pending or running (the reconciler and redeliveries finish them).
+/// Waits until no job is pending or running (the reconciler and redeliveries finish them),
+/// then until no row is left creating, failed or deleting (the reconciler's passes clean up
+/// what a failed create or an interrupted delete left, one bounded engine step at a time).
+/// A row still unsettled at `limit` is left for [`inconsistencies`] to report.
 pub async fn settle(app: &TestApp, limit: Duration) {
     let started = Instant::now();
     loop {
         let open = app.store.stale_jobs(0).await.unwrap();
-        if open.is_empty() {
+        if open.is_empty() && unsettled_rows(app).await == 0 {
+            return;
+        }
+        if open.is_empty() && started.elapsed() >= limit {
             return;
         }
         assert!(
@@ -125,6 +131,28 @@ pub async fn settle(app: &TestApp, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The account's rows in a state that holds a slot without being a usable database.
+async fn unsettled_rows(app: &TestApp) -> usize {
+    let mut n = 0;
+    for state in UNSETTLED {
+        n += app
+            .store
+            .databases_in_state(state)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.account_id == app.account.to_text())
+            .count();
+    }
+    n
+}
+
+const UNSETTLED: [DatabaseState; 3] = [
+    DatabaseState::Creating,
+    DatabaseState::Failed,
+    DatabaseState::Deleting,
+];
 
 /// The account's hepdb objects on the engines, by database name.
 async fn engine_objects(tag: &str) -> (HashSet<String>, HashSet<String>) {
@@ -179,12 +207,21 @@ async fn job_history(app: &TestApp, id: &str) {
     }
 }
 
+/// Every inconsistency found so far, for a failure message that repeats them last (CI shows
+/// a failure's tail).
+static COMPLAINTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn complaints() -> String {
+    COMPLAINTS.lock().unwrap().join("; ")
+}
+
 /// Compares API answers, metadata and engines; returns how many things disagree, and prints
 /// each.
 pub async fn inconsistencies(app: &TestApp, ledger: &Ledger) -> usize {
     let mut bad = 0;
     let mut complain = |what: String| {
         eprintln!("chaos: INCONSISTENT: {what}");
+        COMPLAINTS.lock().unwrap().push(what);
         bad += 1;
     };
     let l = ledger.inner.lock().unwrap().clone();
@@ -209,11 +246,7 @@ pub async fn inconsistencies(app: &TestApp, ledger: &Ledger) -> usize {
         ));
     }
     // Every row is settled: nothing stuck in creating, failed or deleting holds a slot.
-    for state in [
-        DatabaseState::Creating,
-        DatabaseState::Failed,
-        DatabaseState::Deleting,
-    ] {
+    for state in UNSETTLED {
         let stuck = app
             .store
             .databases_in_state(state)
