@@ -5,6 +5,7 @@
 mod metrics;
 mod propagation;
 mod readiness;
+mod span_metrics;
 mod traces;
 
 use hepdb_core::settings::{LogFormat, Settings, SettingsError, TelemetrySettings};
@@ -61,7 +62,8 @@ impl Drop for Telemetry {
 
 /// Installs the global subscriber: JSON or compact lines on stderr, filtered by
 /// `telemetry.log_filter` (an `EnvFilter` directive such as `info,hepdb_worker=debug`), plus
-/// export of every info-level span to `telemetry.otlp_endpoint` as `service` when it is set.
+/// export of every info-level span to `telemetry.otlp_endpoint` as `service` when it is set,
+/// and every info-level span's duration as a histogram on `/metrics`.
 /// The first call in a process wins; later ones (tests that build several apps) change
 /// nothing.
 pub fn init(settings: &TelemetrySettings, service: &'static str) -> Telemetry {
@@ -88,9 +90,12 @@ pub fn init(settings: &TelemetrySettings, service: &'static str) -> Telemetry {
             // Its own filter: quieter logs must not cut spans out of traces.
             .with_filter(LevelFilter::INFO)
     });
+    // Steps' durations as metrics whether or not traces are exported.
+    metrics();
     let installed = tracing_subscriber::registry()
         .with(logs)
         .with(spans)
+        .with(span_metrics::SpanMetrics.with_filter(LevelFilter::INFO))
         .try_init()
         .is_ok();
     if !installed {

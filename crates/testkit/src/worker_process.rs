@@ -123,6 +123,11 @@ impl WorkerProcess {
     }
 
     /// Waits until the worker's `/readyz` answers 200 (metadata and broker reachable).
+    /// Where its `/healthz`, `/readyz` and `/metrics` are.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
         let started = Instant::now();

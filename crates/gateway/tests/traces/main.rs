@@ -308,6 +308,32 @@ async fn one_create_is_one_trace_across_gateway_broker_and_worker() {
     .unwrap();
     assert_eq!(server.parent, caller_span);
 
+    // Each step's duration is also a histogram on both processes' /metrics, by span name
+    // (what `cargo xtask load` breaks a create down with).
+    for (url, span) in [
+        (format!("{}/metrics", app.metrics_address), "request"),
+        (
+            format!("{}/metrics", app.metrics_address),
+            "metadata.reserve_create",
+        ),
+        (
+            format!("http://127.0.0.1:{}/metrics", worker.admin_port()),
+            "engine",
+        ),
+        (
+            format!("http://127.0.0.1:{}/metrics", worker.admin_port()),
+            "metadata.claim_job",
+        ),
+    ] {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let want = format!("hepdb_span_duration_seconds_count{{span=\"{span}\"}}");
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix(want.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert!(count >= Some(1.0), "{url}: no {want}");
+    }
+
     // Nothing secret in any span of the run.
     let all = spans.lock().unwrap().clone();
     for secret in [&password, &new_password, &app.key] {
