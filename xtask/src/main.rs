@@ -380,6 +380,10 @@ fn load(args: &[String]) -> anyhow::Result<()> {
             "http://127.0.0.1:18181",
             "--metadata-url",
             metadata,
+            "--gateway-metrics",
+            "http://127.0.0.1:18184/metrics",
+            "--worker-metrics",
+            "http://127.0.0.1:18182/metrics",
         ])
         .args(args)
         .env("HEPDB_LOAD_KEY", &stack.key))

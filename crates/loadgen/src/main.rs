@@ -1,20 +1,27 @@
 //! `hepdb-load` (run through `cargo xtask load`): drives a running hepdb stack with one
-//! scenario, then measures a baseline in the same run with the same concurrency and count:
-//! the raw engine DDL for create and rotate, point selects on the metadata database (as
-//! `pgbench -S` does) for the read paths. Prints both, their ratios, the resident memory of the
-//! hepdb processes, and writes a self-contained HTML report.
+//! scenario, then measures baselines in the same run with the same concurrency and count:
+//! for create and rotate the raw engine DDL and the pipeline floor (the same durable steps,
+//! bare: [`floor`]), for the read paths point selects on the metadata database (as
+//! `pgbench -S` does). Prints them, their ratios, hepdb's time per step (from its span
+//! metrics: [`steps`]), the resident memory of the hepdb processes, and writes a
+//! self-contained HTML report.
 
+mod engine;
+mod floor;
 mod report;
 mod run;
+mod steps;
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use mysql_async::prelude::Queryable;
 use tokio::sync::Mutex;
 
-use crate::run::{Limit, Measured};
+use crate::{
+    engine::EngineWork,
+    run::{Limit, Measured},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -60,6 +67,14 @@ struct Args {
         default_value = "postgres://postgres:hepdb-dev-root@127.0.0.1:5433/postgres"
     )]
     postgres_root_url: String,
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// The gateway's and the worker's `/metrics`, for hepdb's time per step (from its span
+    /// metrics); leave out to skip the breakdown.
+    #[arg(long)]
+    gateway_metrics: Option<String>,
+    #[arg(long)]
+    worker_metrics: Option<String>,
     /// Where the HTML report goes.
     #[arg(long, default_value = "target/load")]
     report_dir: std::path::PathBuf,
@@ -175,167 +190,71 @@ async fn drive(args: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Measured
     .await)
 }
 
-/// The same amount of raw work, without hepdb.
+/// What the DDL baseline and the pipeline floor do on the engine, for a create or rotate run.
+fn engine_work(args: &Args, tag: &str) -> Option<EngineWork> {
+    let rotate = match args.scenario {
+        Scenario::Create => false,
+        Scenario::Rotate => true,
+        _ => return None,
+    };
+    let root = match args.engine {
+        Engine::Mariadb => &args.mariadb_root_url,
+        Engine::Postgres => &args.postgres_root_url,
+    };
+    Some(EngineWork::new(args.engine, rotate, root, tag))
+}
+
+/// The same amount of raw work, without hepdb: the engine DDL alone for a create or rotate,
+/// point selects on the metadata database for the read paths.
 async fn baseline(args: &Args, tag: &str) -> anyhow::Result<(String, Measured)> {
     let lim = limit(args);
-    match (args.scenario, args.engine) {
-        (Scenario::Create, Engine::Mariadb) | (Scenario::Rotate, Engine::Mariadb) => {
-            let conns = mariadb_conns(&args.mariadb_root_url, args.concurrency).await?;
-            let rotate = args.scenario == Scenario::Rotate;
-            if rotate {
-                for w in 0..args.concurrency {
-                    conns[w]
-                        .lock()
-                        .await
-                        .query_drop(format!("CREATE USER 'lb_{tag}_u{w}'@'%' IDENTIFIED BY 'x'"))
-                        .await?;
-                }
-            }
-            let tag2 = tag.to_owned();
-            let c2 = conns.clone();
-            let m = run::run(args.concurrency, lim, move |w, n| {
-                let (conns, tag) = (c2.clone(), tag2.clone());
-                async move {
-                    let mut c = conns[w].lock().await;
-                    let pw = format!("P{n:039}");
-                    let sql = if rotate {
-                        vec![format!(
-                            "ALTER USER 'lb_{tag}_u{w}'@'%' IDENTIFIED BY '{pw}'"
-                        )]
-                    } else {
-                        vec![
-                            format!("CREATE DATABASE `lb_{tag}_{n}`"),
-                            format!("CREATE USER 'lb_{tag}_{n}'@'%' IDENTIFIED BY '{pw}'"),
-                            format!(
-                                "GRANT ALL PRIVILEGES ON `lb\\_{tag}\\_{n}`.* TO 'lb_{tag}_{n}'@'%'"
-                            ),
-                        ]
-                    };
-                    for s in sql {
-                        c.query_drop(s).await.map_err(|e| e.to_string())?;
-                    }
-                    Ok(())
-                }
-            })
-            .await;
-            // Clean up what the baseline made.
-            let mut c = conns[0].lock().await;
-            let dbs: Vec<String> = c
-                .exec(
-                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
-                    (format!("lb\\_{tag}\\_%"),),
-                )
-                .await?;
-            for db in dbs {
-                c.query_drop(format!("DROP DATABASE `{db}`")).await?;
-            }
-            let users: Vec<String> = c
-                .exec(
-                    "SELECT User FROM mysql.user WHERE User LIKE ?",
-                    (format!("lb\\_{tag}\\_%"),),
-                )
-                .await?;
-            for u in users {
-                c.query_drop(format!("DROP USER '{u}'@'%'")).await?;
-            }
-            let what = if rotate {
-                "ALTER USER"
-            } else {
-                "CREATE DATABASE + CREATE USER + GRANT"
-            };
-            Ok((format!("raw MariaDB {what}"), m))
+    if let Some(work) = engine_work(args, tag) {
+        let mut sessions = vec![];
+        for lane in 0..args.concurrency {
+            let mut s = work.connect().await?;
+            work.prepare(&mut s, lane).await?;
+            sessions.push(Mutex::new(s));
         }
-        (Scenario::Create, Engine::Postgres) | (Scenario::Rotate, Engine::Postgres) => {
-            let rotate = args.scenario == Scenario::Rotate;
-            let conns = pg_conns(&args.postgres_root_url, args.concurrency).await?;
-            if rotate {
-                for (w, c) in conns.iter().enumerate() {
-                    c.lock()
-                        .await
-                        .batch_execute(&format!("CREATE ROLE lb_{tag}_u{w} LOGIN"))
-                        .await?;
-                }
+        let (work, sessions) = (Arc::new(work), Arc::new(sessions));
+        let (w, ss) = (work.clone(), sessions.clone());
+        let m = run::run(args.concurrency, lim, move |lane, n| {
+            let (work, sessions) = (w.clone(), ss.clone());
+            async move {
+                let mut s = sessions[lane].lock().await;
+                work.ddl(&mut s, lane, n).await.map(drop)
             }
-            let tag2 = tag.to_owned();
-            let c2 = conns.clone();
-            let m = run::run(args.concurrency, lim, move |w, n| {
-                let (conns, tag) = (c2.clone(), tag2.clone());
-                async move {
-                    let c = conns[w].lock().await;
-                    let sql = if rotate {
-                        format!("ALTER ROLE lb_{tag}_u{w} PASSWORD 'P{n:039}'")
-                    } else {
-                        format!("CREATE DATABASE lb_{tag}_{n}")
-                    };
-                    c.batch_execute(&sql).await.map_err(|e| e.to_string())
-                }
-            })
-            .await;
-            let c = conns[0].lock().await;
-            let pattern = format!("lb\\_{tag}\\_%");
-            // Databases first: a role cannot go while it owns one.
-            for (list, drop) in [
-                (
-                    "SELECT datname::text FROM pg_database WHERE datname LIKE $1",
-                    "DROP DATABASE",
-                ),
-                (
-                    "SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1",
-                    "DROP ROLE",
-                ),
-            ] {
-                for r in c.query(list, &[&pattern]).await? {
-                    c.batch_execute(&format!("{drop} {}", r.get::<_, String>(0)))
-                        .await?;
-                }
-            }
-            let what = if rotate {
-                "ALTER ROLE"
-            } else {
-                "CREATE DATABASE"
-            };
-            Ok((format!("raw PostgreSQL {what}"), m))
-        }
-        _ => {
-            let conns = pg_conns(&args.metadata_url, args.concurrency).await?;
-            let ids: Vec<String> = conns[0]
-                .lock()
-                .await
-                .query("SELECT id FROM accounts LIMIT 100", &[])
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            anyhow::ensure!(!ids.is_empty(), "the metadata database has no accounts");
-            let ids = Arc::new(ids);
-            let m = run::run(args.concurrency, lim, move |w, n| {
-                let (conns, ids) = (conns.clone(), ids.clone());
-                async move {
-                    let c = conns[w].lock().await;
-                    let id = &ids[n as usize % ids.len()];
-                    c.query_one("SELECT id, name FROM accounts WHERE id = $1", &[id])
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .await;
-            Ok(("metadata point selects (pgbench -S style)".into(), m))
-        }
+        })
+        .await;
+        work.clean(&mut *sessions[0].lock().await).await?;
+        return Ok((format!("raw {}", work.describe()), m));
     }
+    let conns = pg_conns(&args.metadata_url, args.concurrency).await?;
+    let ids: Vec<String> = conns[0]
+        .lock()
+        .await
+        .query("SELECT id FROM accounts LIMIT 100", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    anyhow::ensure!(!ids.is_empty(), "the metadata database has no accounts");
+    let ids = Arc::new(ids);
+    let m = run::run(args.concurrency, lim, move |w, n| {
+        let (conns, ids) = (conns.clone(), ids.clone());
+        async move {
+            let c = conns[w].lock().await;
+            let id = &ids[n as usize % ids.len()];
+            c.query_one("SELECT id, name FROM accounts WHERE id = $1", &[id])
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    Ok(("metadata point selects (pgbench -S style)".into(), m))
 }
 
 type Shared<T> = Arc<Vec<Mutex<T>>>;
-
-async fn mariadb_conns(url: &str, n: usize) -> anyhow::Result<Shared<mysql_async::Conn>> {
-    let opts =
-        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(url)?).prefer_socket(false);
-    let mut v = vec![];
-    for _ in 0..n {
-        v.push(Mutex::new(mysql_async::Conn::new(opts.clone()).await?));
-    }
-    Ok(Arc::new(v))
-}
 
 async fn pg_conns(url: &str, n: usize) -> anyhow::Result<Shared<tokio_postgres::Client>> {
     let mut v = vec![];
@@ -347,19 +266,54 @@ async fn pg_conns(url: &str, n: usize) -> anyhow::Result<Shared<tokio_postgres::
     Ok(Arc::new(v))
 }
 
+fn ratio_line(label: &str, hepdb: &Measured, base: &Measured) -> String {
+    format!(
+        "ratio hepdb/{label}: throughput {:.2}, p50 {:.2} (+{:.2} ms), p99 {:.2}",
+        hepdb.rps() / base.rps().max(1e-9),
+        hepdb.quantile_ms(0.5) / base.quantile_ms(0.5).max(1e-9),
+        hepdb.quantile_ms(0.5) - base.quantile_ms(0.5),
+        hepdb.quantile_ms(0.99) / base.quantile_ms(0.99).max(1e-9),
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tag = run_tag();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
     let api = Arc::new(Api {
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(args.concurrency)
-            .build()?,
+        client: client.clone(),
         base: args.url.trim_end_matches('/').to_owned(),
         auth: format!("Bearer {}", args.key),
     });
+    let metrics: Vec<(&str, String)> = [
+        ("gateway", &args.gateway_metrics),
+        ("worker", &args.worker_metrics),
+    ]
+    .into_iter()
+    .filter_map(|(p, url)| Some((p, url.clone()?)))
+    .collect();
+    let before = steps::scrape(&client, &metrics).await;
     let hepdb = drive(&args, api, &tag).await.context("the hepdb run")?;
+    let after = steps::scrape(&client, &metrics).await;
     let (baseline_label, base) = baseline(&args, &tag).await.context("the baseline run")?;
+    let floor = match engine_work(&args, &format!("{tag}f")) {
+        Some(work) => Some(
+            floor::run(
+                Arc::new(work),
+                &args.metadata_url,
+                &args.amqp_url,
+                args.concurrency,
+                limit(&args),
+                &tag,
+            )
+            .await
+            .context("the pipeline floor run")?,
+        ),
+        None => None,
+    };
     let title = format!(
         "hepdb load: {:?} on {:?}, concurrency {}",
         args.scenario, args.engine, args.concurrency
@@ -368,17 +322,48 @@ async fn main() -> anyhow::Result<()> {
         title.clone(),
         report::line("hepdb", &hepdb),
         report::line("baseline", &base),
-        format!("baseline = {baseline_label}"),
-        format!(
-            "ratio hepdb/baseline: throughput {:.2}, p50 {:.2} (+{:.2} ms), p99 {:.2}",
-            hepdb.rps() / base.rps().max(1e-9),
-            hepdb.quantile_ms(0.5) / base.quantile_ms(0.5).max(1e-9),
-            hepdb.quantile_ms(0.5) - base.quantile_ms(0.5),
-            hepdb.quantile_ms(0.99) / base.quantile_ms(0.99).max(1e-9),
-        ),
     ];
+    if let Some((f, _)) = &floor {
+        summary.push(report::line("floor", f));
+    }
+    summary.push(format!("baseline = {baseline_label}"));
+    if floor.is_some() {
+        summary.push(
+            "floor = the bare pipeline: intent commit, persistent confirmed publish, a bare \
+             consumer's DDL, login check, result commit, ack and reply"
+                .into(),
+        );
+    }
+    summary.push(ratio_line("baseline", &hepdb, &base));
+    if let Some((f, _)) = &floor {
+        summary.push(ratio_line("floor", &hepdb, f));
+    }
     if !hepdb.errors.is_empty() {
         summary.push(format!("hepdb errors: {:?}", hepdb.errors));
+    }
+    let hepdb_steps = steps::between(&before, &after, hepdb.ok());
+    if let Some((f, times)) = &floor {
+        summary.push("mean ms per operation by step: floor, then hepdb (from its spans)".into());
+        for (step, ms) in times.per_op_ms(f.ok()) {
+            summary.push(format!("  floor  {step:<34} {ms:>8.2}"));
+        }
+        if !hepdb_steps.is_empty() {
+            for (step, ms) in steps::aligned(&hepdb_steps) {
+                summary.push(format!("  hepdb  {step:<34} {ms:>8.2}"));
+            }
+        }
+    }
+    if !hepdb_steps.is_empty() {
+        summary.push(
+            "hepdb, mean ms per operation by span (spans nest: a parent includes its children):"
+                .into(),
+        );
+        for s in &hepdb_steps {
+            summary.push(format!(
+                "  {:<8} {:<36} {:>8.2}  ({:.2} per operation)",
+                s.process, s.span, s.ms_per_op, s.per_op
+            ));
+        }
     }
     for name in ["hepdb-gateway", "hepdb-worker"] {
         for (pid, kb) in report::rss_kb(name) {
@@ -400,10 +385,11 @@ async fn main() -> anyhow::Result<()> {
         format!("{:?}", args.scenario).to_lowercase(),
         tag
     ));
-    std::fs::write(
-        &file,
-        report::html(&title, &summary, &[("hepdb", &hepdb), ("baseline", &base)]),
-    )?;
+    let mut runs = vec![("hepdb", &hepdb), ("baseline", &base)];
+    if let Some((f, _)) = &floor {
+        runs.push(("floor", f));
+    }
+    std::fs::write(&file, report::html(&title, &summary, &runs))?;
     #[allow(clippy::print_stdout)]
     {
         println!("report: {}", file.display());
