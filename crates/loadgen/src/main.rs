@@ -10,6 +10,7 @@ mod engine;
 mod floor;
 mod report;
 mod run;
+mod scale;
 mod steps;
 
 use std::{sync::Arc, time::Duration};
@@ -75,6 +76,10 @@ struct Args {
     gateway_metrics: Option<String>,
     #[arg(long)]
     worker_metrics: Option<String>,
+    /// Also run the scenario again after writing this many more databases (ten per account)
+    /// into metadata, and print both side by side with the hot queries' plans at that scale.
+    #[arg(long, default_value_t = 0)]
+    scale: u64,
     /// Where the HTML report goes.
     #[arg(long, default_value = "target/load")]
     report_dir: std::path::PathBuf,
@@ -296,8 +301,22 @@ async fn main() -> anyhow::Result<()> {
     .filter_map(|(p, url)| Some((p, url.clone()?)))
     .collect();
     let before = steps::scrape(&client, &metrics).await;
-    let hepdb = drive(&args, api, &tag).await.context("the hepdb run")?;
+    let hepdb = drive(&args, api.clone(), &tag)
+        .await
+        .context("the hepdb run")?;
     let after = steps::scrape(&client, &metrics).await;
+    let at_scale = if args.scale > 0 {
+        let took = scale::seed(&args.metadata_url, args.scale)
+            .await
+            .context("seeding metadata")?;
+        let again = drive(&args, api, &format!("{tag}s"))
+            .await
+            .context("the hepdb run at scale")?;
+        let plans = scale::explain(&args.metadata_url).await?;
+        Some((took, again, plans))
+    } else {
+        None
+    };
     let (baseline_label, base) = baseline(&args, &tag).await.context("the baseline run")?;
     let floor = match engine_work(&args, &format!("{tag}f")) {
         Some(work) => Some(
@@ -340,6 +359,28 @@ async fn main() -> anyhow::Result<()> {
     }
     if !hepdb.errors.is_empty() {
         summary.push(format!("hepdb errors: {:?}", hepdb.errors));
+    }
+    if let Some((took, again, plans)) = &at_scale {
+        summary.push(format!(
+            "at scale: {} more databases over {} accounts written into metadata and analyzed in {:.0} s",
+            args.scale,
+            args.scale / 10,
+            took.as_secs_f64()
+        ));
+        summary.push(report::line("at scale", again));
+        summary.push(format!(
+            "ratio at scale/as before: throughput {:.2}, p50 {:.2}, p99 {:.2}",
+            again.rps() / hepdb.rps().max(1e-9),
+            again.quantile_ms(0.5) / hepdb.quantile_ms(0.5).max(1e-9),
+            again.quantile_ms(0.99) / hepdb.quantile_ms(0.99).max(1e-9),
+        ));
+        if !again.errors.is_empty() {
+            summary.push(format!("errors at scale: {:?}", again.errors));
+        }
+        for (name, plan) in plans {
+            summary.push(format!("EXPLAIN ANALYZE at scale: {name}"));
+            summary.extend(plan.iter().map(|l| format!("  {l}")));
+        }
     }
     let hepdb_steps = steps::between(&before, &after, hepdb.ok());
     if let Some((f, times)) = &floor {
@@ -388,6 +429,9 @@ async fn main() -> anyhow::Result<()> {
     let mut runs = vec![("hepdb", &hepdb), ("baseline", &base)];
     if let Some((f, _)) = &floor {
         runs.push(("floor", f));
+    }
+    if let Some((_, again, _)) = &at_scale {
+        runs.push(("at scale", again));
     }
     std::fs::write(&file, report::html(&title, &summary, &runs))?;
     #[allow(clippy::print_stdout)]
