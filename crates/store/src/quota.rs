@@ -34,9 +34,27 @@ pub struct Transition {
 pub struct SizeRecord {
     /// Databases whose size was stored.
     pub measured: usize,
-    /// Quota-managed databases of the host that it did not measure, with the passes in a row
-    /// they have gone without a size.
+    /// Visible databases of the host that it did not measure, with the passes in a row they
+    /// have gone without a size: the longest-unmeasured, up to [`UNMEASURED_SAMPLE`].
     pub unmeasured: Vec<Unmeasured>,
+    /// How many it did not measure in all.
+    pub unmeasured_total: usize,
+}
+
+/// Unmeasured databases named per host and pass (the rest are counted): a host that lost
+/// all of its databases must not fill the worker's memory or a log line with their names.
+pub const UNMEASURED_SAMPLE: i64 = 100;
+
+#[derive(QueryableByName)]
+struct UnmeasuredRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    db_name: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    unmeasured_passes: i32,
+    #[diesel(sql_type = BigInt)]
+    total: i64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -92,33 +110,39 @@ impl Store {
                 .bind::<Text, _>(host)
                 .execute(c)
                 .await?;
-                let unmeasured: Vec<Unmeasured> = diesel::update(
-                    databases::table
-                        .filter(databases::host.eq(host))
-                        .filter(
-                            databases::state
-                                .eq_any(DatabaseState::texts(DatabaseState::is_visible)),
-                        )
-                        .filter(databases::db_name.ne_all(&names)),
+                // An anti-join against the measured names (hashed), not `<> ALL` (which
+                // compares every row with every name). Every unmeasured row is counted; the
+                // longest-unmeasured are returned, up to a sample.
+                let unmeasured: Vec<UnmeasuredRow> = diesel::sql_query(
+                    "WITH u AS ( \
+                       UPDATE databases d SET unmeasured_passes = d.unmeasured_passes + 1 \
+                       WHERE d.host = $1 AND d.state = ANY($2) \
+                         AND NOT EXISTS (SELECT 1 FROM unnest($3::text[]) AS m(name) \
+                                         WHERE m.name = d.db_name) \
+                       RETURNING d.id, d.db_name, d.unmeasured_passes) \
+                     SELECT id, db_name, unmeasured_passes, count(*) OVER () AS total FROM u \
+                     ORDER BY unmeasured_passes DESC, db_name LIMIT $4",
                 )
-                .set(databases::unmeasured_passes.eq(databases::unmeasured_passes + 1))
-                .returning((
-                    databases::id,
-                    databases::db_name,
-                    databases::unmeasured_passes,
-                ))
-                .get_results::<(String, String, i32)>(c)
-                .await?
-                .into_iter()
-                .map(|(id, db_name, passes)| Unmeasured {
-                    database: id,
-                    db_name,
-                    passes,
-                })
-                .collect();
+                .bind::<Text, _>(host)
+                .bind::<Array<Text>, _>(DatabaseState::texts(DatabaseState::is_visible))
+                .bind::<Array<Text>, _>(&names)
+                .bind::<BigInt, _>(UNMEASURED_SAMPLE)
+                .get_results(c)
+                .await?;
+                let unmeasured_total =
+                    <[UnmeasuredRow]>::first(&unmeasured).map_or(0, |u| u.total as usize);
+                let unmeasured = unmeasured
+                    .into_iter()
+                    .map(|u| Unmeasured {
+                        database: u.id,
+                        db_name: u.db_name,
+                        passes: u.unmeasured_passes,
+                    })
+                    .collect();
                 Ok::<_, diesel::result::Error>(SizeRecord {
                     measured,
                     unmeasured,
+                    unmeasured_total,
                 })
             })
             .await?)
@@ -136,73 +160,61 @@ impl Store {
         let max_unmeasured = i32::try_from(max_unmeasured).unwrap_or(i32::MAX);
         let mut conn = self.conn().await?;
         let only = account.map(|a| a.to_text());
+        let visible = DatabaseState::texts(DatabaseState::is_visible);
         conn.transaction(async |c| {
-            let mut q = databases::table
-                .inner_join(accounts::table)
-                .filter(accounts::suspended.eq(false))
-                .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::is_visible)))
-                .select((
-                    databases::id,
-                    databases::account_id,
-                    databases::state,
-                    databases::size_bytes,
-                    accounts::storage_mb,
-                    databases::unmeasured_passes,
-                ))
-                .into_boxed();
-            if let Some(a) = &only {
-                q = q.filter(databases::account_id.eq(a));
-            }
-            let rows: Vec<(String, String, String, i64, i64, i32)> = q.load(c).await?;
-            let mut totals = std::collections::HashMap::<&str, (i64, i64)>::new();
-            for (_, account, _, size, quota_mb, unmeasured) in &rows {
-                let t = totals
-                    .entry(account)
-                    .or_insert((0, quota_mb.saturating_mul(MB)));
-                // A size that cannot be read for too long cannot be used to hide one.
-                let size = if *unmeasured >= max_unmeasured {
-                    i64::MAX
-                } else {
-                    *size
-                };
-                t.0 = t.0.saturating_add(size);
-            }
-            let mut changes = Vec::new();
-            for (id, account, state, ..) in &rows {
-                let (used, quota) = totals[account.as_str()];
-                let to = if used > quota {
-                    DatabaseState::OverQuota
-                } else {
-                    DatabaseState::Active
-                };
-                let from: DatabaseState = state
+            // Totals per account and the moves they call for, in the server: the worker never
+            // holds more than the databases that change, however many metadata has. Sums
+            // saturate at i64::MAX as the quota does; a size unread for too long counts as
+            // that much (it cannot be used to hide one).
+            let moved: Vec<Moved> = diesel::sql_query(
+                "WITH totals AS ( \
+                   SELECT d.account_id, \
+                     least(sum(CASE WHEN d.unmeasured_passes >= $1 \
+                                    THEN 9223372036854775807::numeric \
+                                    ELSE d.size_bytes::numeric END), \
+                           9223372036854775807::numeric) AS used, \
+                     least(max(a.storage_mb)::numeric * 1048576, \
+                           9223372036854775807::numeric) AS quota \
+                   FROM databases d JOIN accounts a ON a.id = d.account_id \
+                   WHERE NOT a.suspended AND d.state = ANY($2) \
+                     AND ($3::text IS NULL OR d.account_id = $3) \
+                   GROUP BY d.account_id) \
+                 UPDATE databases d \
+                 SET state = CASE WHEN t.used > t.quota THEN 'over_quota' ELSE 'active' END \
+                 FROM totals t \
+                 WHERE d.account_id = t.account_id \
+                   AND d.state IN ('active', 'over_quota') \
+                   AND d.state <> CASE WHEN t.used > t.quota THEN 'over_quota' ELSE 'active' END \
+                 RETURNING d.id, d.account_id, d.state",
+            )
+            .bind::<diesel::sql_types::Integer, _>(max_unmeasured)
+            .bind::<Array<Text>, _>(&visible)
+            .bind::<diesel::sql_types::Nullable<Text>, _>(only.as_deref())
+            .get_results(c)
+            .await?;
+            let ids: Vec<String> = moved.iter().map(|m| m.id.clone()).collect();
+            let jobs = insert_access_jobs(c, &ids).await?;
+            let mut out = Vec::with_capacity(moved.len());
+            for (m, (job, database)) in moved.into_iter().zip(jobs) {
+                let to: DatabaseState = m
+                    .state
                     .parse()
                     .map_err(|_| diesel::result::Error::DeserializationError("bad state".into()))?;
-                if from.is_quota_managed() && from != to {
-                    let n = diesel::update(
-                        databases::table.find(id).filter(databases::state.eq(state)),
-                    )
-                    .set(databases::state.eq(to.as_str()))
-                    .execute(c)
-                    .await?;
-                    if n == 1 {
-                        changes.push((id.clone(), account.clone(), from, to));
-                    }
-                }
-            }
-            let ids: Vec<String> = changes.iter().map(|c| c.0.clone()).collect();
-            let jobs = insert_access_jobs(c, &ids).await?;
-            Ok(changes
-                .into_iter()
-                .zip(jobs)
-                .map(|((_, account, from, to), (job, database))| Transition {
+                // Only two states move, so the one it left is the other.
+                let from = if to == DatabaseState::OverQuota {
+                    DatabaseState::Active
+                } else {
+                    DatabaseState::OverQuota
+                };
+                out.push(Transition {
                     database,
-                    account,
+                    account: m.account_id,
                     from,
                     to,
                     job,
-                })
-                .collect())
+                });
+            }
+            Ok(out)
         })
         .await
     }
@@ -298,6 +310,17 @@ impl Store {
         let conn = self.conn().await?;
         Ok(used_bytes(&conn, &account.to_text()).await?)
     }
+}
+
+/// A database the quota watcher moved, with the state it moved to.
+#[derive(QueryableByName)]
+struct Moved {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    account_id: String,
+    #[diesel(sql_type = Text)]
+    state: String,
 }
 
 #[derive(QueryableByName)]

@@ -19,7 +19,10 @@ pub struct QuotaReport {
     pub measured: Vec<Measured>,
     pub unreachable_hosts: Vec<String>,
     /// Databases their (reachable) host did not measure this pass; each keeps its last size.
+    /// The longest-unmeasured of each host, up to `hepdb_store::quota::UNMEASURED_SAMPLE`.
     pub unmeasured: Vec<hepdb_store::quota::Unmeasured>,
+    /// How many were not measured in all.
+    pub unmeasured_total: usize,
     pub changes: Vec<Change>,
 }
 
@@ -56,6 +59,7 @@ pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaR
                     bytes: sizes.iter().map(|(_, b)| b).sum(),
                 });
                 report.unmeasured.extend(record.unmeasured);
+                report.unmeasured_total += record.unmeasured_total;
             }
             Err(error) => {
                 tracing::warn!(%error, host, "quota watcher cannot measure the host");
@@ -71,8 +75,8 @@ pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaR
             .collect();
         tracing::warn!(
             alert = true,
-            count = names.len(),
-            databases = ?names,
+            count = report.unmeasured_total,
+            longest_unmeasured = ?names,
             max_passes = ctx.max_unmeasured_passes,
             "quota watcher could not measure some databases; they keep their last size, and \
              count as over quota after max_unmeasured_passes passes in a row"

@@ -380,6 +380,7 @@ async fn a_database_that_cannot_be_measured_does_not_stop_the_others_and_cannot_
             .map(|u| (&u.db_name, u.passes))
             .collect();
         assert_eq!(unmeasured, [(hidden, pass as i32)], "pass {pass}");
+        assert_eq!(report.unmeasured_total, 1);
         assert!(
             report
                 .measured
@@ -404,4 +405,53 @@ async fn a_database_that_cannot_be_measured_does_not_stop_the_others_and_cannot_
     for (id, _) in &made {
         assert_eq!(status_of(&app, &auth, id).await, "active");
     }
+}
+
+/// A host that lost many databases at once (a restore of an older backup, a wrong server
+/// behind its address): every one is counted and moved, but the pass names only a sample, so
+/// neither the worker's memory nor one log line grows with them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_missing_many_databases_is_counted_and_named_by_a_sample() {
+    let app = spawn_app_with(
+        Options {
+            slots: Some(1000),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let (s, b) = app.create(json!({"name": "real"})).await;
+    assert_eq!(s, 201, "{b}");
+    let real = data(&b)["id"].as_str().unwrap().to_owned();
+    let missing = 2 * hepdb_store::quota::UNMEASURED_SAMPLE as usize;
+    let rows = app
+        .metadata_sql(&format!(
+            "INSERT INTO databases (id, account_id, name, engine, seq, db_name, db_user, \
+             password_sealed, state, host) \
+             SELECT '0D' || lpad(i::text, 24, '0'), '{}', 'gone-' || i, 'mariadb', 1000 + i, \
+                    'um_gone_' || i, 'dum_gone_' || i, '\\x00'::bytea, 'active', 'mariadb' \
+             FROM generate_series(1, {missing}) i",
+            app.account.to_text()
+        ))
+        .await;
+    assert_eq!(rows, missing);
+    let worker = app.worker.as_ref().unwrap();
+    let max = app.settings.quota.max_unmeasured_passes;
+    for pass in 1..max {
+        let report = worker.quota_pass(None).await.unwrap();
+        assert!(report.changes.is_empty(), "pass {pass}");
+        assert_eq!(report.unmeasured_total, missing, "pass {pass}");
+        assert_eq!(
+            report.unmeasured.len(),
+            hepdb_store::quota::UNMEASURED_SAMPLE as usize
+        );
+        assert!(report.unmeasured.iter().all(|u| u.passes == pass as i32));
+    }
+    // At the limit the account counts as over quota: all its databases move, the real one
+    // included, each with its access job.
+    let report = worker.quota_pass(None).await.unwrap();
+    assert_eq!(report.unmeasured_total, missing);
+    assert_eq!(report.changes.len(), missing + 1);
+    assert!(report.changes.iter().any(|c| c.database == real));
+    assert_eq!(data(&app.reveal(&real).await.1)["status"], "over_quota");
 }
