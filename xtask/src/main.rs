@@ -22,12 +22,20 @@ use clap::{Parser, Subcommand};
 
 mod cleanup;
 mod fuzz;
+mod scale_bench;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchPart {
+    Quota,
+    Scale,
+    Soak,
 }
 
 #[derive(Subcommand)]
@@ -53,8 +61,10 @@ enum Task {
     Test,
     /// The fault-injection scenarios (workers killed, broker restarted, races), with counts.
     Chaos,
-    /// Benchmarks, each against a baseline measured in the same run.
-    Bench,
+    /// Benchmarks, each against a baseline measured in the same run: `quota` (one watcher pass
+    /// over 10,000 real databases), `scale` (the background passes over 1,000,000 databases in
+    /// metadata: time and peak memory), `soak` (a million requests); all of them by default.
+    Bench { only: Option<BenchPart> },
     /// Load test: starts its own stack (release build, metadata database `hepdb_load`), then
     /// runs `hepdb-load` with the given arguments, e.g.
     /// `cargo xtask load -- --scenario reveal --concurrency 64 --duration 10`.
@@ -93,31 +103,54 @@ fn main() -> anyhow::Result<()> {
         Task::Chaos => chaos(),
         Task::Fuzz => fuzz::fuzz(),
         Task::Load { args } => load(&args),
-        Task::Bench => {
+        Task::Bench { only } => {
             services()?;
-            run(cargo().args([
-                "test",
-                "-p",
-                "hepdb-worker",
-                "--test",
-                "bench_quota",
-                "--",
-                "--ignored",
-                "--nocapture",
-            ]))?;
-            // Release: the soak sends a million requests.
-            run(cargo().args([
-                "test",
-                "--release",
-                "-p",
-                "hepdb-gateway",
-                "--test",
-                "api",
-                "soak::",
-                "--",
-                "--ignored",
-                "--nocapture",
-            ]))
+            let part = |p: BenchPart| only.is_none_or(|o| o == p);
+            if part(BenchPart::Quota) {
+                run(cargo().args([
+                    "test",
+                    "-p",
+                    "hepdb-worker",
+                    "--test",
+                    "bench_quota",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                ]))?;
+            }
+            if part(BenchPart::Scale) {
+                // The background passes at a platform's scale, as the release binaries run
+                // them.
+                run(cargo().args([
+                    "build",
+                    "--release",
+                    "--bin",
+                    "hepdb-admin",
+                    "--bin",
+                    "hepdb-load",
+                ]))?;
+                let scale = std::env::var("HEPDB_BENCH_SCALE")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1_000_000);
+                scale_bench::passes_at_scale(&target_dir().join("release"), scale)?;
+            }
+            if part(BenchPart::Soak) {
+                // Release: the soak sends a million requests.
+                run(cargo().args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "hepdb-gateway",
+                    "--test",
+                    "api",
+                    "soak::",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                ]))?;
+            }
+            Ok(())
         }
         Task::Ci => {
             run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -158,6 +191,13 @@ fn root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
+}
+
+/// Where cargo puts what it builds.
+fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"))
 }
 
 fn cargo() -> Command {
@@ -286,10 +326,7 @@ fn start_stack(
         build.args(["--bin", bin]);
     }
     run(&mut build)?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"))
-        .join(if release { "release" } else { "debug" });
+    let target = target_dir().join(if release { "release" } else { "debug" });
     let hepdb = |name: &str| {
         let mut c = Command::new(target.join(name));
         // Every xtask stack runs on the development master key.
@@ -370,23 +407,22 @@ fn load(args: &[String]) -> anyhow::Result<()> {
         ("HEPDB__RATE_LIMIT__ENABLED", "false"),
     ]);
     let stack = start_stack(true, &env, &ROOT_URLS[..2], "1000000", "100000000")?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"));
-    run(Command::new(target.join("release").join("hepdb-load"))
-        .current_dir(root())
-        .args([
-            "--url",
-            "http://127.0.0.1:18181",
-            "--metadata-url",
-            metadata,
-            "--gateway-metrics",
-            "http://127.0.0.1:18184/metrics",
-            "--worker-metrics",
-            "http://127.0.0.1:18182/metrics",
-        ])
-        .args(args)
-        .env("HEPDB_LOAD_KEY", &stack.key))
+    run(
+        Command::new(target_dir().join("release").join("hepdb-load"))
+            .current_dir(root())
+            .args([
+                "--url",
+                "http://127.0.0.1:18181",
+                "--metadata-url",
+                metadata,
+                "--gateway-metrics",
+                "http://127.0.0.1:18184/metrics",
+                "--worker-metrics",
+                "http://127.0.0.1:18182/metrics",
+            ])
+            .args(args)
+            .env("HEPDB_LOAD_KEY", &stack.key),
+    )
 }
 
 fn dev(root_urls: &[(&str, &str)]) -> anyhow::Result<()> {

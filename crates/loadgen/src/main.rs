@@ -42,8 +42,8 @@ enum Engine {
 #[derive(Parser, Debug)]
 #[command(name = "hepdb-load", about = "Load-test a running hepdb stack")]
 struct Args {
-    #[arg(long, value_enum)]
-    scenario: Scenario,
+    #[arg(long, value_enum, required_unless_present = "seed_only")]
+    scenario: Option<Scenario>,
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// Seconds to run (ignored with --count).
@@ -57,8 +57,8 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
     /// An API key of an account with enough slots (`cargo xtask load` mints one).
-    #[arg(long, env = "HEPDB_LOAD_KEY")]
-    key: String,
+    #[arg(long, env = "HEPDB_LOAD_KEY", required_unless_present = "seed_only")]
+    key: Option<String>,
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/hepdb")]
     metadata_url: String,
     #[arg(long, default_value = "mysql://root@127.0.0.1:3306")]
@@ -80,9 +80,20 @@ struct Args {
     /// into metadata, and print both side by side with the hot queries' plans at that scale.
     #[arg(long, default_value_t = 0)]
     scale: u64,
+    /// With --scale: only write the databases (on --seed-host), run nothing.
+    #[arg(long)]
+    seed_only: bool,
+    #[arg(long, default_value = "mariadb")]
+    seed_host: String,
     /// Where the HTML report goes.
     #[arg(long, default_value = "target/load")]
     report_dir: std::path::PathBuf,
+}
+
+impl Args {
+    fn scenario(&self) -> Scenario {
+        self.scenario.unwrap_or(Scenario::List)
+    }
 }
 
 /// A unique tag for the names this run creates.
@@ -151,7 +162,7 @@ async fn drive(args: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Measured
     // Databases to read and rotate: one per task, so rotates of different tasks do not queue
     // on one database's lock.
     let mut ids = vec![];
-    if args.scenario != Scenario::Create && args.scenario != Scenario::List {
+    if args.scenario() != Scenario::Create && args.scenario() != Scenario::List {
         for i in 0..args.concurrency {
             let id = api
                 .create(&format!("load-{tag}-seed-{i}"), args.engine)
@@ -161,7 +172,7 @@ async fn drive(args: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Measured
         }
     }
     let ids = Arc::new(ids);
-    let (scenario, engine, tag) = (args.scenario, args.engine, tag.to_owned());
+    let (scenario, engine, tag) = (args.scenario(), args.engine, tag.to_owned());
     Ok(run::run(args.concurrency, limit(args), move |worker, n| {
         let (api, ids, tag) = (api.clone(), ids.clone(), tag.clone());
         async move {
@@ -197,7 +208,7 @@ async fn drive(args: &Args, api: Arc<Api>, tag: &str) -> anyhow::Result<Measured
 
 /// What the DDL baseline and the pipeline floor do on the engine, for a create or rotate run.
 fn engine_work(args: &Args, tag: &str) -> Option<EngineWork> {
-    let rotate = match args.scenario {
+    let rotate = match args.scenario() {
         Scenario::Create => false,
         Scenario::Rotate => true,
         _ => return None,
@@ -284,6 +295,19 @@ fn ratio_line(label: &str, hepdb: &Measured, base: &Measured) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.seed_only {
+        let took = scale::seed(&args.metadata_url, args.scale, &args.seed_host).await?;
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "seeded {} databases on {} in {:.0} s",
+                args.scale,
+                args.seed_host,
+                took.as_secs_f64()
+            );
+        }
+        return Ok(());
+    }
     let tag = run_tag();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
@@ -291,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
     let api = Arc::new(Api {
         client: client.clone(),
         base: args.url.trim_end_matches('/').to_owned(),
-        auth: format!("Bearer {}", args.key),
+        auth: format!("Bearer {}", args.key.as_deref().unwrap_or_default()),
     });
     let metrics: Vec<(&str, String)> = [
         ("gateway", &args.gateway_metrics),
@@ -306,7 +330,7 @@ async fn main() -> anyhow::Result<()> {
         .context("the hepdb run")?;
     let after = steps::scrape(&client, &metrics).await;
     let at_scale = if args.scale > 0 {
-        let took = scale::seed(&args.metadata_url, args.scale)
+        let took = scale::seed(&args.metadata_url, args.scale, &args.seed_host)
             .await
             .context("seeding metadata")?;
         let again = drive(&args, api, &format!("{tag}s"))
@@ -335,7 +359,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let title = format!(
         "hepdb load: {:?} on {:?}, concurrency {}",
-        args.scenario, args.engine, args.concurrency
+        args.scenario(),
+        args.engine,
+        args.concurrency
     );
     let mut summary = vec![
         title.clone(),
@@ -423,7 +449,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.report_dir)?;
     let file = args.report_dir.join(format!(
         "{}-{}.html",
-        format!("{:?}", args.scenario).to_lowercase(),
+        format!("{:?}", args.scenario()).to_lowercase(),
         tag
     ));
     let mut runs = vec![("hepdb", &hepdb), ("baseline", &base)];

@@ -19,21 +19,26 @@ INSERT INTO databases (id, account_id, name, engine, seq, db_name, db_user, pass
                        state, host, size_bytes)
 SELECT '0D' || lpad((a * 10 + s)::text, 24, '0'), '0A' || lpad(a::text, 24, '0'), 'db-' || s,
        'mariadb', s, 'um_f' || lpad(to_hex(a), 9, '0') || '_' || s,
-       'dum_f' || lpad(to_hex(a), 9, '0') || '_' || s, '\\x00'::bytea, 'active', 'mariadb',
+       'dum_f' || lpad(to_hex(a), 9, '0') || '_' || s, '\\x00'::bytea, 'active', $2,
        1048576
 FROM generate_series(1, $1::bigint) a, generate_series(1, 10) s;
 ";
 
-/// Writes `databases` more databases (ten per account) into the metadata database, then
-/// `VACUUM ANALYZE`s it as autovacuum eventually would. Answers how long it took.
-pub async fn seed(metadata_url: &str, databases: u64) -> anyhow::Result<Duration> {
+/// Writes `databases` more databases (ten per account) on `host` into the metadata database,
+/// then `VACUUM ANALYZE`s it as autovacuum eventually would. Answers how long it took.
+pub async fn seed(metadata_url: &str, databases: u64, host: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let (client, conn) = tokio_postgres::connect(metadata_url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     let accounts = (databases / 10).max(1);
-    // One statement at a time ($1 cannot be bound in a multi-statement batch).
+    // One statement at a time (parameters cannot be bound in a multi-statement batch).
     for sql in SEED.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
-        client.execute(sql, &[&(accounts as i64)]).await?;
+        let accounts = accounts as i64;
+        if sql.contains("$2") {
+            client.execute(sql, &[&accounts, &host]).await?;
+        } else {
+            client.execute(sql, &[&accounts]).await?;
+        }
     }
     client.batch_execute("VACUUM ANALYZE").await?;
     Ok(started.elapsed())
