@@ -80,6 +80,9 @@ struct Args {
     /// into metadata, and print both side by side with the hot queries' plans at that scale.
     #[arg(long, default_value_t = 0)]
     scale: u64,
+    /// With --scale: also this many finished jobs and this many audit entries.
+    #[arg(long, default_value_t = 0)]
+    history: u64,
     /// With --scale: only write the databases (on --seed-host), run nothing.
     #[arg(long)]
     seed_only: bool,
@@ -330,9 +333,14 @@ async fn main() -> anyhow::Result<()> {
         .context("the hepdb run")?;
     let after = steps::scrape(&client, &metrics).await;
     let at_scale = if args.scale > 0 {
-        let took = scale::seed(&args.metadata_url, args.scale, &args.seed_host)
+        let mut took = scale::seed(&args.metadata_url, args.scale, &args.seed_host)
             .await
             .context("seeding metadata")?;
+        if args.history > 0 {
+            took += scale::seed_history(&args.metadata_url, args.scale, args.history)
+                .await
+                .context("seeding jobs and audit entries")?;
+        }
         let again = drive(&args, api, &format!("{tag}s"))
             .await
             .context("the hepdb run at scale")?;
@@ -388,9 +396,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some((took, again, plans)) = &at_scale {
         summary.push(format!(
-            "at scale: {} more databases over {} accounts written into metadata and analyzed in {:.0} s",
+            "at scale: {} more databases over {} accounts, {} finished jobs and {} audit entries \
+             written into metadata and analyzed in {:.0} s",
             args.scale,
             args.scale / 10,
+            args.history,
+            args.history,
             took.as_secs_f64()
         ));
         summary.push(report::line("at scale", again));

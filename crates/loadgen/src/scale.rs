@@ -24,6 +24,45 @@ SELECT '0D' || lpad((a * 10 + s)::text, 24, '0'), '0A' || lpad(a::text, 24, '0')
 FROM generate_series(1, $1::bigint) a, generate_series(1, 10) s;
 ";
 
+/// `$1` finished rotate jobs over the seeded databases (`$2` of them), spread over the last 30
+/// days, their passwords scrubbed as retention does past the idempotency window; and `$1`
+/// audit entries of this month (the partition the gateway writes to), reveals by the seeded
+/// accounts.
+const HISTORY: &str = "
+INSERT INTO jobs (id, database_id, kind, state, attempts, created_at, updated_at)
+SELECT '0J' || lpad(i::text, 24, '0'), '0D' || lpad((i % $2::bigint + 11)::text, 24, '0'),
+       'rotate', 'done', 1, now() - (i % 2592000) * interval '1 second',
+       now() - (i % 2592000) * interval '1 second'
+FROM generate_series(1, $1::bigint) i;
+INSERT INTO audit_log (at, actor, action, account_id, database_id)
+SELECT date_trunc('month', now()) + (now() - date_trunc('month', now())) * (i::float8 / $1::bigint),
+       'key', 'reveal', '0A' || lpad((i % ($2::bigint / 10) + 1)::text, 24, '0'),
+       '0D' || lpad((i % $2::bigint + 11)::text, 24, '0')
+FROM generate_series(1, $1::bigint) i;
+";
+
+/// Writes `history` finished jobs and `history` audit entries over the `databases` seeded
+/// ones, then analyzes. Answers how long it took.
+pub async fn seed_history(
+    metadata_url: &str,
+    databases: u64,
+    history: u64,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let (client, conn) = tokio_postgres::connect(metadata_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let (history, databases) = (history as i64, databases.max(10) as i64);
+    for sql in HISTORY
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        client.execute(sql, &[&history, &databases]).await?;
+    }
+    client.batch_execute("VACUUM ANALYZE").await?;
+    Ok(started.elapsed())
+}
+
 /// Writes `databases` more databases (ten per account) on `host` into the metadata database,
 /// then `VACUUM ANALYZE`s it as autovacuum eventually would. Answers how long it took.
 pub async fn seed(metadata_url: &str, databases: u64, host: &str) -> anyhow::Result<Duration> {
@@ -47,7 +86,7 @@ pub async fn seed(metadata_url: &str, databases: u64, host: &str) -> anyhow::Res
 /// The hot queries of list, reveal and create, as hepdb's store runs them (`crates/store`:
 /// `find_key`, `list_for_key`, `reveal_for_key`, and the reads of `reserve_create`), with a
 /// seeded account's values.
-const HOT: [(&str, &str); 7] = [
+const HOT: [(&str, &str); 10] = [
     (
         "key and account (every request)",
         "SELECT k.id, a.id FROM api_keys k JOIN accounts a ON a.id = k.account_id \
@@ -88,6 +127,20 @@ const HOT: [(&str, &str); 7] = [
         "create: placement (host rows and their counts)",
         "SELECT name, capacity, databases FROM engine_hosts \
          WHERE engine = 'mariadb' AND NOT drained ORDER BY name",
+    ),
+    (
+        "platform API: an account's newest audit entries",
+        "SELECT * FROM audit_log WHERE account_id = '0A' || lpad('50000', 24, '0') \
+         ORDER BY id DESC LIMIT 100",
+    ),
+    (
+        "a database's jobs (rotate's open-job check, replay)",
+        "SELECT id, state FROM jobs WHERE database_id = '0D' || lpad('500005', 24, '0')",
+    ),
+    (
+        "retention: a batch of finished jobs past the window with a password",
+        "SELECT id FROM jobs WHERE state IN ('done', 'failed', 'cancelled') \
+         AND updated_at < now() - interval '1 day' AND password_sealed IS NOT NULL LIMIT 1000",
     ),
 ];
 
