@@ -90,7 +90,7 @@ pub(crate) async fn insert_access_jobs(
 
 impl Store {
     /// Stores one host's measured sizes (`db_name`, bytes) and counts a pass without a size
-    /// for every quota-managed database of the host that the host did not report (it keeps its
+    /// for every visible database of the host that the host did not report (it keeps its
     /// last size), in one transaction.
     pub async fn record_sizes(&self, host: &str, sizes: &[(String, i64)]) -> Result<SizeRecord> {
         let mut conn = self.conn().await?;

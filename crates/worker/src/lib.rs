@@ -261,6 +261,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Unfinished reconciler actions logged by name per pass; the rest are counted.
+const FAILURES_NAMED: usize = 10;
+
 /// The periodic reconciler: a pass at start, then one every `interval`. A pass that finds
 /// another one running (another worker) simply skips.
 async fn reconcile_every(
@@ -286,8 +289,17 @@ async fn reconcile_every(
                     orphans = report.orphans.len(),
                     "reconciler pass"
                 );
-                for a in report.failures() {
+                // A few by name, the rest counted: a dead host with thousands of rows must
+                // not write thousands of lines every pass.
+                let failures: Vec<_> = report.failures().collect();
+                for a in failures.iter().take(FAILURES_NAMED) {
                     tracing::warn!(id = %a.id, what = %a.what, outcome = %a.outcome, "reconciler could not finish an action; next pass tries again");
+                }
+                if failures.len() > FAILURES_NAMED {
+                    tracing::warn!(
+                        more = failures.len() - FAILURES_NAMED,
+                        "reconciler could not finish more actions (all in hepdb-admin reconcile --dry-run)"
+                    );
                 }
             }
             Err(ReconcileError::Busy) => tracing::debug!("reconciler: another pass is running"),

@@ -176,19 +176,20 @@ async fn pass(
             outcome: outcome(dry_run, || result),
         });
     }
-    // A host that cannot be reached is not tried again in this pass: each try would wait out
-    // the engine timeout, and a dead host with many failed creates would hold up the pass.
-    let mut unreachable = HashSet::new();
+    // A host that cannot be reached or does not answer in time is not tried again in this
+    // pass: each try would wait out a timeout, and a dead host with many failed creates would
+    // hold up the pass. Its rows only wait for the next pass.
+    let mut unavailable = HashSet::new();
     for db in ctx.store.databases_in_state(DatabaseState::Failed).await? {
         let result = if dry_run {
             Ok(())
-        } else if unreachable.contains(&db.host) {
+        } else if unavailable.contains(&db.host) {
             Err(format!(
-                "host {} unreachable earlier in this pass; next pass",
+                "host {} unavailable earlier in this pass; next pass",
                 db.host
             ))
         } else {
-            drop_then(ctx, &db, &mut unreachable, async |id| {
+            drop_then(ctx, &db, &mut unavailable, async |id| {
                 ctx.store.remove_failed(id).await
             })
             .await
@@ -368,11 +369,11 @@ async fn finish_deletion(ctx: &JobContext, id: DatabaseId) -> Result<(), String>
 }
 
 /// Drops the database's marked engine objects, then runs `finish` on its row. A host that
-/// cannot be reached is added to `unreachable`.
+/// cannot be reached or did not answer in time is added to `unavailable`.
 async fn drop_then(
     ctx: &JobContext,
     db: &Database,
-    unreachable: &mut HashSet<String>,
+    unavailable: &mut HashSet<String>,
     finish: impl AsyncFnOnce(DatabaseId) -> Result<(), StoreError>,
 ) -> Result<(), String> {
     let (target, driver) =
@@ -380,8 +381,8 @@ async fn drop_then(
     crate::jobs::bounded(ctx.engine_timeout, driver.drop_owned(&target))
         .await
         .map_err(|e: EngineError| {
-            if matches!(e, EngineError::Unreachable(_)) {
-                unreachable.insert(db.host.clone());
+            if matches!(e, EngineError::Unreachable(_) | EngineError::Unavailable(_)) {
+                unavailable.insert(db.host.clone());
             }
             e.to_string()
         })?;

@@ -139,7 +139,7 @@ async fn placement_drain_and_a_host_outage() {
     );
     assert_eq!(
         outcomes[1],
-        "error: host maria-b unreachable earlier in this pass; next pass"
+        "error: host maria-b unavailable earlier in this pass; next pass"
     );
 
     // Back up: the failed creates are cleaned up by the next pass, and its databases work
