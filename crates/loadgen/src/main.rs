@@ -420,14 +420,25 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let hepdb_steps = steps::between(&before, &after, hepdb.ok());
+    let mut sides: Vec<(&str, Vec<(&str, f64)>)> = vec![];
     if let Some((f, times)) = &floor {
-        summary.push("mean ms per operation by step: floor, then hepdb (from its spans)".into());
+        summary.push("the floor, mean ms per operation by step:".into());
         for (step, ms) in times.per_op_ms(f.ok()) {
-            summary.push(format!("  floor  {step:<34} {ms:>8.2}"));
+            summary.push(format!("  {step:<34} {ms:>8.2}"));
         }
+        sides.push(("floor", times.aligned(f.ok())));
         if !hepdb_steps.is_empty() {
-            for (step, ms) in steps::aligned(&hepdb_steps) {
-                summary.push(format!("  hepdb  {step:<34} {ms:>8.2}"));
+            sides.push(("hepdb", steps::aligned(&hepdb_steps)));
+            summary.push(format!(
+                "mean ms per operation: {:<26} {:>8} {:>8}",
+                "", "floor", "hepdb"
+            ));
+            for (step, ms) in &sides[1].1 {
+                let floor_ms = sides[0].1.iter().find(|(s, _)| s == step).map(|p| p.1);
+                summary.push(format!(
+                    "  {step:<34} {:>8} {ms:>8.2}",
+                    floor_ms.map_or("-".into(), |f| format!("{f:.2}"))
+                ));
             }
         }
     }
@@ -470,7 +481,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some((_, again, _)) = &at_scale {
         runs.push(("at scale", again));
     }
-    std::fs::write(&file, report::html(&title, &summary, &runs))?;
+    std::fs::write(&file, report::html(&title, &summary, &runs, &sides))?;
     #[allow(clippy::print_stdout)]
     {
         println!("report: {}", file.display());

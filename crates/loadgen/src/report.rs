@@ -1,8 +1,12 @@
-//! The printed summary and the self-contained HTML report (inline SVG, no external assets).
+//! The printed summary and the self-contained HTML report: charts drawn by plotters as inline
+//! SVG (latency by percentile, throughput over time, the per-step breakdown), no external
+//! assets.
 
 use std::fmt::Write;
 
-use crate::run::Measured;
+use plotters::prelude::*;
+
+use crate::run::{Measured, TICK};
 
 pub fn line(label: &str, m: &Measured) -> String {
     let errors: u64 = m.errors.values().sum();
@@ -18,72 +22,286 @@ pub fn line(label: &str, m: &Measured) -> String {
     )
 }
 
-/// Bars of the latency histogram on log-spaced buckets (µs).
-fn latency_svg(m: &Measured) -> String {
-    let mut buckets: Vec<(u64, u64)> = vec![];
-    let mut upper = 50u64;
-    while upper < m.latency_us.max().max(1) * 2 {
-        let lower = buckets.last().map_or(0, |(u, _)| *u);
-        let count = m
-            .latency_us
-            .iter_recorded()
-            .filter(|v| v.value_iterated_to() > lower && v.value_iterated_to() <= upper)
-            .map(|v| v.count_at_value())
-            .sum();
-        buckets.push((upper, count));
-        upper = upper * 3 / 2 + 1;
-    }
-    let peak = buckets.iter().map(|(_, c)| *c).max().unwrap_or(1).max(1);
-    let width = 8 * buckets.len().max(1) + 40;
-    let mut svg =
-        format!(r#"<svg width="{width}" height="220" xmlns="http://www.w3.org/2000/svg">"#);
-    for (i, (upper, count)) in buckets.iter().enumerate() {
-        let h = 180 * count / peak;
-        let _ = write!(
-            svg,
-            r#"<rect x="{}" y="{}" width="7" height="{h}" fill="steelblue"><title>≤ {:.2} ms: {count}</title></rect>"#,
-            20 + 8 * i,
-            190 - h,
-            *upper as f64 / 1000.0
-        );
-    }
-    svg.push_str(
-        r#"<text x="20" y="212" font-size="11">latency, log scale (hover a bar)</text></svg>"#,
-    );
-    svg
+/// The runs' colors, in order: hepdb first.
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// The "nines" of the percentile axis: x = -log10(1 - q), so 1 is p90, 2 p99, 4 p99.99.
+const NINES: f64 = 4.0;
+
+fn percentile_label(nines: f64) -> String {
+    let q = 100.0 * (1.0 - 10f64.powf(-nines));
+    let text = format!("{q:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("p{text}")
 }
 
-fn throughput_svg(m: &Measured) -> String {
-    let peak = m.per_second.iter().copied().max().unwrap_or(1).max(1);
-    let step = 600 / m.per_second.len().max(1);
-    let points: Vec<String> = m
-        .per_second
+/// A log axis's label: only 1, 2 and 5 of each decade are named, so they do not crowd.
+fn log_label(y: &f64) -> String {
+    let decade = 10f64.powf(y.log10().floor());
+    let lead = (y / decade).round();
+    if [1.0, 2.0, 5.0].contains(&lead) && ((y / decade) - lead).abs() < 0.05 {
+        let digits = if *y < 1.0 { 2 } else { 0 };
+        format!("{y:.digits$}")
+    } else {
+        String::new()
+    }
+}
+
+type Drawn = Result<(), String>;
+
+fn drawn<E: std::fmt::Debug>(r: Result<impl Sized, E>) -> Drawn {
+    r.map(drop).map_err(|e| format!("{e:?}"))
+}
+
+/// Each run's latency at every percentile up to p99.99 on one chart, HdrHistogram style: a log
+/// percentile axis, a log latency axis.
+fn percentiles_svg(runs: &[(&str, &Measured)]) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (860, 440)).into_drawing_area();
+        drawn(root.fill(&WHITE))?;
+        let top = runs.iter().map(|(_, m)| m.max_ms()).fold(1.0f64, f64::max);
+        let bottom = runs
+            .iter()
+            .filter(|(_, m)| m.ok() > 0)
+            .map(|(_, m)| m.quantile_ms(0.0))
+            .fold(top, f64::min)
+            .max(0.01);
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Latency by percentile", ("sans-serif", 18))
+            .margin(12)
+            .margin_right(40)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..NINES, (bottom * 0.8..top * 1.25).log_scale())
+            .map_err(|e| format!("{e:?}"))?;
+        drawn(
+            chart
+                .configure_mesh()
+                .x_desc("percentile (log scale of 1 / (1 - q))")
+                .y_desc("latency, ms (log scale)")
+                .x_labels(NINES as usize + 1)
+                .x_label_formatter(&|x| percentile_label(*x))
+                .y_labels(40)
+                .y_label_formatter(&log_label)
+                .draw(),
+        )?;
+        for (i, (label, m)) in runs.iter().enumerate() {
+            if m.ok() == 0 {
+                continue;
+            }
+            let color = COLORS[i % COLORS.len()];
+            let points = (0..=200).map(|k| {
+                let nines = NINES * f64::from(k) / 200.0;
+                let q = 1.0 - 10f64.powf(-nines);
+                (nines, m.quantile_ms(q).max(bottom))
+            });
+            let series = chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(|e| format!("{e:?}"))?;
+            series.label(*label).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        }
+        drawn(
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw(),
+        )?;
+        drawn(root.present())?;
+    }
+    Ok(svg)
+}
+
+/// Completed operations per second of each run on shared axes, by 100 ms tick. Only whole
+/// ticks: the last, partial one would look like a fall to zero.
+fn throughput_svg(runs: &[(&str, &Measured)]) -> Result<String, String> {
+    fn whole(m: &Measured) -> &[u64] {
+        let ticks = m.elapsed.as_millis() / TICK.as_millis();
+        &m.per_tick[..m.per_tick.len().min(ticks as usize)]
+    }
+    let per_second = 1000.0 / TICK.as_millis() as f64;
+    let seconds = runs
         .iter()
-        .enumerate()
-        .map(|(i, n)| format!("{},{}", 20 + step * i, 190 - 180 * n / peak))
-        .collect();
-    format!(
-        r#"<svg width="640" height="220" xmlns="http://www.w3.org/2000/svg"><polyline fill="none" stroke="darkorange" stroke-width="2" points="{}"/><text x="20" y="212" font-size="11">requests per second over the run (peak {peak})</text></svg>"#,
-        points.join(" ")
-    )
+        .map(|(_, m)| whole(m).len())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64
+        / per_second;
+    let peak = runs
+        .iter()
+        .flat_map(|(_, m)| whole(m).iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * per_second;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (860, 360)).into_drawing_area();
+        drawn(root.fill(&WHITE))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Throughput over the run", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0f64..seconds, 0f64..peak * 1.1)
+            .map_err(|e| format!("{e:?}"))?;
+        drawn(
+            chart
+                .configure_mesh()
+                .x_desc("seconds into the run")
+                .y_desc("operations per second")
+                .draw(),
+        )?;
+        for (i, (label, m)) in runs.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            // Each whole tick's rate, drawn at the end of that tick.
+            let points = whole(m)
+                .iter()
+                .enumerate()
+                .map(|(t, n)| ((t as f64 + 1.0) / per_second, *n as f64 * per_second));
+            let series = chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(|e| format!("{e:?}"))?;
+            series.label(*label).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        }
+        drawn(
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw(),
+        )?;
+        drawn(root.present())?;
+    }
+    Ok(svg)
 }
 
-pub fn html(title: &str, summary: &[String], runs: &[(&str, &Measured)]) -> String {
-    let mut out = format!(
-        "<!doctype html><meta charset=utf-8><title>{title}</title>\
-         <body style=\"font-family:sans-serif\"><h1>{title}</h1><pre>{}</pre>",
-        summary.join("\n")
-    );
-    for (label, m) in runs {
-        let _ = write!(
-            out,
-            "<h2>{label}</h2><pre>{}</pre>{}{}",
-            line(label, m),
-            latency_svg(m),
-            throughput_svg(m)
-        );
+/// Bars of mean milliseconds per operation, one per side (the floor, hepdb), stacked by step.
+fn steps_svg(sides: &[(&str, Vec<(&str, f64)>)]) -> Result<String, String> {
+    let mut steps: Vec<&str> = vec![];
+    for (_, parts) in sides {
+        for (step, _) in parts {
+            if !steps.contains(step) {
+                steps.push(step);
+            }
+        }
     }
-    out.push_str("</body>");
+    let top = sides
+        .iter()
+        .map(|(_, parts)| parts.iter().map(|(_, ms)| ms.max(0.0)).sum::<f64>())
+        .fold(0.1f64, f64::max);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (860, 380)).into_drawing_area();
+        drawn(root.fill(&WHITE))?;
+        let names: Vec<String> = sides.iter().map(|(n, _)| (*n).to_owned()).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Where an operation's time goes", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(-0.5f64..sides.len() as f64 + 1.5, 0f64..top * 1.1)
+            .map_err(|e| format!("{e:?}"))?;
+        drawn(
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(sides.len())
+                .x_label_formatter(&|x| {
+                    let i = x.round();
+                    if (x - i).abs() < 1e-6 && i >= 0.0 {
+                        names.get(i as usize).cloned().unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                })
+                .y_desc("mean ms per operation")
+                .draw(),
+        )?;
+        for (k, step) in steps.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            let bars: Vec<Rectangle<(f64, f64)>> = sides
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, parts))| {
+                    let below: f64 = parts
+                        .iter()
+                        .take_while(|(s, _)| s != step)
+                        .map(|(_, ms)| ms.max(0.0))
+                        .sum();
+                    let ms = parts.iter().find(|(s, _)| s == step)?.1.max(0.0);
+                    let x = i as f64;
+                    Some(Rectangle::new(
+                        [(x - 0.3, below), (x + 0.3, below + ms)],
+                        color.filled(),
+                    ))
+                })
+                .collect();
+            let series = chart.draw_series(bars).map_err(|e| format!("{e:?}"))?;
+            series.label(*step).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+            });
+        }
+        drawn(
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw(),
+        )?;
+        drawn(root.present())?;
+    }
+    Ok(svg)
+}
+
+/// The report: the summary, then the charts (inline SVG drawn by plotters, no external
+/// assets). `steps` are the per-step breakdowns to stack, by side (empty: no such chart).
+pub fn html(
+    title: &str,
+    summary: &[String],
+    runs: &[(&str, &Measured)],
+    steps: &[(&str, Vec<(&str, f64)>)],
+) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let mut out = format!(
+        "<!doctype html><meta charset=utf-8><title>{t}</title>\
+         <body style=\"font-family:sans-serif;max-width:900px;margin:auto\"><h1>{t}</h1>",
+        t = esc(title)
+    );
+    let mut charts = vec![percentiles_svg(runs), throughput_svg(runs)];
+    if !steps.is_empty() {
+        charts.push(steps_svg(steps));
+    }
+    for chart in charts {
+        match chart {
+            Ok(svg) => {
+                let _ = write!(out, "<figure style=\"margin:0 0 24px\">{svg}</figure>");
+            }
+            Err(e) => {
+                let _ = write!(out, "<p>chart not drawn: {}</p>", esc(&e));
+            }
+        }
+    }
+    let _ = write!(out, "<pre>{}</pre></body>", esc(&summary.join("\n")));
     out
 }
 

@@ -1,6 +1,6 @@
 //! The load driver: `concurrency` tasks repeat one operation until a duration or a count is
 //! reached, recording each latency (µs) in an HDR histogram and each completion in a
-//! per-second throughput series.
+//! throughput series of 100 ms ticks.
 
 use std::{
     collections::BTreeMap,
@@ -14,6 +14,10 @@ use std::{
 
 use hdrhistogram::Histogram;
 
+/// The resolution of the throughput series: short runs (a count of slow creates) still have
+/// a shape.
+pub const TICK: Duration = Duration::from_millis(100);
+
 /// When a run stops.
 #[derive(Debug, Clone, Copy)]
 pub enum Limit {
@@ -25,7 +29,8 @@ pub enum Limit {
 #[derive(Debug)]
 pub struct Measured {
     pub latency_us: Histogram<u64>,
-    pub per_second: Vec<u64>,
+    /// Completions in each [`TICK`] of the run.
+    pub per_tick: Vec<u64>,
     pub errors: BTreeMap<String, u64>,
     pub elapsed: Duration,
 }
@@ -67,7 +72,7 @@ where
             let (op, next) = (op.clone(), next.clone());
             tokio::spawn(async move {
                 let mut latency = histogram();
-                let mut per_second: Vec<u64> = vec![];
+                let mut per_tick: Vec<u64> = vec![];
                 let mut errors: BTreeMap<String, u64> = BTreeMap::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
@@ -82,33 +87,33 @@ where
                     match op(worker, n).await {
                         Ok(()) => {
                             latency.saturating_record(t.elapsed().as_micros() as u64);
-                            let second = started.elapsed().as_secs() as usize;
-                            if per_second.len() <= second {
-                                per_second.resize(second + 1, 0);
+                            let tick = (started.elapsed().as_millis() / TICK.as_millis()) as usize;
+                            if per_tick.len() <= tick {
+                                per_tick.resize(tick + 1, 0);
                             }
-                            per_second[second] += 1;
+                            per_tick[tick] += 1;
                         }
                         Err(e) => *errors.entry(e).or_default() += 1,
                     }
                 }
-                (latency, per_second, errors)
+                (latency, per_tick, errors)
             })
         })
         .collect();
     let mut total = Measured {
         latency_us: histogram(),
-        per_second: vec![],
+        per_tick: vec![],
         errors: BTreeMap::new(),
         elapsed: Duration::ZERO,
     };
     for t in tasks {
-        let (latency, per_second, errors) = t.await.expect("load task");
+        let (latency, per_tick, errors) = t.await.expect("load task");
         total.latency_us.add(&latency).expect("same bounds");
-        if total.per_second.len() < per_second.len() {
-            total.per_second.resize(per_second.len(), 0);
+        if total.per_tick.len() < per_tick.len() {
+            total.per_tick.resize(per_tick.len(), 0);
         }
-        for (i, n) in per_second.into_iter().enumerate() {
-            total.per_second[i] += n;
+        for (i, n) in per_tick.into_iter().enumerate() {
+            total.per_tick[i] += n;
         }
         for (e, n) in errors {
             *total.errors.entry(e).or_default() += n;
@@ -135,9 +140,16 @@ mod tests {
         .await;
         assert_eq!(m.ok(), 92);
         assert_eq!(m.errors["boom"], 11);
-        assert_eq!(m.per_second.iter().sum::<u64>(), 92);
+        assert_eq!(m.per_tick.iter().sum::<u64>(), 92);
         assert!(m.quantile_ms(0.5) >= 0.2, "{}", m.quantile_ms(0.5));
-        let html = crate::report::html("t", &["s".into()], &[("x", &m)]);
-        assert!(html.contains("<svg") && html.contains("polyline"));
+        let steps = [
+            ("floor", vec![("a", 1.0), ("b", 2.0)]),
+            ("hepdb", vec![("a", 3.0)]),
+        ];
+        let html = crate::report::html("t", &["s".into()], &[("x", &m)], &steps);
+        assert_eq!(html.matches("<svg").count(), 3, "{html}");
+        assert!(html.contains("<polyline") && html.contains("<rect"));
+        assert!(!html.contains("chart not drawn"), "{html}");
+        assert!(html.contains("p99.99") && html.contains("operations per second"));
     }
 }

@@ -91,6 +91,16 @@ pub fn between(before: &Scrape, after: &Scrape, ops: u64) -> Vec<Step> {
     steps
 }
 
+/// The parts of [`aligned`], in order.
+pub const PARTS: [&str; 6] = [
+    "intent commit",
+    "engine DDL + login check",
+    "claim, lock, result commit",
+    "broker, HTTP and the rest",
+    "key lookup (hepdb only)",
+    "audit entry (hepdb only)",
+];
+
 /// A create's or rotate's time in parts that do not overlap, named like the pipeline floor's
 /// steps, from its spans (mean ms per operation). hepdb's own steps, which the floor does not
 /// have, come last.
@@ -118,14 +128,10 @@ pub fn aligned(steps: &[Step]) -> Vec<(&'static str, f64)> {
         + ms("worker", "metadata.hold")
         + (ms("worker", "metadata.run_locked") - engine);
     let rest = request - key - audit - intent - engine - result;
-    vec![
-        ("intent commit", intent),
-        ("engine DDL + login check", engine),
-        ("claim, lock, result commit", result),
-        ("broker, HTTP and the rest", rest),
-        ("key lookup (hepdb only)", key),
-        ("audit entry (hepdb only)", audit),
-    ]
+    PARTS
+        .into_iter()
+        .zip([intent, engine, result, rest, key, audit])
+        .collect()
 }
 
 #[cfg(test)]
