@@ -56,6 +56,26 @@ fn log_label(y: &f64) -> String {
 
 type Drawn = Result<(), String>;
 
+/// The key of a line series in the legend: a short stroke of its color.
+fn line_key(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+}
+
+/// Draws the chart's legend box at `at`.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    at: SeriesLabelPosition,
+) -> Drawn {
+    drawn(
+        chart
+            .configure_series_labels()
+            .position(at)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw(),
+    )
+}
+
 fn drawn<E: std::fmt::Debug>(r: Result<impl Sized, E>) -> Drawn {
     r.map(drop).map_err(|e| format!("{e:?}"))
 }
@@ -106,18 +126,9 @@ fn percentiles_svg(runs: &[(&str, &Measured)]) -> Result<String, String> {
             let series = chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(|e| format!("{e:?}"))?;
-            series.label(*label).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+            series.label(*label).legend(line_key(color));
         }
-        drawn(
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw(),
-        )?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         drawn(root.present())?;
     }
     Ok(svg)
@@ -173,18 +184,9 @@ fn throughput_svg(runs: &[(&str, &Measured)]) -> Result<String, String> {
             let series = chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(|e| format!("{e:?}"))?;
-            series.label(*label).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+            series.label(*label).legend(line_key(color));
         }
-        drawn(
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw(),
-        )?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         drawn(root.present())?;
     }
     Ok(svg)
@@ -256,14 +258,7 @@ fn steps_svg(sides: &[(&str, Vec<(&str, f64)>)]) -> Result<String, String> {
                 Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
             });
         }
-        drawn(
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw(),
-        )?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         drawn(root.present())?;
     }
     Ok(svg)

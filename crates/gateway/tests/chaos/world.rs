@@ -136,16 +136,20 @@ pub async fn settle(app: &TestApp, limit: Duration) {
 async fn unsettled_rows(app: &TestApp) -> usize {
     let mut n = 0;
     for state in UNSETTLED {
-        n += app
-            .store
-            .databases_in_state(state)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|d| d.account_id == app.account.to_text())
-            .count();
+        n += rows_in(app, state).await;
     }
     n
+}
+
+/// How many of the account's rows are in `state`.
+async fn rows_in(app: &TestApp, state: DatabaseState) -> usize {
+    app.store
+        .databases_in_state(state)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.account_id == app.account.to_text())
+        .count()
 }
 
 const UNSETTLED: [DatabaseState; 3] = [
@@ -247,14 +251,7 @@ pub async fn inconsistencies(app: &TestApp, ledger: &Ledger) -> usize {
     }
     // Every row is settled: nothing stuck in creating, failed or deleting holds a slot.
     for state in UNSETTLED {
-        let stuck = app
-            .store
-            .databases_in_state(state)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|d| d.account_id == app.account.to_text())
-            .count();
+        let stuck = rows_in(app, state).await;
         if stuck > 0 {
             complain(format!(
                 "{stuck} rows still {} after settling",
