@@ -232,7 +232,7 @@ impl Store {
         let open: std::collections::HashSet<String> = open.into_iter().flatten().collect();
         // Pages by primary key, only the columns the comparison needs: memory stays that of one
         // page however many databases metadata holds.
-        const PAGE: i64 = 10_000;
+        const PAGE: i64 = 2_000;
         let mut drifted = Vec::new();
         let mut after = String::new();
         loop {
