@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::{ROOT_URLS, cleanup, metadata_psql, output, owned, run, services, start_stack};
+use crate::{ROOT_URLS, cleanup, output, owned, psql, run, services, start_stack};
 
 /// The version CI installs; a newer one is a deliberate upgrade.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -31,7 +31,8 @@ pub fn fuzz() -> anyhow::Result<()> {
         .join("work");
     std::fs::create_dir_all(&work)?;
     cleanup::clean_engines(|db| db == "hepdb_fuzz");
-    let _ = output(&mut metadata_psql(
+    let _ = output(&mut psql(
+        "postgres",
         "DROP DATABASE IF EXISTS hepdb_fuzz WITH (FORCE)",
     ));
     let public = "127.0.0.1:18281";

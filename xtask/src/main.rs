@@ -230,21 +230,23 @@ fn test() -> anyhow::Result<()> {
 /// Best effort: a failure here only leaves clutter, so it is reported and ignored.
 fn drop_stale_test_databases() {
     let list = "SELECT datname FROM pg_database WHERE datname LIKE 'hepdb\\_test\\_%'";
-    let names = match output(&mut metadata_psql(list)) {
+    let names = match output(&mut psql("postgres", list)) {
         Ok(names) => names,
         Err(e) => return eprintln!("xtask: not cleaning old test databases: {e:#}"),
     };
     // Tenants first: whatever no other metadata database claims was made by tests.
     cleanup::clean_engines(|db| db.starts_with("hepdb_test_"));
     for name in names.lines().filter(|n| !n.is_empty()) {
-        let _ = output(&mut metadata_psql(&format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-        )));
+        let _ = output(&mut psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        ));
     }
 }
 
 /// `psql` running `sql` against the local metadata server's `postgres` database.
-fn metadata_psql(sql: &str) -> Command {
+/// `psql` running `sql` in `database` of the machine's PostgreSQL, as its superuser.
+fn psql(database: &str, sql: &str) -> Command {
     let mut c = Command::new("psql");
     c.args([
         "-h",
@@ -252,7 +254,7 @@ fn metadata_psql(sql: &str) -> Command {
         "-U",
         "postgres",
         "-d",
-        "postgres",
+        database,
         "-Atqc",
         sql,
     ]);
@@ -387,7 +389,8 @@ fn load(args: &[String]) -> anyhow::Result<()> {
     services()?;
     // What the previous load run made goes first, so that runs do not add up on the engines.
     cleanup::clean_engines(|db| db == "hepdb_load");
-    let _ = output(&mut metadata_psql(
+    let _ = output(&mut psql(
+        "postgres",
         "DROP DATABASE IF EXISTS hepdb_load WITH (FORCE)",
     ));
     let metadata = "postgres://postgres@127.0.0.1:5432/hepdb_load";

@@ -68,17 +68,7 @@ fn measure(cmd: &mut Command) -> anyhow::Result<Usage> {
 }
 
 pub fn passes_at_scale(bin: &Path, databases: u64) -> anyhow::Result<()> {
-    let psql = |db: &str, sql: &str| {
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtc", sql])
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok::<_, anyhow::Error>(())
-    };
+    let psql = |db: &str, sql: &str| crate::output(&mut crate::psql(db, sql)).map(drop);
     psql(
         "postgres",
         &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
@@ -115,16 +105,10 @@ pub fn passes_at_scale(bin: &Path, databases: u64) -> anyhow::Result<()> {
         "bench: {databases} databases seeded in {:.0} s",
         seeded.elapsed().as_secs_f64()
     );
-    let baseline_time = measure(Command::new("psql").args([
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-        "-d",
+    let baseline_time = measure(&mut crate::psql(
         DATABASE,
-        "-qAtc",
         "SELECT account_id, sum(size_bytes) FROM databases GROUP BY 1",
-    ]))?;
+    ))?;
     let mut over = vec![];
     for (name, args) in [
         ("quota refresh", &["quota", "refresh"][..]),
