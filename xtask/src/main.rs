@@ -244,7 +244,6 @@ fn drop_stale_test_databases() {
     }
 }
 
-/// `psql` running `sql` against the local metadata server's `postgres` database.
 /// `psql` running `sql` in `database` of the machine's PostgreSQL, as its superuser.
 fn psql(database: &str, sql: &str) -> Command {
     let mut c = Command::new("psql");
