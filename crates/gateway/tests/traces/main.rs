@@ -308,24 +308,22 @@ async fn one_create_is_one_trace_across_gateway_broker_and_worker() {
     .unwrap();
     assert_eq!(server.parent, caller_span);
 
-    // Each step's duration is also a histogram on both processes' /metrics, by span name
-    // (what `cargo xtask load` breaks a create down with).
-    for (url, span) in [
-        (format!("{}/metrics", app.metrics_address), "request"),
-        (
-            format!("{}/metrics", app.metrics_address),
-            "metadata.reserve_create",
-        ),
-        (
-            format!("http://127.0.0.1:{}/metrics", worker.admin_port()),
-            "engine",
-        ),
-        (
-            format!("http://127.0.0.1:{}/metrics", worker.admin_port()),
-            "metadata.claim_job",
-        ),
-    ] {
-        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    // Each step's duration is also a histogram on both processes' /metrics, by span name:
+    // every span `cargo xtask load` breaks a create down with (hepdb-load's `steps::aligned`).
+    let gateway = format!("{}/metrics", app.metrics_address);
+    let worker_metrics = format!("http://127.0.0.1:{}/metrics", worker.admin_port());
+    let wanted = [
+        (&gateway, "request"),
+        (&gateway, "metadata.find_key"),
+        (&gateway, "metadata.reserve_create"),
+        (&gateway, "metadata.audit"),
+        (&worker_metrics, "metadata.claim_job"),
+        (&worker_metrics, "metadata.hold"),
+        (&worker_metrics, "metadata.run_locked"),
+        (&worker_metrics, "engine"),
+    ];
+    for (url, span) in wanted {
+        let text = reqwest::get(url.as_str()).await.unwrap().text().await.unwrap();
         let want = format!("hepdb_span_duration_seconds_count{{span=\"{span}\"}}");
         let count = text
             .lines()
