@@ -2,7 +2,9 @@
 //! any hepdb code, in the same run at the same concurrency. The caller commits an intent in
 //! PostgreSQL and publishes it (persistent, confirmed) to a durable queue. A bare consumer
 //! takes it, runs the engine DDL, logs in with what it set, commits the result, acks, and
-//! replies (confirmed) to the caller's reply queue. What hepdb adds above this is its own.
+//! replies (confirmed) to the caller's reply queue, with the outcome. What hepdb adds above
+//! this is its own. (The publish is the same mandatory, confirmed call hepdb makes:
+//! `hepdb_queue::publish_confirmed`, a thin wrapper over lapin.)
 
 use std::{
     collections::HashMap,
@@ -14,11 +16,12 @@ use std::{
 };
 
 use futures_util::StreamExt;
+use hepdb_queue::publish_confirmed;
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    BasicProperties, Connection, ConnectionProperties,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
     },
     types::FieldTable,
 };
@@ -41,11 +44,13 @@ pub const STEPS: [&str; 5] = [
 ];
 
 /// Microseconds spent in each measured step of [`STEPS`], and in whole operations, summed
-/// over the run. The last step is what the whole leaves over the others.
+/// over every operation that got its reply (done or failed). The last step is what the whole
+/// leaves over the others.
 #[derive(Default)]
 pub struct StepTimes {
     steps: [AtomicU64; 4],
     total: AtomicU64,
+    ops: AtomicU64,
 }
 
 impl StepTimes {
@@ -54,8 +59,9 @@ impl StepTimes {
     }
 
     /// Mean milliseconds per operation of each step.
-    pub fn per_op_ms(&self, ops: u64) -> Vec<(&'static str, f64)> {
-        let ms = |us: u64| us as f64 / 1000.0 / ops.max(1) as f64;
+    pub fn per_op_ms(&self) -> Vec<(&'static str, f64)> {
+        let ops = self.ops.load(Ordering::Relaxed).max(1) as f64;
+        let ms = |us: u64| us as f64 / 1000.0 / ops;
         let steps: Vec<u64> = self
             .steps
             .iter()
@@ -74,8 +80,8 @@ impl StepTimes {
 
     /// The same, in the parts hepdb's time is broken into (`steps::aligned`): the DDL and the
     /// login as one engine step, the result commit where hepdb claims, locks and records.
-    pub fn aligned(&self, ops: u64) -> Vec<(&'static str, f64)> {
-        let s = self.per_op_ms(ops);
+    pub fn aligned(&self) -> Vec<(&'static str, f64)> {
+        let s = self.per_op_ms();
         vec![
             (crate::steps::PARTS[0], s[0].1),
             (crate::steps::PARTS[1], s[1].1 + s[2].1),
@@ -85,7 +91,8 @@ impl StepTimes {
     }
 }
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
+/// Callers waiting for their operation's reply: whether it was done.
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<bool>>>>;
 
 /// A lane's sessions on the consumer side: one engine session and one metadata session.
 struct ConsumerLane {
@@ -97,33 +104,6 @@ async fn metadata(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     Ok(client)
-}
-
-async fn publish(
-    channel: &Channel,
-    queue: &str,
-    payload: &[u8],
-    properties: BasicProperties,
-) -> Result<(), String> {
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            payload,
-            properties,
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    match confirm {
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        _ => Err("publish not confirmed".into()),
-    }
 }
 
 /// Runs the floor: `concurrency` lanes until `limit`, with `work` as the engine step. Answers
@@ -206,12 +186,18 @@ pub async fn run(
         .await?;
     let w2 = waiters.clone();
     tokio::spawn(async move {
+        // "<n> done" or "<n> failed".
         while let Some(Ok(d)) = reply_stream.next().await {
-            let n = std::str::from_utf8(&d.data)
+            let reply = String::from_utf8_lossy(&d.data).into_owned();
+            let Some((n, state)) = reply.split_once(' ') else {
+                continue;
+            };
+            let tx = n
+                .parse::<u64>()
                 .ok()
-                .and_then(|s| s.parse::<u64>().ok());
-            if let Some(tx) = n.and_then(|n| w2.lock().expect("waiters").remove(&n)) {
-                let _ = tx.send(());
+                .and_then(|n| w2.lock().expect("waiters").remove(&n));
+            if let Some(tx) = tx {
+                let _ = tx.send(state == "done");
             }
         }
     });
@@ -262,22 +248,26 @@ pub async fn run(
                 };
                 times.add(2, step);
                 let step = Instant::now();
-                let state = if ok { "done" } else { "failed" };
-                let _ = me
+                let mut state = if ok { "done" } else { "failed" };
+                let recorded = me
                     .metadata
                     .execute(
                         &format!("UPDATE {table} SET state = $1, updated_at = now() WHERE n = $2"),
                         &[&state, &(n as i64)],
                     )
                     .await;
+                if !matches!(recorded, Ok(1)) {
+                    state = "failed";
+                }
                 times.add(3, step);
                 let _ = d.acker.ack(BasicAckOptions::default()).await;
                 if let Some(to) = d.properties.reply_to() {
-                    let _ = publish(
+                    let _ = publish_confirmed(
                         &channel,
                         to.as_str(),
-                        n.to_string().as_bytes(),
-                        BasicProperties::default().with_delivery_mode(1),
+                        format!("{n} {state}").as_bytes(),
+                        BasicProperties::default(),
+                        false,
                     )
                     .await;
                 }
@@ -317,19 +307,23 @@ pub async fn run(
             times.add(0, step);
             let (tx, rx) = oneshot::channel();
             waiters.lock().expect("waiters").insert(n, tx);
-            publish(
+            publish_confirmed(
                 &publisher,
                 &queue,
                 format!("{lane} {n}").as_bytes(),
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_reply_to(reply_queue.as_str().into()),
+                BasicProperties::default().with_reply_to(reply_queue.as_str().into()),
+                true,
             )
-            .await?;
-            rx.await.map_err(|_| "no reply".to_owned())?;
+            .await
+            .map_err(|e| e.to_string())?;
+            let done = rx.await.map_err(|_| "no reply".to_owned())?;
             times
                 .total
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            times.ops.fetch_add(1, Ordering::Relaxed);
+            if !done {
+                return Err("floor operation failed".into());
+            }
             Ok(())
         }
     })
@@ -345,4 +339,71 @@ pub async fn run(
         .await?;
     work.clean(&mut *lanes[0].engine.lock().await).await?;
     Ok((measured, times))
+}
+
+#[cfg(test)]
+mod tests {
+    use mysql_async::prelude::Queryable;
+
+    use super::*;
+    use crate::Engine;
+
+    const MARIADB_ROOT: &str = "mysql://root@127.0.0.1:3306";
+    const METADATA: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+    const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+    async fn schemas_of(tag: &str) -> Vec<String> {
+        let opts = mysql_async::Opts::from_url(MARIADB_ROOT).unwrap();
+        let mut c =
+            mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false))
+                .await
+                .unwrap();
+        c.exec(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE ?",
+            (format!("lb\\_{tag}\\_%"),),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Every step for real on MariaDB, PostgreSQL and RabbitMQ: each operation's database is
+    /// made and logged in to, a failed one is counted as an error (not as a fast success),
+    /// and nothing of the run is left behind.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_floor_runs_every_step_counts_failures_and_cleans_up() {
+        let tag = crate::run_tag();
+        let work = Arc::new(EngineWork::new(Engine::Mariadb, false, MARIADB_ROOT, &tag));
+        // Operation 0's database already exists: its DDL fails.
+        let mut root = work.connect().await.unwrap();
+        if let Session::Maria(c) = &mut root {
+            c.query_drop(format!("CREATE DATABASE `lb_{tag}_0`"))
+                .await
+                .unwrap();
+        }
+        let (m, times) = run(work, METADATA, AMQP, 2, Limit::Count(6), &tag)
+            .await
+            .unwrap();
+        assert_eq!(m.ok(), 5, "{:?}", m.errors);
+        assert_eq!(m.errors.get("floor operation failed"), Some(&1));
+        for (step, ms) in times.per_op_ms() {
+            assert!(ms > 0.0, "{step} took no time");
+        }
+        assert!(
+            schemas_of(&tag).await.is_empty(),
+            "the run's databases are left"
+        );
+        let (client, conn) = tokio_postgres::connect(METADATA, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let table: Option<String> = client
+            .query_one(
+                &format!("SELECT to_regclass('load_floor_{tag}')::text"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(table, None, "the intent table is left");
+    }
 }

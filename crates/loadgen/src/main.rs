@@ -421,12 +421,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let hepdb_steps = steps::between(&before, &after, hepdb.ok());
     let mut sides: Vec<(&str, Vec<(&str, f64)>)> = vec![];
-    if let Some((f, times)) = &floor {
+    if let Some((_, times)) = &floor {
         summary.push("the floor, mean ms per operation by step:".into());
-        for (step, ms) in times.per_op_ms(f.ok()) {
+        for (step, ms) in times.per_op_ms() {
             summary.push(format!("  {step:<34} {ms:>8.2}"));
         }
-        sides.push(("floor", times.aligned(f.ok())));
+        sides.push(("floor", times.aligned()));
         if !hepdb_steps.is_empty() {
             sides.push(("hepdb", steps::aligned(&hepdb_steps)));
             summary.push(format!(

@@ -157,3 +157,72 @@ pub async fn explain(metadata_url: &str) -> anyhow::Result<Vec<(&'static str, Ve
     }
     Ok(plans)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed fits today's schema (a migration that breaks it fails here, not in a load
+    /// run), writes what it says, and every hot query has a plan on it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_seed_fits_the_schema_and_every_hot_query_plans() {
+        let db = format!("hepdb_test_loadgen_{}", crate::run_tag());
+        let server = "postgres://postgres@127.0.0.1:5432";
+        let (admin, conn) =
+            tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
+        let url = format!("{server}/{db}");
+        hepdb_store::migrate::migrate(&url).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(
+                "INSERT INTO engine_hosts (name, engine, public_host, public_port, capacity) \
+                 VALUES ('mariadb', 'mariadb', '127.0.0.1', 3306, 1000)",
+            )
+            .await
+            .unwrap();
+
+        seed(&url, 100, "mariadb").await.unwrap();
+        seed_history(&url, 100, 50).await.unwrap();
+        let count = async |table: &str| -> i64 {
+            client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get(0)
+        };
+        assert_eq!(count("accounts").await, 10);
+        assert_eq!(count("api_keys").await, 10);
+        assert_eq!(count("databases").await, 100);
+        assert_eq!(count("jobs").await, 50);
+        assert_eq!(count("audit_log").await, 50);
+        // The host's count follows the seeded rows (its triggers ran).
+        let placed: i64 = client
+            .query_one(
+                "SELECT databases FROM engine_hosts WHERE name = 'mariadb'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(placed, 100);
+        let plans = explain(&url).await.unwrap();
+        assert_eq!(plans.len(), HOT.len());
+        assert!(plans.iter().all(|(_, plan)| !plan.is_empty()));
+
+        drop(client);
+        admin
+            .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .await
+            .unwrap();
+    }
+}
