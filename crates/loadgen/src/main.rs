@@ -344,7 +344,7 @@ async fn main() -> anyhow::Result<()> {
         let again = drive(&args, api, &format!("{tag}s"))
             .await
             .context("the hepdb run at scale")?;
-        let plans = scale::explain(&args.metadata_url).await?;
+        let plans = scale::explain(&args.metadata_url, args.scale).await?;
         Some((took, again, plans))
     } else {
         None

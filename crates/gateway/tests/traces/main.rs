@@ -323,7 +323,12 @@ async fn one_create_is_one_trace_across_gateway_broker_and_worker() {
         (&worker_metrics, "engine"),
     ];
     for (url, span) in wanted {
-        let text = reqwest::get(url.as_str()).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(url.as_str())
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let want = format!("hepdb_span_duration_seconds_count{{span=\"{span}\"}}");
         let count = text
             .lines()
