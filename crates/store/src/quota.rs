@@ -24,9 +24,19 @@ pub const MB: i64 = 1024 * 1024;
 pub struct Transition {
     pub database: DatabaseId,
     pub account: String,
+    /// Its engine host: the pass skips the rows of a host it found down.
+    pub host: String,
     pub from: DatabaseState,
     pub to: DatabaseState,
     pub job: JobId,
+}
+
+/// A database whose engine access differs from what metadata wants.
+#[derive(Debug, Clone)]
+pub struct Drifted {
+    pub id: String,
+    /// Its engine host: a pass skips the rows of a host it found down.
+    pub host: String,
 }
 
 /// What one host's measurement changed in metadata.
@@ -185,7 +195,7 @@ impl Store {
                  WHERE d.account_id = t.account_id \
                    AND d.state IN ('active', 'over_quota') \
                    AND d.state <> CASE WHEN t.used > t.quota THEN 'over_quota' ELSE 'active' END \
-                 RETURNING d.id, d.account_id, d.state",
+                 RETURNING d.id, d.account_id, d.state, d.host",
             )
             .bind::<diesel::sql_types::Integer, _>(max_unmeasured)
             .bind::<Array<Text>, _>(&visible)
@@ -209,6 +219,7 @@ impl Store {
                 out.push(Transition {
                     database,
                     account: m.account_id,
+                    host: m.host,
                     from,
                     to,
                     job,
@@ -221,7 +232,7 @@ impl Store {
 
     /// Databases whose engine access differs from what metadata wants and that no access job
     /// is already working on.
-    pub async fn access_drift(&self) -> Result<Vec<String>> {
+    pub async fn access_drift(&self) -> Result<Vec<Drifted>> {
         let mut conn = self.conn().await?;
         let open: Vec<Option<String>> = jobs::table
             .filter(jobs::kind.eq(JobKind::Access.as_str()))
@@ -236,7 +247,7 @@ impl Store {
         let mut drifted = Vec::new();
         let mut after = String::new();
         loop {
-            let page: Vec<(String, String, String, bool)> = databases::table
+            let page: Vec<(String, String, String, String, bool)> = databases::table
                 .inner_join(accounts::table)
                 .filter(databases::state.eq_any(DatabaseState::texts(DatabaseState::is_visible)))
                 .filter(databases::id.gt(&after))
@@ -244,6 +255,7 @@ impl Store {
                 .limit(PAGE)
                 .select((
                     databases::id,
+                    databases::host,
                     databases::state,
                     databases::engine_access,
                     accounts::suspended,
@@ -251,7 +263,7 @@ impl Store {
                 .load(&mut conn)
                 .await?;
             let full = i64::try_from(page.len()).unwrap_or(i64::MAX) == PAGE;
-            for (id, state, access, suspended) in page {
+            for (id, host, state, access, suspended) in page {
                 let state: DatabaseState = state
                     .parse()
                     .expect("metadata holds valid states (CHECK constraint)");
@@ -259,7 +271,10 @@ impl Store {
                     .parse()
                     .expect("metadata holds valid access levels (CHECK constraint)");
                 if Access::wanted(suspended, state) != access && !open.contains(&id) {
-                    drifted.push(id.clone());
+                    drifted.push(Drifted {
+                        id: id.clone(),
+                        host,
+                    });
                 }
                 after = id;
             }
@@ -321,6 +336,8 @@ struct Moved {
     account_id: String,
     #[diesel(sql_type = Text)]
     state: String,
+    #[diesel(sql_type = Text)]
+    host: String,
 }
 
 #[derive(QueryableByName)]

@@ -6,6 +6,7 @@
 mod admin_http;
 mod consumer;
 pub mod engines;
+mod host_gate;
 pub mod jobs;
 pub mod oneshot;
 pub mod quota;

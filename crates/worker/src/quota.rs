@@ -6,7 +6,10 @@ use hepdb_core::AccountId;
 use hepdb_store::StoreError;
 use serde::Serialize;
 
-use crate::jobs::{JobContext, run_access};
+use crate::{
+    host_gate::HostGate,
+    jobs::{JobContext, run_access},
+};
 
 /// The name under which the watcher claims its interval in metadata.
 pub const PERIODIC_NAME: &str = "quota-watcher";
@@ -86,8 +89,17 @@ pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaR
         .store
         .quota_transitions(account, ctx.max_unmeasured_passes)
         .await?;
+    // A host that could not be measured, or fails an access job, is not tried again in this
+    // pass: its jobs stay pending, and the reconciler sends them through the broker later.
+    let mut gate = HostGate::with_down(report.unreachable_hosts.iter().cloned());
     for t in transitions {
-        let applied = run_access(ctx, t.job, t.database).await.is_ok();
+        let applied = gate.check(&t.host).is_ok() && {
+            let applied = run_access(ctx, t.job, t.database).await.is_ok();
+            if !applied {
+                gate.action_failed(ctx, &t.host).await;
+            }
+            applied
+        };
         tracing::info!(database = %t.database, from = t.from.as_str(), to = t.to.as_str(), applied, "quota state changed");
         report.changes.push(Change {
             database: t.database.to_text(),

@@ -17,18 +17,16 @@
 //!
 //! One pass runs at a time across all processes (a PostgreSQL advisory lease).
 
-use std::collections::HashSet;
-
 use hepdb_core::{
     DatabaseId, DatabaseState, JobId,
     job::{JobFailure, JobKindWire, JobMessage, MESSAGE_VERSION},
 };
 use hepdb_queue::{Topology, publish_job};
-use hepdb_store::{StoreError, models::Database};
+use hepdb_store::{StoreError, models::Database, quota::Drifted};
 use lapin::Channel;
 use serde::Serialize;
 
-use crate::{engines::EngineError, jobs::JobContext};
+use crate::{engines::EngineError, host_gate::HostGate, jobs::JobContext};
 
 /// Marked engine objects looked up in metadata per query by the orphan scan.
 const ORPHAN_SCAN_SLICE: usize = 5_000;
@@ -164,11 +162,21 @@ async fn pass(
             outcome: outcome(dry_run, || result),
         });
     }
+    // A host that cannot be reached or does not answer in time is not tried again in this
+    // pass: each try would wait out a timeout, and a dead host with many rows would hold up
+    // the pass. Its rows only wait for the next pass.
+    let mut gate = HostGate::default();
     for db in ctx.store.deletions_to_finish().await? {
         let result = if dry_run {
             Ok(())
+        } else if let Err(skip) = gate.check(&db.host) {
+            Err(skip)
         } else {
-            finish_deletion(ctx, db.database_id()).await
+            let result = finish_deletion(ctx, db.database_id()).await;
+            if result.is_err() {
+                gate.action_failed(ctx, &db.host).await;
+            }
+            result
         };
         report.deletions.push(Action {
             id: db.id.clone(),
@@ -176,20 +184,13 @@ async fn pass(
             outcome: outcome(dry_run, || result),
         });
     }
-    // A host that cannot be reached or does not answer in time is not tried again in this
-    // pass: each try would wait out a timeout, and a dead host with many failed creates would
-    // hold up the pass. Its rows only wait for the next pass.
-    let mut unavailable = HashSet::new();
     for db in ctx.store.databases_in_state(DatabaseState::Failed).await? {
         let result = if dry_run {
             Ok(())
-        } else if unavailable.contains(&db.host) {
-            Err(format!(
-                "host {} unavailable earlier in this pass; next pass",
-                db.host
-            ))
+        } else if let Err(skip) = gate.check(&db.host) {
+            Err(skip)
         } else {
-            drop_then(ctx, &db, &mut unavailable, async |id| {
+            drop_then(ctx, &db, &mut gate, async |id| {
                 ctx.store.remove_failed(id).await
             })
             .await
@@ -201,18 +202,39 @@ async fn pass(
         });
     }
     let drifted = ctx.store.access_drift().await?;
+    // Rows of a host already found down get no job now; the next pass finds them again.
+    let (skipped, drifted): (Vec<Drifted>, Vec<Drifted>) = drifted
+        .into_iter()
+        .partition(|d| !dry_run && gate.check(&d.host).is_err());
+    for d in skipped {
+        report.access.push(Action {
+            what: "bring engine access in line with metadata".into(),
+            outcome: format!("error: {}", gate.check(&d.host).unwrap_err()),
+            id: d.id,
+        });
+    }
     let jobs = if dry_run {
         vec![]
     } else {
-        ctx.store.enqueue_access_jobs(&drifted).await?
+        let ids: Vec<String> = drifted.iter().map(|d| d.id.clone()).collect();
+        ctx.store.enqueue_access_jobs(&ids).await?
     };
-    for (i, id) in drifted.iter().enumerate() {
+    for (i, d) in drifted.iter().enumerate() {
         let result = match jobs.get(i) {
-            Some((job, database)) => crate::jobs::run_access(ctx, *job, *database).await,
+            // A job whose host went down meanwhile stays pending; the stale-job step of a
+            // later pass sends it through the broker.
+            Some(_) if gate.check(&d.host).is_err() => gate.check(&d.host),
+            Some((job, database)) => {
+                let result = crate::jobs::run_access(ctx, *job, *database).await;
+                if result.is_err() {
+                    gate.action_failed(ctx, &d.host).await;
+                }
+                result
+            }
             None => Ok(()),
         };
         report.access.push(Action {
-            id: id.clone(),
+            id: d.id.clone(),
             what: "bring engine access in line with metadata".into(),
             outcome: outcome(dry_run, || result),
         });
@@ -369,11 +391,11 @@ async fn finish_deletion(ctx: &JobContext, id: DatabaseId) -> Result<(), String>
 }
 
 /// Drops the database's marked engine objects, then runs `finish` on its row. A host that
-/// cannot be reached or did not answer in time is added to `unavailable`.
+/// cannot be reached or did not answer in time is down for the rest of the pass.
 async fn drop_then(
     ctx: &JobContext,
     db: &Database,
-    unavailable: &mut HashSet<String>,
+    gate: &mut HostGate,
     finish: impl AsyncFnOnce(DatabaseId) -> Result<(), StoreError>,
 ) -> Result<(), String> {
     let (target, driver) =
@@ -381,9 +403,7 @@ async fn drop_then(
     crate::jobs::bounded(ctx.engine_timeout, driver.drop_owned(&target))
         .await
         .map_err(|e: EngineError| {
-            if matches!(e, EngineError::Unreachable(_) | EngineError::Unavailable(_)) {
-                unavailable.insert(db.host.clone());
-            }
+            gate.engine_failed(&db.host, &e);
             e.to_string()
         })?;
     finish(db.database_id()).await.map_err(|e| e.to_string())

@@ -85,14 +85,17 @@ async fn placement_drain_and_a_host_outage() {
     let on_a = data(&app.create(json!({"name": "a1"})).await.1).clone();
     let on_b = data(&app.create(json!({"name": "b1"})).await.1).clone();
     assert_eq!((port_of(&on_a), port_of(&on_b)), (3306, b.port));
-    // Two more on maria-b, to fail during its outage.
+    // Four more on maria-b: two to fail during its outage, one to be deleted, and one whose
+    // engine access drifts.
     assert!(app.store.set_drained("maria-a", true).await.unwrap());
-    let mut doomed = Vec::new();
-    for name in ["b2", "b3"] {
+    let mut on_b_too = Vec::new();
+    for name in ["b2", "b3", "b4", "b5"] {
         let (s, body) = app.create(json!({"name": name})).await;
         assert_eq!((s.as_u16(), port_of(data(&body))), (201, b.port), "{body}");
-        doomed.push(data(&body).clone());
+        on_b_too.push(data(&body).clone());
     }
+    let (doomed, rest) = on_b_too.split_at(2);
+    let (deleted, drifted) = (&rest[0], &rest[1]);
     assert!(app.store.set_drained("maria-a", false).await.unwrap());
     assert!(app.store.set_drained("maria-b", true).await.unwrap());
     for name in ["a2", "a3"] {
@@ -116,43 +119,68 @@ async fn placement_drain_and_a_host_outage() {
     let (s, body) = app.create(json!({"name": "a4"})).await;
     assert_eq!((s.as_u16(), port_of(data(&body))), (201, 3306), "{body}");
 
-    // Creates on maria-b left failed with their cleanup undone: a reconciler pass tries the
-    // host once, and does not wait out the engine timeout again for the other.
-    for d in &doomed {
-        let sql = format!(
-            "UPDATE databases SET state = 'failed' WHERE id = '{}'",
-            d["id"].as_str().unwrap()
-        );
+    // On maria-b, an interrupted deletion, creates left failed with their cleanup undone, and
+    // engine access that drifted from metadata: a reconciler pass tries the host once, finds
+    // it down, and leaves its other rows for the next pass instead of waiting out the engine
+    // timeout for each.
+    let set = async |d: &Value, what: &str| {
+        let id = d["id"].as_str().unwrap();
+        let sql = format!("UPDATE databases SET {what} WHERE id = '{id}'");
         assert_eq!(app.metadata_sql(&sql).await, 1);
-    }
-    let worker = app.worker.as_ref().unwrap();
-    // What a reconciler pass did with each failed create.
-    let pass = async || -> Vec<String> {
-        let report = worker.reconcile(false).await.unwrap();
-        report
-            .failed_creates
-            .into_iter()
-            .map(|a| a.outcome)
-            .collect()
     };
-    let outcomes = pass().await;
-    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    for d in doomed {
+        set(d, "state = 'failed'").await;
+    }
+    set(deleted, "state = 'deleting', engine_access = 'locked'").await;
+    set(drifted, "engine_access = 'locked'").await;
+    let worker = app.worker.as_ref().unwrap();
+    // What a reconciler pass did with the deletion, each failed create and the drift.
+    let pass = async || -> [Vec<String>; 3] {
+        let report = worker.reconcile(false).await.unwrap();
+        [report.deletions, report.failed_creates, report.access]
+            .map(|actions| actions.into_iter().map(|a| a.outcome).collect())
+    };
+    let skipped = "error: host maria-b unavailable earlier in this pass; next pass";
+    let [deletions, failed, access] = pass().await;
+    assert_eq!(deletions.len(), 1, "{deletions:?}");
     assert!(
-        outcomes[0].starts_with("error: engine unreachable"),
-        "{outcomes:?}"
+        deletions[0].starts_with("error") && deletions[0] != skipped,
+        "{deletions:?}"
     );
-    assert_eq!(
-        outcomes[1],
-        "error: host maria-b unavailable earlier in this pass; next pass"
-    );
+    assert_eq!(failed, [skipped, skipped]);
+    assert_eq!(access, [skipped]);
 
-    // Back up: the failed creates are cleaned up by the next pass, and its databases work
-    // again with the password metadata holds, and rotate works.
+    // Back up: the next pass cleans up the failed creates and brings the access back; the
+    // deletion's job, left open by the outage, goes through the broker once it is stale.
     b.run();
-    assert_eq!(pass().await, ["done", "done"]);
-    for d in &doomed {
+    let [deletions, failed, access] = pass().await;
+    assert!(deletions.is_empty(), "{deletions:?}");
+    assert_eq!(failed, ["done", "done"]);
+    assert_eq!(access, ["done"]);
+    for d in doomed {
         assert!(!can_login(d["connectionString"].as_str().unwrap()).await);
     }
+    use_database(drifted["connectionString"].as_str().unwrap())
+        .await
+        .unwrap();
+    let sql = "UPDATE jobs SET updated_at = now() - interval '1 day' WHERE state IN ('pending', 'running')";
+    assert_eq!(app.metadata_sql(sql).await, 1);
+    let [deletions, ..] = pass().await;
+    assert!(deletions.is_empty(), "{deletions:?}");
+    let gone = format!(
+        "SELECT 1 FROM databases WHERE id = '{}'",
+        deleted["id"].as_str().unwrap()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.metadata_sql(&gone).await == 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deletion never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!can_login(deleted["connectionString"].as_str().unwrap()).await);
+
     assert_eq!(app.placement_counts_disagree().await, 0);
     assert!(can_login(on_b["connectionString"].as_str().unwrap()).await);
     let (s, body) = app.rotate(b_id).await;
@@ -161,6 +189,32 @@ async fn placement_drain_and_a_host_outage() {
     use_database(data(&body)["connectionString"].as_str().unwrap())
         .await
         .unwrap();
+
+    // maria-b down again, and the account over its quota: a quota pass measures the other
+    // hosts, and applies the access change there; the changes on maria-b, which it could not
+    // measure, wait for the reconciler instead of each waiting out the engine timeout.
+    b.stop();
+    set(&on_b, "size_bytes = 1000000000000000").await;
+    let report = worker.quota_pass(None).await.unwrap();
+    assert_eq!(report.unreachable_hosts, ["maria-b"]);
+    let on_maria_b = [&on_b, drifted].map(|d| d["id"].as_str().unwrap().to_owned());
+    let applied: Vec<(bool, bool)> = report
+        .changes
+        .iter()
+        .map(|c| (on_maria_b.contains(&c.database), c.applied))
+        .collect();
+    assert_eq!(applied.len(), 6, "{:?}", report.changes);
+    assert!(
+        applied.iter().all(|(b, applied)| b != applied),
+        "{applied:?}"
+    );
+    // Never tried: their jobs wait, attempt-free, for a delivery once the host is back.
+    let untried = format!(
+        "SELECT 1 FROM jobs WHERE kind = 'access' AND state = 'pending' AND attempts = 0 \
+         AND database_id IN ('{}', '{}')",
+        on_maria_b[0], on_maria_b[1]
+    );
+    assert_eq!(app.metadata_sql(&untried).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
