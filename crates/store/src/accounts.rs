@@ -76,16 +76,29 @@ impl Store {
         new: &NewAccount<'_>,
         actor: Option<Actor<'_>>,
     ) -> std::result::Result<Account, CreateAccountError> {
+        self.insert_account_tagged(new, actor, DbTag::generate)
+            .await
+    }
+
+    /// [`Store::insert_account`] with its fresh tags drawn from `tag` (a test makes the first
+    /// one collide).
+    pub async fn insert_account_tagged(
+        &self,
+        new: &NewAccount<'_>,
+        actor: Option<Actor<'_>>,
+        mut tag: impl FnMut() -> DbTag,
+    ) -> std::result::Result<Account, CreateAccountError> {
         use diesel::result::{DatabaseErrorKind::UniqueViolation, Error::DatabaseError};
         let mut conn = self.conn().await?;
         for _ in 0..DB_TAG_TRIES {
+            let db_tag = tag();
             let inserted = conn
                 .transaction(async |c| {
                     let account: Account = diesel::insert_into(accounts::table)
                         .values((
                             accounts::id.eq(AccountId::new().to_text()),
                             accounts::name.eq(new.name),
-                            accounts::db_tag.eq(DbTag::generate().as_str()),
+                            accounts::db_tag.eq(db_tag.as_str()),
                             accounts::slots.eq(new.slots),
                             accounts::storage_mb.eq(new.storage_mb),
                             accounts::db_access.eq(new.db_access),

@@ -143,6 +143,14 @@ pub struct AuditRow {
     pub detail: Option<String>,
 }
 
+impl AuditRow {
+    /// The actor as (type, name): `key:<id>`, `platform:<token name>` and `operator:<user>`
+    /// are stored as one text; a name may itself hold a colon.
+    pub fn actor_parts(&self) -> (&str, &str) {
+        self.actor.split_once(':').unwrap_or(("", &self.actor))
+    }
+}
+
 impl Store {
     pub async fn audit(&self, e: AuditEntry<'_>) -> Result<()> {
         self.audit_many(&[e]).await

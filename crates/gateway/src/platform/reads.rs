@@ -113,9 +113,11 @@ pub struct AuditQuery {
 pub struct AuditView {
     #[schema(example = "2026-05-20T09:30:00.000Z")]
     at: String,
-    /// `key:<id>` for an API key, `platform:<token name>`, or `operator:<user>`.
-    #[schema(example = "platform:dashboard")]
+    /// Who did it: a platform token's name, an API key's id, or an operator's user name.
+    #[schema(example = "dashboard")]
     actor: String,
+    /// What `actor` names.
+    actor_type: ActorType,
     #[schema(example = "database.reveal")]
     action: String,
     database_id: Option<String>,
@@ -174,11 +176,30 @@ fn placement(drained: bool) -> &'static str {
     if drained { "drained" } else { "open" }
 }
 
+/// What an audit entry's actor names.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ActorType {
+    /// A platform token (the dashboard, billing, abuse tooling).
+    Platform,
+    /// A tenant's API key, on the public API.
+    Key,
+    /// An operator, through `hepdb-admin`.
+    Operator,
+}
+
 impl AuditView {
     fn of(row: AuditRow) -> Self {
+        let (kind, name) = row.actor_parts();
+        let actor_type = match kind {
+            "platform" => ActorType::Platform,
+            "key" => ActorType::Key,
+            _ => ActorType::Operator,
+        };
         Self {
             at: iso8601(row.at),
-            actor: row.actor,
+            actor: name.to_owned(),
+            actor_type,
             action: row.action,
             database_id: row.database_id,
             key_id: row.key_id,

@@ -133,6 +133,150 @@ async fn the_dashboard_onboards_an_account_that_creates_a_database() {
     assert_eq!(get_account(&app, &token, &id).await["slots"]["used"], 1);
 }
 
+/// A new account's `db_tag` that collides with another's is retried with a fresh one: the
+/// caller never sees the collision.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_colliding_db_tag_is_retried_and_never_surfaced() {
+    let app = spawn_app().await;
+    let taken = app
+        .store
+        .account(app.account)
+        .await
+        .unwrap()
+        .unwrap()
+        .db_tag;
+    let mut drawn = Vec::new();
+    let new = hepdb_store::accounts::NewAccount {
+        external_id: Some("collides"),
+        name: "Bo",
+        slots: 1,
+        storage_mb: 1,
+        db_access: true,
+    };
+    let created = app
+        .store
+        .insert_account_tagged(&new, None, || {
+            let tag = match drawn.len() {
+                0 => hepdb_core::naming::DbTag::parse(&taken).unwrap(),
+                _ => hepdb_core::naming::DbTag::generate(),
+            };
+            drawn.push(tag.as_str().to_owned());
+            tag
+        })
+        .await
+        .unwrap();
+    assert_eq!(drawn.len(), 2, "one collision, one retry");
+    assert_eq!(created.db_tag, drawn[1]);
+    assert_ne!(created.db_tag, taken);
+}
+
+/// An account the platform creates with `dbAccess: false` cannot use its keys on the public
+/// API until a PATCH turns it on.
+#[tokio::test(flavor = "multi_thread")]
+async fn db_access_off_refuses_the_accounts_keys_until_it_is_on() {
+    let app = spawn_app().await;
+    let token = app.platform_token("dashboard").await;
+    let (s, b) = app
+        .platform(
+            Method::POST,
+            "/accounts",
+            Some(&token),
+            Some(json!({"externalId": "off", "name": "Cy", "slots": 1, "storageMb": 10, "dbAccess": false})),
+        )
+        .await;
+    assert_eq!((s.as_u16(), &data(&b)["dbAccess"]), (201, &json!(false)));
+    let id = data(&b)["id"].as_str().unwrap().to_owned();
+    let (_, bearer) = key(&app, &token, &id, "ci").await;
+    let (s, b) = list_with(&app, &bearer).await;
+    assert_error(s, &b, 403, None);
+    let (s, b) = app
+        .platform(
+            Method::PATCH,
+            &format!("/accounts/{id}"),
+            Some(&token),
+            Some(json!({"dbAccess": true})),
+        )
+        .await;
+    assert_eq!((s.as_u16(), &data(&b)["dbAccess"]), (200, &json!(true)));
+    assert_eq!(list_with(&app, &bearer).await.0, 200);
+    app.platform(
+        Method::PATCH,
+        &format!("/accounts/{id}"),
+        Some(&token),
+        Some(json!({"dbAccess": false})),
+    )
+    .await;
+    let (s, b) = list_with(&app, &bearer).await;
+    assert_error(s, &b, 403, None);
+}
+
+/// The dashboard sees every database of an account, in the states the public list hides
+/// too, with its host and size.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_account_database_list_shows_every_state() {
+    let app = spawn_app_with(
+        Options {
+            slots: Some(4),
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let token = app.platform_token("dashboard").await;
+    let (s, b) = app.create(json!({"name": "live"})).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = app.create(json!({"name": "going"})).await;
+    assert_eq!(s, 201, "{b}");
+    let going = data(&b)["id"].as_str().unwrap().to_owned();
+    app.metadata_sql(&format!(
+        "UPDATE databases SET state = 'deleting' WHERE id = '{going}'"
+    ))
+    .await;
+    app.reserve_intent("half").await;
+    let (broken, _) = app.reserve_intent("broken").await;
+    app.metadata_sql(&format!(
+        "UPDATE databases SET state = 'failed' WHERE id = '{}'",
+        broken.database.id
+    ))
+    .await;
+
+    let (s, b) = app
+        .platform(
+            Method::GET,
+            &format!("/accounts/{}/databases", app.account),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let listed: Vec<(String, String)> = data(&b)["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert!(d["host"].is_string() && d["sizeBytes"].is_i64(), "{d}");
+            let field = |f: &str| d[f].as_str().unwrap().to_owned();
+            (field("name"), field("state"))
+        })
+        .collect();
+    let expected = [
+        ("live", "active"),
+        ("going", "deleting"),
+        ("half", "creating"),
+        ("broken", "failed"),
+    ]
+    .map(|(n, s)| (n.to_owned(), s.to_owned()));
+    assert_eq!(listed, expected);
+    let (_, b) = app.list().await;
+    let public: Vec<&str> = data(&b)["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(public, ["live"], "the public list hides the others");
+}
+
 /// 2. A create refused for want of slots goes through once the platform tops them up.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_top_up_lets_a_refused_create_through() {
@@ -228,6 +372,18 @@ async fn the_owner_switches_a_key_off_and_on_and_revokes_it() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Coarse: more requests within the hour write nothing.
+    let last_used = async || {
+        let path = format!("/accounts/{id}/keys");
+        let (_, b) = app.platform(Method::GET, &path, Some(&token), None).await;
+        data(&b)["keys"][0]["lastUsedAt"].clone()
+    };
+    let first = last_used().await;
+    for _ in 0..5 {
+        assert_eq!(list_with(&app, &bearer).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(last_used().await, first);
 
     let (s, b) = app
         .platform(
@@ -297,9 +453,9 @@ async fn the_owner_switches_a_key_off_and_on_and_revokes_it() {
 /// exactly what suspension did.
 #[tokio::test(flavor = "multi_thread")]
 async fn suspension_through_the_platform_cascades_to_keys_and_engines() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     let token = app.platform_token("abuse").await;
-    let id = account(&app, &token, &format!("u-{}", ulid_like()), 2).await;
+    let id = account(&app, &token, &format!("u-{}", ulid_like()), 3).await;
     let (_, bearer) = key(&app, &token, &id, "").await;
     let (owner_off, _) = key(&app, &token, &id, "off").await;
     app.platform(
@@ -309,12 +465,31 @@ async fn suspension_through_the_platform_cascades_to_keys_and_engines() {
         None,
     )
     .await;
-    let (_, created) = create_with(&app, &bearer, "site").await;
-    let cs = data(&created)["connectionString"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut logins = Vec::new();
+    for engine in ["mariadb", "postgres", "mongo"] {
+        let (s, created) = app
+            .send(
+                Method::POST,
+                "/api/v1/db/databases",
+                Some(&bearer),
+                Some(json!({"name": engine, "engine": engine})),
+            )
+            .await;
+        assert_eq!(s, 201, "{created}");
+        let cs = data(&created)["connectionString"].as_str().unwrap();
+        logins.push(cs.to_owned());
+    }
+    let all_log_in = async |logins: &[String]| {
+        let mut each = Vec::new();
+        for cs in logins {
+            each.push(can_login(cs).await);
+        }
+        each
+    };
 
+    // No worker for a moment: the answer comes when keys and metadata have changed, and it
+    // and the account show the engines' side still to do.
+    app.worker.take().unwrap().shutdown().await;
     let (s, b) = app
         .platform(
             Method::POST,
@@ -327,10 +502,19 @@ async fn suspension_through_the_platform_cascades_to_keys_and_engines() {
         (s.as_u16(), data(&b)["suspended"].as_bool()),
         (200, Some(true))
     );
+    let pending = json!({"converged": false, "pending": 3});
+    assert_eq!(data(&b)["engineAccess"], pending, "{b}");
     let (s, b) = list_with(&app, &bearer).await;
     assert_error(s, &b, 401, Some("KEY_DISABLED"));
+    let a = get_account(&app, &token, &id).await;
+    assert_eq!(a["engineAccess"], pending, "{a}");
+    app.start_worker().await;
     converged(&app, &token, &id).await;
-    assert!(!can_login(&cs).await, "the engine user is locked");
+    assert_eq!(
+        all_log_in(&logins).await,
+        [false; 3],
+        "every engine user is locked"
+    );
     let (_, b) = app
         .platform(
             Method::GET,
@@ -374,7 +558,11 @@ async fn suspension_through_the_platform_cascades_to_keys_and_engines() {
         (200, Some(false))
     );
     converged(&app, &token, &id).await;
-    assert!(can_login(&cs).await, "the engine user works again");
+    assert_eq!(
+        all_log_in(&logins).await,
+        [true; 3],
+        "every engine user works again"
+    );
     assert_eq!(list_with(&app, &bearer).await.0, 200);
     assert_eq!(list_with(&app, &during).await.0, 200);
     let (_, b) = app
@@ -612,27 +800,24 @@ async fn the_audit_log_reads_page_by_page_with_token_names_as_actors() {
         let entries = data(&b)["entries"].as_array().unwrap().clone();
         assert!(entries.len() <= 2);
         seen.extend(entries.iter().map(|e| {
-            (
-                e["actor"].as_str().unwrap().to_owned(),
-                e["action"].as_str().unwrap().to_owned(),
-            )
+            let field = |f: &str| e[f].as_str().unwrap().to_owned();
+            (field("actorType"), field("actor"), field("action"))
         }));
         match data(&b)["nextCursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
         }
     }
-    let expected: Vec<(String, String)> = [
-        (format!("key:{key_id}"), "database.create"),
-        ("platform:billing".into(), "account.update"),
-        ("platform:dashboard".into(), "key.enable"),
-        ("platform:dashboard".into(), "key.disable"),
-        ("platform:dashboard".into(), "key.mint"),
-        ("platform:dashboard".into(), "account.create"),
+    let expected: Vec<(String, String, String)> = [
+        ("key", key_id.as_str(), "database.create"),
+        ("platform", "billing", "account.update"),
+        ("platform", "dashboard", "key.enable"),
+        ("platform", "dashboard", "key.disable"),
+        ("platform", "dashboard", "key.mint"),
+        ("platform", "dashboard", "account.create"),
     ]
-    .into_iter()
-    .map(|(actor, action)| (actor, action.to_owned()))
-    .collect();
+    .map(|(kind, actor, action)| (kind.into(), actor.into(), action.into()))
+    .into();
     assert_eq!(seen, expected, "newest first, every entry once");
     let (_, b) = app
         .platform(
