@@ -3,6 +3,7 @@
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Parser, Subcommand};
+use hepdb_core::account::{MAX_NAME, MAX_SLOTS, MAX_STORAGE_MB};
 use hepdb_core::state::JobKind;
 use hepdb_core::{AccountId, DatabaseId, Engine, KeyId, secret::MasterKey, settings::Settings};
 use hepdb_store::databases::DeleteIntent;
@@ -110,13 +111,13 @@ enum AccountCmd {
     /// Create an account; prints it with its id.
     Create {
         /// A name for people (the platform's user name, say).
-        #[arg(long)]
+        #[arg(long, value_parser = account_name)]
         name: String,
         /// How many databases it may hold.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..))]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(0..=MAX_SLOTS as i64))]
         slots: i32,
         /// Its storage quota, in MiB.
-        #[arg(long = "storage-mb", default_value_t = 1024, value_parser = clap::value_parser!(i64).range(0..))]
+        #[arg(long = "storage-mb", default_value_t = 1024, value_parser = clap::value_parser!(i64).range(0..=MAX_STORAGE_MB))]
         storage_mb: i64,
     },
     /// Accounts, oldest first.
@@ -142,10 +143,10 @@ enum AccountCmd {
         /// The account's id.
         id: String,
         /// The new number of slots.
-        #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..=MAX_SLOTS as i64))]
         slots: Option<i32>,
         /// The new storage quota, in MiB.
-        #[arg(long = "storage-mb", value_parser = clap::value_parser!(i64).range(0..))]
+        #[arg(long = "storage-mb", value_parser = clap::value_parser!(i64).range(0..=MAX_STORAGE_MB))]
         storage_mb: Option<i64>,
         /// Whether the account may use databases at all.
         #[arg(long = "db-access")]
@@ -184,6 +185,11 @@ enum KeyCmd {
     },
     /// Switch a key on again.
     Enable {
+        /// The key's id.
+        key_id: String,
+    },
+    /// Revoke a key for good: nothing enables it again (asks first).
+    Revoke {
         /// The key's id.
         key_id: String,
     },
@@ -244,6 +250,13 @@ enum HostCmd {
         /// The host's name (as configured).
         name: String,
     },
+}
+
+/// An account's name, by the rule the platform API applies.
+fn account_name(s: &str) -> Result<String, String> {
+    hepdb_core::account::is_printable(s, MAX_NAME)
+        .then(|| s.to_owned())
+        .ok_or_else(|| format!("must be 1 to {MAX_NAME} printable characters"))
 }
 
 fn parse<T: std::str::FromStr>(what: &str, s: &str) -> anyhow::Result<T> {
@@ -318,7 +331,7 @@ async fn run(cli: Cli) -> anyhow::Result<Value> {
     let yes = cli.yes;
     Ok(match cli.command {
         Command::Account(cmd) => account(&store, &settings, cmd, yes).await?,
-        Command::Key(cmd) => key(&store, cmd).await?,
+        Command::Key(cmd) => key(&store, cmd, yes).await?,
         Command::PlatformToken(cmd) => platform_token(&store, cmd, yes).await?,
         Command::Audit { account } => {
             let rows = store.audit_log(parse("account", &account)?).await?;
@@ -585,7 +598,7 @@ async fn suspension(
     }))
 }
 
-async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
+async fn key(store: &Store, cmd: KeyCmd, yes: bool) -> anyhow::Result<Value> {
     Ok(match cmd {
         KeyCmd::List { account } => {
             let account: AccountId = parse("account", &account)?;
@@ -614,17 +627,23 @@ async fn key(store: &Store, cmd: KeyCmd) -> anyhow::Result<Value> {
         }
         KeyCmd::Disable { key_id } => set_key(store, &key_id, false).await?,
         KeyCmd::Enable { key_id } => set_key(store, &key_id, true).await?,
+        KeyCmd::Revoke { key_id } => {
+            let key: KeyId = parse("key", &key_id)?;
+            confirm::destructive(&format!("revoke key {key_id} for good"), yes)?;
+            let operator = operator();
+            if store.revoke_key(key, as_actor(&operator)).await?.is_none() {
+                bail!("no such live key");
+            }
+            json!({ "id": key_id, "revoked": true })
+        }
     })
 }
 
 async fn platform_token(store: &Store, cmd: PlatformTokenCmd, yes: bool) -> anyhow::Result<Value> {
     Ok(match cmd {
         PlatformTokenCmd::Mint { name } => {
-            if name.trim().is_empty()
-                || name.chars().count() > 100
-                || name.chars().any(char::is_control)
-            {
-                bail!("--name must be 1 to 100 printable characters");
+            if !hepdb_core::account::is_printable(&name, MAX_NAME) {
+                bail!("--name must be 1 to {MAX_NAME} printable characters");
             }
             let (id, token) = store.mint_platform_token(&name).await?;
             json!({ "id": id, "token": token.expose() })
@@ -752,4 +771,31 @@ async fn rotate_master_key(
         "resealed": { "databases": databases, "jobs": jobs },
         "left": 0,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every command says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "hepdb-admin", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 }

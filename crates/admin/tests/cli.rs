@@ -192,6 +192,38 @@ async fn operator_commands_print_json_and_fail_clearly() {
     let shown = admin.ok(&["account", "show", &id]);
     assert_eq!(shown["slots"], serde_json::json!({"total": 5, "used": 0}));
     assert_eq!(shown["engine_access"]["converged"], true);
+    // An account the platform made is found by the platform's own id.
+    let external = store
+        .insert_account(
+            &hepdb_store::accounts::NewAccount {
+                external_id: Some("user-4711"),
+                name: "Ada",
+                slots: 1,
+                storage_mb: 1,
+                db_access: true,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let found = admin.ok(&["account", "show", "--external-id", "user-4711"]);
+    assert_eq!(found["id"], external.id.as_str());
+    let (ok, _, err) = admin.run(&["account", "show", "--external-id", "user-0"]);
+    assert!(!ok && err.contains("no such account"), "{err}");
+    // The platform API's bounds on what an account may be given.
+    for (bad, flag) in [
+        (vec!["--name", "x", "--slots", "100001"], "--slots"),
+        (
+            vec!["--name", "x", "--storage-mb", "100000001"],
+            "--storage-mb",
+        ),
+        (vec!["--name", " "], "--name"),
+        (vec!["--name", "a\u{7}b"], "--name"),
+    ] {
+        let args: Vec<&str> = ["account", "create"].into_iter().chain(bad).collect();
+        let (ok, _, err) = admin.run(&args);
+        assert!(!ok && err.contains(flag), "{args:?}: {err}");
+    }
     let keys = admin.ok(&["key", "list", "--account", &id]);
     assert_eq!(keys["keys"][0]["id"], key_id.as_str());
     assert!(
@@ -247,6 +279,17 @@ async fn operator_commands_print_json_and_fail_clearly() {
     // A quota pass on demand reports what it measured and changed.
     let refreshed = admin.ok(&["quota", "refresh", "--account", &id]);
     assert!(refreshed["measured"].is_array() && refreshed["changes"] == serde_json::json!([]));
+    // Revoked for good: asked first, and nothing enables it again.
+    let (ok, _, err) = admin.run(&["key", "revoke", &key_id]);
+    assert!(!ok && err.contains("--yes"), "{err}");
+    assert_eq!(
+        admin.ok(&["key", "revoke", &key_id, "--yes"])["revoked"],
+        true
+    );
+    let _ = admin.run(&["key", "enable", &key_id]);
+    assert!(!enabled().await);
+    let (ok, _, err) = admin.run(&["key", "revoke", &key_id, "--yes"]);
+    assert!(!ok && err.contains("no such live key"), "{err}");
 
     for bad in [
         vec!["account", "update", "not-an-id", "--slots", "1"],

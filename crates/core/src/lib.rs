@@ -2,6 +2,7 @@
 //! them to a web framework, an ORM or a broker client: ids, engines, naming, secrets, the error
 //! catalog, the job messages and the settings loader.
 
+pub mod account;
 pub mod conn_string;
 pub mod engine;
 pub mod error;

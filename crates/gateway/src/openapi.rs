@@ -262,4 +262,17 @@ mod tests {
             }
         }
     }
+
+    /// The documented bounds of an account's entitlements are the ones both the platform API
+    /// and hepdb-admin enforce (the schema attributes take literals, not the constants).
+    #[test]
+    fn documented_entitlement_bounds_are_the_enforced_ones() {
+        use hepdb_core::account::{MAX_SLOTS, MAX_STORAGE_MB};
+        let json = serde_json::to_value(PlatformApi::openapi()).unwrap();
+        for body in ["CreateBody", "PatchBody"] {
+            let props = &json["components"]["schemas"][body]["properties"];
+            assert_eq!(props["slots"]["maximum"], MAX_SLOTS, "{body}");
+            assert_eq!(props["storageMb"]["maximum"], MAX_STORAGE_MB, "{body}");
+        }
+    }
 }

@@ -2,7 +2,11 @@
 //! cascade. Each change is audited with the token's name as the actor.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
-use hepdb_core::{AccountId, ApiError, time::iso8601};
+use hepdb_core::{
+    AccountId, ApiError,
+    account::{self, MAX_EXTERNAL_ID, MAX_NAME, MAX_SLOTS, MAX_STORAGE_MB, OutOfBounds},
+    time::iso8601,
+};
 use hepdb_store::{
     accounts::{AccountUpdate, CreateAccountError, NewAccount, Usage},
     models::Account,
@@ -20,9 +24,6 @@ use super::{Authed, Platform, keyed, ok, prior, raced, whole_number};
 use crate::{envelope::Envelope, error::HttpError, openapi, state::AppState};
 
 const MB: i64 = 1024 * 1024;
-/// Bounds on what an account may be given, so that a typo cannot overflow anything.
-const MAX_SLOTS: i32 = 100_000;
-const MAX_STORAGE_MB: i64 = 100_000_000;
 
 /// An account as the platform sees it.
 #[derive(Serialize, ToSchema)]
@@ -138,8 +139,6 @@ pub struct CreateBody {
 /// What [`check_text`] accepts, as a pattern for the documents: no control character, and at
 /// least one that is not white space.
 const PRINTABLE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
-const MAX_EXTERNAL_ID: usize = 255;
-const MAX_NAME: usize = 100;
 
 fn printable(max: usize, example: &str) -> Object {
     ObjectBuilder::new()
@@ -161,28 +160,22 @@ fn name_schema() -> Object {
 
 /// Printable text with at least one visible character.
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), HttpError> {
-    let ok = !value.trim().is_empty()
-        && value.chars().count() <= max
-        && !value.chars().any(char::is_control);
-    ok.then_some(()).ok_or_else(|| {
-        HttpError(ApiError::BadRequest(format!(
-            "`{field}` must be 1 to {max} printable characters"
-        )))
-    })
+    account::is_printable(value, max)
+        .then_some(())
+        .ok_or_else(|| {
+            HttpError(ApiError::BadRequest(format!(
+                "`{field}` must be 1 to {max} printable characters"
+            )))
+        })
 }
 
 fn check_quota(slots: Option<i32>, storage_mb: Option<i64>) -> Result<(), HttpError> {
-    if slots.is_some_and(|s| !(0..=MAX_SLOTS).contains(&s)) {
-        return Err(HttpError(ApiError::BadRequest(format!(
-            "`slots` must be 0 to {MAX_SLOTS}"
-        ))));
-    }
-    if storage_mb.is_some_and(|s| !(0..=MAX_STORAGE_MB).contains(&s)) {
-        return Err(HttpError(ApiError::BadRequest(format!(
-            "`storageMb` must be 0 to {MAX_STORAGE_MB}"
-        ))));
-    }
-    Ok(())
+    account::check_entitlements(slots, storage_mb).map_err(|e| {
+        HttpError(ApiError::BadRequest(match e {
+            OutOfBounds::Slots => format!("`slots` must be 0 to {MAX_SLOTS}"),
+            OutOfBounds::StorageMb => format!("`storageMb` must be 0 to {MAX_STORAGE_MB}"),
+        }))
+    })
 }
 
 /// Create an account for one of the platform's users; 409 `EXTERNAL_ID_TAKEN` if that user
