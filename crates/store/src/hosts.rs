@@ -106,15 +106,33 @@ impl Store {
 
     /// Stops (or resumes) new placements on a host. `false` if no such host.
     pub async fn set_drained(&self, name: &str, drained: bool) -> Result<bool> {
+        self.set_drained_bound(name, drained, None).await
+    }
+
+    /// [`Store::set_drained`], binding a platform request's Idempotency-Key to the host in the
+    /// same transaction. `false` (and nothing bound) when there is no such host.
+    pub async fn set_drained_bound(
+        &self,
+        name: &str,
+        drained: bool,
+        binding: Option<crate::audit::Binding<'_>>,
+    ) -> Result<bool> {
         let mut conn = self.conn().await?;
-        let n = diesel::update(engine_hosts::table.find(name))
-            .set((
-                engine_hosts::drained.eq(drained),
-                engine_hosts::updated_at.eq(diesel::dsl::now),
-            ))
-            .execute(&mut conn)
-            .await?;
-        Ok(n == 1)
+        Ok(conn
+            .transaction(async |c| {
+                let n = diesel::update(engine_hosts::table.find(name))
+                    .set((
+                        engine_hosts::drained.eq(drained),
+                        engine_hosts::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .execute(c)
+                    .await?;
+                if let (1, Some(b)) = (n, binding) {
+                    b.bind(c, name).await?;
+                }
+                Ok::<_, diesel::result::Error>(n == 1)
+            })
+            .await?)
     }
 
     pub async fn engine_host(&self, name: &str) -> Result<Option<EngineHost>> {

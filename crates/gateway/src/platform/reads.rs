@@ -329,6 +329,7 @@ pub async fn hosts(_: Platform, state: web::Data<AppState>) -> Result<HttpRespon
         (status = 400, response = openapi::BadRequest),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 422, response = openapi::KeyReused),
         (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
@@ -354,6 +355,7 @@ pub async fn drain(
         (status = 400, response = openapi::BadRequest),
         (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
+        (status = 422, response = openapi::KeyReused),
         (status = 500, response = openapi::ServerError),
         (status = 503, response = openapi::Unavailable),
     )
@@ -374,14 +376,27 @@ async fn set_drained(
     req: HttpRequest,
     drained: bool,
 ) -> Result<HttpResponse, HttpError> {
-    // Draining is idempotent by nature: a repeated request does what the first did. The key is
-    // still checked, as every change's is.
-    super::keyed(&req, "")?;
+    let keyed = super::keyed(&req, "")?;
     let name = path.into_inner();
     // A name no host could have names no host (and never reaches metadata).
-    if !hepdb_core::settings::valid_host_name(&name)
-        || !state.store.set_drained(&name, drained).await?
-    {
+    if !hepdb_core::settings::valid_host_name(&name) {
+        return Err(HttpError(ApiError::HostNotFound));
+    }
+    // A retry is answered as the first request was, without changing the host again (an
+    // undrain since then stands).
+    if let Some(host) = super::prior(&state, &platform, keyed.as_ref()).await? {
+        let state = placement(drained);
+        return Ok(ok(StatusCode::OK, Placement { name: host, state }));
+    }
+    let binding = platform.actor_keyed(keyed.as_ref()).idempotency;
+    let found = match state.store.set_drained_bound(&name, drained, binding).await {
+        Ok(found) => found,
+        Err(e) => {
+            super::raced(&state, &platform, keyed.as_ref(), e).await?;
+            true
+        }
+    };
+    if !found {
         return Err(HttpError(ApiError::HostNotFound));
     }
     tracing::info!(host = %name, drained, actor = platform.actor().name, "host placement changed");

@@ -1324,13 +1324,70 @@ async fn a_retried_platform_request_is_answered_not_repeated() {
         )
         .await;
     assert_error(s, &b, 404, Some("NOT_FOUND"));
-    let suspends = app
-        .store
-        .audit_log(id.parse().unwrap())
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e.action == "account.suspend")
-        .count();
-    assert_eq!(suspends, 1, "suspended once");
+    for _ in 0..2 {
+        let path = format!("/accounts/{id}/unsuspend");
+        let (s, b) = keyed(Method::POST, path, None, "unsuspend-1").await;
+        assert_eq!(
+            (s.as_u16(), data(&b)["suspended"].as_bool()),
+            (200, Some(false)),
+            "{b}"
+        );
+    }
+    // The owner's switches: each retry answers the key as it is, and changes nothing again.
+    let (_, k) = mint("mint-2").await;
+    let key_id = data(&k)["id"].as_str().unwrap().to_owned();
+    for (switch, enabled) in [("disable", false), ("enable", true)] {
+        for _ in 0..2 {
+            let path = format!("/keys/{key_id}/{switch}");
+            let (s, b) = keyed(Method::POST, path, None, switch).await;
+            assert_eq!(
+                (s.as_u16(), data(&b)["enabled"].as_bool()),
+                (200, Some(enabled)),
+                "{b}"
+            );
+        }
+    }
+    let (s, b) = keyed(
+        Method::POST,
+        format!("/keys/{key_id}/enable"),
+        None,
+        "disable",
+    )
+    .await;
+    assert_error(s, &b, 422, Some("IDEMPOTENCY_KEY_REUSED"));
+    // Drains too: a retry answers as the first did; the key cannot be reused for an undrain.
+    for _ in 0..2 {
+        let (s, b) = keyed(Method::POST, "/hosts/mariadb/drain".into(), None, "drain-1").await;
+        assert_eq!((s.as_u16(), &data(&b)["state"]), (200, &json!("drained")));
+    }
+    let (s, b) = keyed(
+        Method::POST,
+        "/hosts/mariadb/undrain".into(),
+        None,
+        "drain-1",
+    )
+    .await;
+    assert_error(s, &b, 422, Some("IDEMPOTENCY_KEY_REUSED"));
+    let (s, b) = keyed(
+        Method::POST,
+        "/hosts/mariadb/undrain".into(),
+        None,
+        "undrain-1",
+    )
+    .await;
+    assert_eq!((s.as_u16(), &data(&b)["state"]), (200, &json!("open")));
+
+    let entries = app.store.audit_log(id.parse().unwrap()).await.unwrap();
+    let count = |action: &str| entries.iter().filter(|e| e.action == action).count();
+    assert_eq!(
+        [
+            "account.suspend",
+            "account.unsuspend",
+            "key.disable",
+            "key.enable"
+        ]
+        .map(count),
+        [1; 4],
+        "each change once"
+    );
 }
