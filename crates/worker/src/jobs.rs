@@ -226,6 +226,10 @@ async fn prepare<'a>(
     }
     let db = match held.database().await {
         Ok(Some(db)) => db,
+        // Deleted after this job was recorded (a rotate or an access change that lost the
+        // race with a deletion): the caller's database is gone, 404. A create's row is never
+        // removed before its job settles, so that one is an error.
+        Ok(None) if kind != JobKind::Create => return refuse(held, JobFailure::Gone, None).await,
         Ok(None) => return refuse(held, JobFailure::Internal, Some("database row missing")).await,
         Err(error) => {
             tracing::warn!(%error, "cannot read database row, will retry");

@@ -179,19 +179,28 @@ pub async fn delete(
             return deleted_yet(&state, id).await;
         }
     };
-    match intent {
+    let outcome = match intent {
         DeleteIntent::Missing => return Err(HttpError(ApiError::NotFound)),
         DeleteIntent::Unsettled => return Err(HttpError(ApiError::DatabaseBusy)),
         // Another request's job: wait for its outcome rather than send it again.
-        DeleteIntent::Job { job, new: false } => state.dispatcher.await_outcome(job).await?,
+        DeleteIntent::Job { job, new: false } => state.dispatcher.await_outcome(job).await,
         DeleteIntent::Job { job, new: true } => {
             state
                 .dispatcher
                 .run_to_completion(job, id, JobKind::Delete)
-                .await?
+                .await
+        }
+    };
+    match outcome {
+        Ok(()) => Ok(deleted(id)),
+        // A recorded deletion is never given up: whatever its job met (an engine or broker
+        // outage, too many deliveries, a row another deletion already removed), the
+        // reconciler carries it on. So the answer is only ever done or still running.
+        Err(error) => {
+            tracing::info!(%error, database = %id, "deletion not finished in this request");
+            deleted_yet(&state, id).await
         }
     }
-    Ok(deleted(id))
 }
 
 fn deleted(id: DatabaseId) -> HttpResponse {

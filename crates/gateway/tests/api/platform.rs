@@ -1142,6 +1142,26 @@ async fn a_rotate_recorded_before_a_deletion_changes_nothing() {
     );
     let cs = data(&created)["connectionString"].as_str().unwrap();
     assert!(can_login(cs).await, "the password was not changed");
+
+    // Delivered only after the deletion finished and its row is gone: 404 as well, not 500.
+    let (s, created) = app.create(json!({"name": "gone"})).await;
+    assert_eq!(s, 201, "{created}");
+    let id: hepdb_core::DatabaseId = data(&created)["id"].as_str().unwrap().parse().unwrap();
+    let (msg, _) = app.rotate_intent(id).await;
+    let hepdb_store::databases::DeleteIntent::Job { job, .. } =
+        app.store.insert_delete_job(id, None).await.unwrap()
+    else {
+        panic!("no delete job");
+    };
+    hepdb_worker::jobs::run_delete(ctx, job, id).await.unwrap();
+    assert!(app.store.database(id).await.unwrap().is_none());
+    assert_eq!(
+        handle(ctx, &msg).await,
+        Disposition::Finished {
+            outcome: hepdb_core::job::JobOutcome::Failed(hepdb_core::job::JobFailure::Gone),
+            dead_letter: None
+        }
+    );
 }
 
 /// Every POST, PATCH and DELETE takes an Idempotency-Key: a retry is answered from what the

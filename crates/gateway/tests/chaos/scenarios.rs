@@ -10,6 +10,7 @@ use std::{
 
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
+use reqwest::Method;
 use serde_json::json;
 
 use hepdb_testkit::{
@@ -25,9 +26,11 @@ fn report(scenario: &str, operations: usize, faults: usize, inconsistencies: usi
     );
 }
 
-/// One create or rotate, recorded in the ledger.
+/// One create, rotate or deletion (through the platform API, with `token`), recorded in the
+/// ledger.
 async fn operate(
     app: &TestApp,
+    token: &str,
     ledger: &Ledger,
     ids: &Mutex<Vec<String>>,
     rng_pick: u64,
@@ -38,6 +41,14 @@ async fn operate(
         (!ids.is_empty() && rng_pick % 10 >= 4).then(|| ids[rng_pick as usize % ids.len()].clone())
     };
     match target {
+        Some(id) if rng_pick % 10 == 9 => {
+            let path = format!("/databases/{id}");
+            let (s, b) = app.platform(Method::DELETE, &path, Some(token), None).await;
+            if s == 200 {
+                ids.lock().unwrap().retain(|i| *i != id);
+            }
+            ledger.record_deletion(&id, s.as_u16(), &b);
+        }
         Some(id) => {
             let (s, b) = app.rotate(&id).await;
             ledger.record(Some(&id), s.as_u16(), &b);
@@ -91,8 +102,9 @@ async fn mixed_load(
         let mut rng = Rng::new(seed);
         (0..operations).map(|_| rng.below(1 << 30)).collect()
     };
+    let token = app.platform_token("chaos").await;
     futures_util::stream::iter(picks.iter().enumerate())
-        .for_each_concurrent(8, |(n, pick)| operate(app, ledger, ids, *pick, n))
+        .for_each_concurrent(8, |(n, pick)| operate(app, &token, ledger, ids, *pick, n))
         .await;
     done.store(true, Ordering::SeqCst);
 }
@@ -305,12 +317,18 @@ async fn twenty_concurrent_rotates() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "fault injection: run with `cargo xtask chaos`"]
 async fn broker_restart_under_load() {
+    // The worker's reconciler runs as in a deployment: a deletion recorded while the broker
+    // was down is never cancelled, and waits for it to publish the job again.
     let app = spawn_app_with(
         Options {
             slots: Some(500),
             ..Default::default()
         },
-        |s| s.gateway.job_timeout_ms = 3000,
+        |s| {
+            s.gateway.job_timeout_ms = 3000;
+            s.worker.reconcile_interval_secs = 1;
+            s.worker.stale_job_secs = 4;
+        },
     )
     .await;
     let ledger = Arc::new(Ledger::default());
@@ -318,18 +336,19 @@ async fn broker_restart_under_load() {
     let stop = AtomicBool::new(false);
     let slow = AtomicUsize::new(0);
     let ops = AtomicUsize::new(0);
-    let (app_ref, ledger_ref, ids_ref) = (&app, &*ledger, &ids);
+    let token = app.platform_token("chaos").await;
+    let (app_ref, ledger_ref, ids_ref, token_ref) = (&app, &*ledger, &ids, &token);
     let (stop_ref, ops_ref, slow_ref) = (&stop, &ops, &slow);
     let load = async move {
         futures_util::stream::iter(0..4)
             .for_each_concurrent(4, move |lane| async move {
-                let (app, ledger, ids) = (app_ref, ledger_ref, ids_ref);
+                let (app, ledger, ids, token) = (app_ref, ledger_ref, ids_ref, token_ref);
                 let (stop, ops, slow) = (stop_ref, ops_ref, slow_ref);
                 let mut rng = Rng::new(seed() ^ lane);
                 while !stop.load(Ordering::SeqCst) {
                     let n = ops.fetch_add(1, Ordering::SeqCst);
                     let started = Instant::now();
-                    operate(app, ledger, ids, rng.below(1 << 30), n).await;
+                    operate(app, token, ledger, ids, rng.below(1 << 30), n).await;
                     // Never past the timeout (plus the broker's own reconnect window).
                     if started.elapsed() > Duration::from_secs(5) {
                         slow.fetch_add(1, Ordering::SeqCst);
@@ -508,15 +527,17 @@ async fn every_fault_under_mixed_load() {
     let ids = Mutex::new(Vec::new());
     let (ops, enough_faults) = (AtomicUsize::new(0), AtomicBool::new(false));
     let counts: Mutex<Vec<usize>> = Mutex::new(vec![0; FAULTS.len()]);
+    let token = app.platform_token("chaos").await;
     let load = futures_util::stream::iter(0..8u64).for_each_concurrent(8, |lane| {
         let (app, ledger, ids, ops, enough_faults) = (&app, &ledger, &ids, &ops, &enough_faults);
+        let token = &token;
         async move {
             let mut rng = Rng::new(seed ^ (lane + 1));
             while !(enough_faults.load(Ordering::SeqCst)
                 && ops.load(Ordering::SeqCst) >= MIN_OPERATIONS)
             {
                 let n = ops.fetch_add(1, Ordering::SeqCst);
-                operate(app, ledger, ids, rng.below(1 << 30), n).await;
+                operate(app, token, ledger, ids, rng.below(1 << 30), n).await;
             }
         }
     });

@@ -59,6 +59,9 @@ struct LedgerInner {
     /// has not seen (it finds it by listing, and its password by revealing).
     uncertain_creates: usize,
     created: Vec<String>,
+    /// Databases a deletion was recorded for (answered 200, or 503 JOB_TIMEOUT while it ran):
+    /// a recorded deletion always completes, so each must be gone once settled.
+    deleted: HashSet<String>,
     /// Answers by status and code.
     answers: HashMap<String, usize>,
 }
@@ -88,6 +91,19 @@ impl Ledger {
             } else {
                 l.uncertain_creates += 1;
             }
+        }
+    }
+
+    /// Records the answer to a deletion of `db` through the platform API.
+    pub fn record_deletion(&self, db: &str, status: u16, body: &Value) {
+        let mut l = self.inner.lock().unwrap();
+        let label = match body["code"].as_str() {
+            Some(code) => format!("DELETE {status} {code}"),
+            None => format!("DELETE {status}"),
+        };
+        *l.answers.entry(label).or_default() += 1;
+        if status == 200 || body["code"] == "JOB_TIMEOUT" {
+            l.deleted.insert(db.to_owned());
         }
     }
 
@@ -233,8 +249,22 @@ pub async fn inconsistencies(app: &TestApp, ledger: &Ledger) -> usize {
     let listed = data(&listed)["databases"].as_array().unwrap().clone();
     let listed_ids: HashSet<&str> = listed.iter().map(|d| d["id"].as_str().unwrap()).collect();
     for id in &l.created {
-        if !listed_ids.contains(id.as_str()) {
+        if !listed_ids.contains(id.as_str()) && !l.deleted.contains(id) {
             complain(format!("created {id} (201) is not listed"));
+        }
+    }
+    for id in &l.deleted {
+        if listed_ids.contains(id.as_str()) {
+            complain(format!("deleted {id} is still listed"));
+        }
+        if app
+            .store
+            .database(id.parse().unwrap())
+            .await
+            .unwrap()
+            .is_some()
+        {
+            complain(format!("deleted {id} still has a metadata row"));
         }
     }
     let unseen: HashSet<&str> = listed_ids
