@@ -75,6 +75,9 @@ pub struct RateLimitSettings {
     pub account_reads_per_minute: u32,
     pub key_changes_per_minute: u32,
     pub account_changes_per_minute: u32,
+    /// Refused authentications (missing, unknown, disabled keys) per client address: key
+    /// guessing from one address is slowed, and those answers carry budget headers too.
+    pub address_failures_per_minute: u32,
 }
 
 /// The platform API (the hosting platform's own services), served by the gateway binary on a
@@ -438,6 +441,7 @@ impl Settings {
                 limits.account_reads_per_minute,
                 limits.key_changes_per_minute,
                 limits.account_changes_per_minute,
+                limits.address_failures_per_minute,
             ]
             .contains(&0)
         {

@@ -66,15 +66,18 @@ impl BearerKey {
         class: Class,
         found: Option<(&ApiKeyRow, &Account)>,
     ) -> Result<Caller, HttpError> {
-        let (row, account) = found.ok_or(HttpError(ApiError::BadKey))?;
+        let refuse = |refusal| Err(refused(Some(state), self.address, refusal));
+        let Some((row, account)) = found else {
+            return refuse(ApiError::BadKey);
+        };
         if !self.hash.matches(&row.key_hash) || row.revoked_at.is_some() {
-            return Err(HttpError(ApiError::BadKey));
+            return refuse(ApiError::BadKey);
         }
         if !row.enabled {
-            return Err(HttpError(ApiError::KeyDisabled));
+            return refuse(ApiError::KeyDisabled);
         }
         if account.suspended || !account.db_access {
-            return Err(HttpError(ApiError::AccountForbidden));
+            return refuse(ApiError::AccountForbidden);
         }
         note_use(&state.store, row);
         let caller = Caller {
@@ -131,16 +134,36 @@ impl FromRequest for BearerKey {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let raw = req.headers().get(header::AUTHORIZATION);
+        let address = crate::client_addr::of(req);
         // A header that is not text holds no key; a token of the wrong shape cannot match one
         // (no lookup needed).
         let parsed = token(raw.and_then(|v| v.to_str().ok()))
             .ok_or(ApiError::NoKey)
             .and_then(|t| ApiKey::parse(t).ok_or(ApiError::BadKey));
-        std::future::ready(parsed.map_err(HttpError).map(|key| BearerKey {
-            hash: key.hash(),
-            address: crate::client_addr::of(req),
-        }))
+        std::future::ready(match parsed {
+            Ok(key) => Ok(BearerKey {
+                hash: key.hash(),
+                address,
+            }),
+            Err(refusal) => {
+                let state = req.app_data::<web::Data<AppState>>();
+                Err(refused(state.map(|s| s.get_ref()), address, refusal))
+            }
+        })
     }
+}
+
+/// A refused authentication: spent from the client address's budget of failures when limits
+/// are on, which turns it into 429 `RATE_LIMITED` once that budget is gone.
+fn refused(
+    state: Option<&AppState>,
+    address: Option<std::net::IpAddr>,
+    refusal: ApiError,
+) -> HttpError {
+    HttpError(match state.and_then(|s| s.limits.as_ref()) {
+        Some(limits) => limits.refused(address, refusal),
+        None => refusal,
+    })
 }
 
 impl FromRequest for Caller {

@@ -3,8 +3,12 @@
 //! neither its own reads nor anyone else. GCRA (governor), in this process's memory: each
 //! gateway replica counts on its own (README says how to size the limits for N replicas).
 //!
+//! A refused authentication (no key, an unknown or disabled one) spends instead from a
+//! budget of the client's address (the one the audit log records), so that guessing keys
+//! from one address is slowed and those answers carry the headers too.
+//!
 //! The decision is made where the caller becomes known (`auth.rs`); the headers go out on
-//! every answer to a known caller, through [`headers`]: `RateLimit-Policy` names the class's
+//! every answer to a caller, known or refused, through [`headers`]: `RateLimit-Policy` names the class's
 //! two policies, `RateLimit` the one closer to exhaustion (IETF httpapi ratelimit-headers
 //! draft), and a 429 carries `Retry-After`.
 
@@ -87,10 +91,12 @@ struct Left {
     reset: Duration,
 }
 
-/// The four budgets of this process.
+/// The budgets of this process.
 pub struct Limits {
     reads: [Policy; 2],
     changes: [Policy; 2],
+    /// Refused authentications, per client address.
+    failures: Policy,
     clock: DefaultClock,
 }
 
@@ -123,6 +129,7 @@ impl Limits {
                 Policy::new("key-changes", s.key_changes_per_minute),
                 Policy::new("account-changes", s.account_changes_per_minute),
             ],
+            failures: Policy::new("address-failures", s.address_failures_per_minute),
             clock: DefaultClock::default(),
         })
     }
@@ -144,33 +151,62 @@ impl Limits {
                 .map_err(|wait| (by_account, wait))?;
             Ok(if k.remaining <= a.remaining { k } else { a })
         });
-        match left {
-            Ok(left) => {
-                record(Verdict { policies, left });
-                Ok(())
-            }
-            Err((policy, wait)) => {
-                // Whole seconds, rounded up: a client that waits this long is let through.
-                let secs = u32::try_from(wait.as_millis().div_ceil(1000))
-                    .unwrap_or(u32::MAX)
-                    .max(1);
-                let left = Left {
-                    policy: policy.name,
-                    remaining: 0,
-                    reset: Duration::from_secs(secs.into()),
-                };
-                record(Verdict { policies, left });
-                Err(ApiError::RateLimited(secs))
-            }
+        settle(policies, left)
+    }
+
+    /// A refused authentication from `address` (no key, an unknown or disabled one): spends
+    /// one of the address's failures and answers `refusal`, or 429 `RATE_LIMITED` once they
+    /// are spent. Without an address (no peer) there is nothing to count.
+    pub fn refused(&self, address: Option<std::net::IpAddr>, refusal: ApiError) -> ApiError {
+        let Some(address) = address else {
+            return refusal;
+        };
+        let who = match address {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        }
+        .to_bits();
+        let spent = self
+            .failures
+            .spend(who, &self.clock)
+            .map_err(|wait| (&self.failures, wait));
+        match settle(self.failures.describe(), spent) {
+            Ok(()) => refusal,
+            Err(limited) => limited,
         }
     }
 
     /// Forgets callers whose budgets are whole again, so the counts do not grow with the
     /// number of keys ever seen.
     pub fn forget_idle(&self) {
-        for policy in self.reads.iter().chain(&self.changes) {
+        let failures = std::iter::once(&self.failures);
+        for policy in self.reads.iter().chain(&self.changes).chain(failures) {
             policy.limiter.retain_recent();
             policy.limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Records the verdict for the answer's headers: `Ok` with what is left, or 429
+/// `RATE_LIMITED` with the wait.
+fn settle(policies: String, left: Result<Left, (&Policy, Duration)>) -> Result<(), ApiError> {
+    match left {
+        Ok(left) => {
+            record(Verdict { policies, left });
+            Ok(())
+        }
+        Err((policy, wait)) => {
+            // Whole seconds, rounded up: a client that waits this long is let through.
+            let secs = u32::try_from(wait.as_millis().div_ceil(1000))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            let left = Left {
+                policy: policy.name,
+                remaining: 0,
+                reset: Duration::from_secs(secs.into()),
+            };
+            record(Verdict { policies, left });
+            Err(ApiError::RateLimited(secs))
         }
     }
 }

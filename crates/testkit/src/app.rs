@@ -178,6 +178,17 @@ impl TestApp {
         }
         let resp = req.send().await.expect("request");
         let status = resp.status();
+        // Every test that meets a 503 or a 429 checks that it says when to come back.
+        if matches!(status.as_u16(), 429 | 503) {
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok());
+            assert!(
+                retry.is_some_and(|v| v.parse::<u32>().is_ok_and(|s| s >= 1)),
+                "a {status} without a Retry-After of whole seconds: {retry:?}"
+            );
+        }
         let text = resp.text().await.unwrap();
         let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
         (status, json)
