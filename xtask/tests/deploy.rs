@@ -464,6 +464,9 @@ fn the_rendered_manifests_validate_against_the_kubernetes_schemas() {
             "no {kind} rendered"
         );
     }
+    // The overlay's managed metadata database, added to the gateway's and the migration's
+    // PostgreSQL rule.
+    assert_eq!(text.matches("cidr: 10.20.0.5/32").count(), 2, "{text}");
     let venv = std::env::var("HEPDB_KUBE_VALIDATE_VENV")
         .unwrap_or_else(|_| "/var/tmp/hepdb-kube-validate".into());
     let validated = Command::new(format!("{venv}/bin/kubernetes-validate"))
@@ -533,7 +536,40 @@ fn network_policies_autoscaling_and_ingress_say_what_the_design_says() {
             .filter_map(|x| x["port"].as_i64())
             .collect()
     };
+    // The peers a policy lets reach `port`: None for a rule open to any destination.
+    let to_for_port = |p: &Yaml, port: i64| -> Vec<Option<String>> {
+        list(&p["spec"]["egress"])
+            .iter()
+            .filter(|rule| {
+                list(&rule["ports"])
+                    .iter()
+                    .any(|x| x["port"].as_i64() == Some(port))
+            })
+            .flat_map(|rule| match rule["to"].as_vec() {
+                None => vec![None],
+                Some(peers) => peers
+                    .iter()
+                    .map(|peer| {
+                        let labels = &peer["podSelector"]["matchLabels"];
+                        let label = ["hepdb.io/metadata", "app.kubernetes.io/name"]
+                            .into_iter()
+                            .find_map(|l| labels[l].as_str().map(|v| format!("{l}={v}")));
+                        Some(label.unwrap_or_else(|| "ipBlock".into()))
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    let metadata = [Some("hepdb.io/metadata=true".to_owned())];
+    let broker = [Some("app.kubernetes.io/name=hepdb-rabbitmq".to_owned())];
     let gateway = policy("hepdb-gateway");
+    // PostgreSQL only at the metadata database: never an engine's.
+    assert_eq!(to_for_port(gateway, 5432), metadata);
+    assert_eq!(to_for_port(policy("hepdb-migrate"), 5432), metadata);
+    for port in [5672, 5671] {
+        assert_eq!(to_for_port(gateway, port), broker);
+        assert_eq!(to_for_port(policy("hepdb-worker"), port), broker);
+    }
     assert_eq!(from_for_port(gateway, "http"), ["ingress-nginx"]);
     assert_eq!(from_for_port(gateway, "platform"), ["any namespace"]);
     assert_eq!(from_for_port(gateway, "metrics"), ["monitoring"]);
