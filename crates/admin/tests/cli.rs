@@ -80,6 +80,29 @@ impl Admin {
     }
 }
 
+/// Outside development mode, hepdb-admin refuses the published development key before it
+/// touches anything (keygen, which needs no settings, still works).
+#[test]
+fn the_development_key_is_refused_outside_development_mode() {
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hepdb-admin"));
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("HEPDB")) {
+            cmd.env_remove(key);
+        }
+        cmd.args(args)
+            .env("HEPDB__METADATA__URL", "postgres://nobody@127.0.0.1:1/none")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["account", "list"]);
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && why.contains("development key"),
+        "{why}"
+    );
+    assert!(run(&["keygen"]).status.success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_commands_print_json_and_fail_clearly() {
     let admin = Admin::new();

@@ -37,7 +37,7 @@ async fn sealed(app: &TestApp) -> Vec<(DatabaseId, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotation_killed_halfway_resumes_and_every_password_still_opens_and_logs_in() {
     let (old, new) = (MasterKey::generate_base64(), MasterKey::generate_base64());
-    let app = spawn_app_with(
+    let mut app = spawn_app_with(
         Options {
             slots: Some(6),
             ..Options::default()
@@ -71,6 +71,38 @@ async fn a_rotation_killed_halfway_resumes_and_every_password_still_opens_and_lo
     assert!(before.iter().all(|(_, v)| old_key.is_current(v)));
 
     // One value per batch, slowly: kill it after its first batch.
+    // The rollout's second step: a gateway that seals with the new key and still opens the
+    // old (no worker of its own yet: the first stack's still runs on the old key alone).
+    let (url, prefix) = (
+        app.settings.metadata.url.clone(),
+        app.settings.amqp.queue_prefix.clone(),
+    );
+    let mut rolled = spawn_app_with(
+        Options {
+            no_worker: true,
+            ..Options::default()
+        },
+        |s| {
+            s.metadata.url = url;
+            s.amqp.queue_prefix = prefix;
+            s.crypto.master_key = Secret::new(new.clone());
+            s.crypto.previous_master_keys = Some(Secret::new(old.clone()));
+        },
+    )
+    .await;
+    // Every password reveals through its API, whichever key holds it now.
+    let reveals_all = async |rolled: &TestApp| {
+        for p in &passwords {
+            let id = p["id"].as_str().unwrap();
+            let path = format!("/api/v1/db/databases/{id}");
+            let (s, b) = rolled
+                .send(reqwest::Method::GET, &path, Some(&app.bearer()), None)
+                .await;
+            assert_eq!((s.as_u16(), &data(&b)["password"]), (200, &p["password"]));
+        }
+    };
+    reveals_all(&rolled).await;
+
     let mut child = admin(
         &app,
         &new,
@@ -99,6 +131,7 @@ async fn a_rotation_killed_halfway_resumes_and_every_password_still_opens_and_lo
         ring.open(*db, value)
             .expect("every value opens during the rotation");
     }
+    reveals_all(&rolled).await;
 
     // Run again: it goes on to the end, a few values per batch (so that a pass crosses from
     // databases to jobs, and from batch to batch by its cursor).
@@ -131,6 +164,17 @@ async fn a_rotation_killed_halfway_resumes_and_every_password_still_opens_and_lo
         assert_eq!(password.expose(), p["password"].as_str().unwrap());
         assert!(can_login(p["connectionString"].as_str().unwrap()).await);
     }
+    reveals_all(&rolled).await;
+    // The old stack's worker gives way to one with the new key: a rotate through the rolled
+    // gateway works end to end, and its new password logs in.
+    app.worker.take().unwrap().shutdown().await;
+    rolled.start_worker().await;
+    let path = format!("/api/v1/db/databases/{id}/rotate");
+    let (s, b) = rolled
+        .send(reqwest::Method::POST, &path, Some(&app.bearer()), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(can_login(data(&b)["connectionString"].as_str().unwrap()).await);
 
     // With the old key gone from the ring, nothing is left to do.
     let out = admin(&app, &new, "", &[])

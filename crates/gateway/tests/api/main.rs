@@ -1,6 +1,7 @@
 //! End-to-end tests of the management API against real PostgreSQL, RabbitMQ and the engines.
 
 mod auth;
+mod boot;
 mod client_address;
 mod create;
 mod dead_letter;
