@@ -94,14 +94,9 @@ async fn metadata_over_tls_and_a_wrong_ca_refused() {
     hepdb_store::migrate::drop_database(&url).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_postgres_driver_provisions_over_tls() {
-    bootstrap_provisioners().await;
-    let url = with(
-        &provisioner_url(Engine::Postgres),
-        &format!("sslrootcert={}", ca("ca.crt")),
-    );
-    let driver = EngineDriver::new(Engine::Postgres, &url, 5).unwrap();
+/// A database's whole life through `driver`: created, its password logs in, rotated (the old
+/// one refused), dropped (nothing logs in).
+async fn lifecycle(driver: &EngineDriver) {
     let t = Target {
         id: DatabaseId::new(),
         names: EngineNames::new(&DbTag::generate(), 1),
@@ -113,6 +108,18 @@ async fn the_postgres_driver_provisions_over_tls() {
     assert!(driver.can_login(&t, &second).await.unwrap());
     assert!(!driver.can_login(&t, &first).await.unwrap());
     driver.drop_owned(&t).await.unwrap();
+    assert!(!driver.can_login(&t, &second).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_postgres_driver_provisions_over_tls() {
+    bootstrap_provisioners().await;
+    let url = with(
+        &provisioner_url(Engine::Postgres),
+        &format!("sslrootcert={}", ca("ca.crt")),
+    );
+    let driver = EngineDriver::new(Engine::Postgres, &url, 5).unwrap();
+    lifecycle(&driver).await;
 
     let wrong = with(
         &provisioner_url(Engine::Postgres),
@@ -159,6 +166,17 @@ async fn mariadb_connections_are_tls_verified_against_the_configured_ca() {
     // The driver, over the same URL.
     let driver = EngineDriver::new(Engine::Mariadb, &url("ca.crt"), 5).unwrap();
     driver.ping().await.expect("the driver's ping over TLS");
+    // The provisioner over TLS does a database's whole life: create, login, rotate, drop.
+    let provisioner = format!(
+        "mysql://hepdb_provisioner:hepdb-dev-provisioner@127.0.0.1:{}/?sslrootcert={}",
+        server.port,
+        ca("ca.crt")
+    );
+    hepdb_worker::engines::MariaDb::bootstrap(&url("ca.crt"), &provisioner)
+        .await
+        .unwrap();
+    let provisioner = EngineDriver::new(Engine::Mariadb, &provisioner, 5).unwrap();
+    lifecycle(&provisioner).await;
 
     // Another CA: refused.
     let wrong = hepdb_worker::engines::mariadb_opts(&url("other-ca.crt")).unwrap();
@@ -234,6 +252,7 @@ async fn mongodb_connections_are_tls_verified_against_the_configured_ca() {
     let server = PrivateMongo::start("tls-root", true);
     let driver = EngineDriver::new(Engine::Mongo, &tls_mongo_url(&server, "ca.crt"), 5).unwrap();
     driver.ping().await.expect("TLS with the right CA");
+    lifecycle(&driver).await;
     let refused =
         EngineDriver::new(Engine::Mongo, &tls_mongo_url(&server, "other-ca.crt"), 5).unwrap();
     assert!(refused.ping().await.is_err(), "a wrong CA is refused");

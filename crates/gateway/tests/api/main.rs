@@ -9,6 +9,7 @@ mod engines;
 mod envelope;
 mod hosts;
 mod idempotency;
+mod metadata_tls;
 mod openapi;
 mod pipeline;
 mod platform;
