@@ -378,6 +378,12 @@ fn compose_healthchecks_test_tcp_and_hepdb_restarts() {
             "{db}: the healthcheck must connect over TCP: {test:?}"
         );
     }
+    // The broker's check connects to its AMQP listeners, not only to the node's runtime.
+    let broker: Vec<&str> = list(&services["rabbitmq"]["healthcheck"]["test"])
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(broker.contains(&"check_port_connectivity"), "{broker:?}");
     for app in ["gateway", "worker"] {
         let service = &services[app];
         assert_eq!(service["restart"].as_str(), Some("unless-stopped"), "{app}");
