@@ -781,6 +781,21 @@ mod tests {
         }
     }
 
+    /// The platform API and /metrics never share the public listener.
+    #[test]
+    fn the_public_listener_is_the_public_apis_alone() {
+        for var in ["HEPDB__PLATFORM__LISTEN", "HEPDB__GATEWAY__METRICS_LISTEN"] {
+            let same = [
+                ("HEPDB__GATEWAY__LISTEN", "0.0.0.0:8080"),
+                (var, "0.0.0.0:8080"),
+            ];
+            let err = Settings::load_from(None, env(&same))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("public listener"), "{var}: {err}");
+        }
+    }
+
     #[test]
     fn trace_export_is_off_unless_an_endpoint_is_set() {
         let s = Settings::load_from(None, env(&[])).unwrap();

@@ -640,6 +640,13 @@ async fn tokens_and_keys_stay_on_their_own_api() {
         )
         .await;
     assert_error(s, &b, 401, Some("BAD_TOKEN"));
+    // So is one of the right shape that was never minted.
+    let unknown = hepdb_core::secret::PlatformToken::generate();
+    let unknown = format!("Bearer {}", unknown.expose());
+    let (s, b) = app
+        .platform(Method::GET, "/hosts", Some(&unknown), None)
+        .await;
+    assert_error(s, &b, 401, Some("BAD_TOKEN"));
 
     // The public listener has no platform API, and the platform listener no public one.
     let (s, b) = app
