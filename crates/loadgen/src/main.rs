@@ -295,6 +295,9 @@ fn ratio_line(label: &str, hepdb: &Measured, base: &Measured) -> String {
     )
 }
 
+/// Each hepdb process's resident memory must stay under this through every scenario.
+const RESIDENT_TARGET_MB: f64 = 30.0;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -454,11 +457,17 @@ async fn main() -> anyhow::Result<()> {
             ));
         }
     }
+    // The peak is the process's high-water mark since it started: every scenario this stack
+    // has run so far, not a reading after this one.
     for name in ["hepdb-gateway", "hepdb-worker"] {
-        for (pid, kb) in report::rss_kb(name) {
+        for r in report::resident(name) {
+            let mb = |kb: u64| kb as f64 / 1024.0;
             summary.push(format!(
-                "{name} (pid {pid}) resident: {:.1} MB",
-                kb as f64 / 1024.0
+                "{name} (pid {}) resident: {:.1} MB now, peak {:.1} MB ({} the {RESIDENT_TARGET_MB} MB target)",
+                r.pid,
+                mb(r.now_kb),
+                mb(r.peak_kb),
+                if mb(r.peak_kb) < RESIDENT_TARGET_MB { "under" } else { "OVER" },
             ));
         }
     }

@@ -136,26 +136,39 @@ fn percentiles_svg(runs: &[(&str, &Measured)]) -> Result<String, String> {
 
 /// Completed operations per second of each run on shared axes, by 100 ms tick. Only whole
 /// ticks: the last, partial one would look like a fall to zero.
-fn throughput_svg(runs: &[(&str, &Measured)]) -> Result<String, String> {
-    fn whole(m: &Measured) -> &[u64] {
-        let ticks = m.elapsed.as_millis() / TICK.as_millis();
-        &m.per_tick[..m.per_tick.len().min(ticks as usize)]
-    }
+/// A run's throughput line, as (seconds into the run, operations per second): each whole
+/// tick's rate at the end of that tick (a partial last tick would draw a false fall); a run
+/// shorter than one tick (a fast baseline) as its mean rate over its length.
+fn throughput_points(m: &Measured) -> Vec<(f64, f64)> {
     let per_second = 1000.0 / TICK.as_millis() as f64;
-    let seconds = runs
+    let ticks = (m.elapsed.as_millis() / TICK.as_millis()) as usize;
+    let whole = &m.per_tick[..m.per_tick.len().min(ticks)];
+    if whole.is_empty() {
+        let secs = m.elapsed.as_secs_f64().max(1e-3);
+        let rate = m.per_tick.iter().sum::<u64>() as f64 / secs;
+        return vec![(0.0, rate), (secs, rate)];
+    }
+    whole
         .iter()
-        .map(|(_, m)| whole(m).len())
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64
-        / per_second;
-    let peak = runs
+        .enumerate()
+        .map(|(t, n)| ((t as f64 + 1.0) / per_second, *n as f64 * per_second))
+        .collect()
+}
+
+fn throughput_svg(runs: &[(&str, &Measured)]) -> Result<String, String> {
+    let per_second = 1000.0 / TICK.as_millis() as f64;
+    let drawn_runs: Vec<(&str, Vec<(f64, f64)>)> = runs
         .iter()
-        .flat_map(|(_, m)| whole(m).iter().copied())
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * per_second;
+        .map(|(label, m)| (*label, throughput_points(m)))
+        .collect();
+    let seconds = drawn_runs
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
+        .fold(1.0 / per_second, f64::max);
+    let peak = drawn_runs
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .fold(1.0, f64::max);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (860, 360)).into_drawing_area();
@@ -174,17 +187,12 @@ fn throughput_svg(runs: &[(&str, &Measured)]) -> Result<String, String> {
                 .y_desc("operations per second")
                 .draw(),
         )?;
-        for (i, (label, m)) in runs.iter().enumerate() {
+        for (i, (label, points)) in drawn_runs.into_iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
-            // Each whole tick's rate, drawn at the end of that tick.
-            let points = whole(m)
-                .iter()
-                .enumerate()
-                .map(|(t, n)| ((t as f64 + 1.0) / per_second, *n as f64 * per_second));
             let series = chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(|e| format!("{e:?}"))?;
-            series.label(*label).legend(line_key(color));
+            series.label(label).legend(line_key(color));
         }
         legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         drawn(root.present())?;
@@ -300,8 +308,17 @@ pub fn html(
     out
 }
 
-/// Resident memory (kB) of each running process with this command name.
-pub fn rss_kb(name: &str) -> Vec<(u32, u64)> {
+/// Resident memory of one process, in kB: now, and its peak since it started (the kernel's
+/// high-water mark), which no sampling can miss.
+#[derive(Debug, Clone, Copy)]
+pub struct Resident {
+    pub pid: u32,
+    pub now_kb: u64,
+    pub peak_kb: u64,
+}
+
+/// The resident memory of each running process with this command name.
+pub fn resident(name: &str) -> Vec<Resident> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return vec![];
     };
@@ -312,14 +329,51 @@ pub fn rss_kb(name: &str) -> Vec<(u32, u64)> {
             return None;
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()?;
-        Some((pid, kb))
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        Some(Resident {
+            pid,
+            now_kb: field("VmRSS:")?,
+            peak_kb: field("VmHWM:")?,
+        })
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, time::Duration};
+
+    use hdrhistogram::Histogram;
+
+    use super::{throughput_points, throughput_svg};
+    use crate::run::Measured;
+
+    fn measured(per_tick: Vec<u64>, elapsed_ms: u64) -> Measured {
+        Measured {
+            latency_us: Histogram::new(3).unwrap(),
+            per_tick,
+            errors: BTreeMap::new(),
+            elapsed: Duration::from_millis(elapsed_ms),
+        }
+    }
+
+    /// A run shorter than one tick still gets its line (its mean rate over its length), and a
+    /// longer run's partial last tick is left out rather than drawn as a fall.
+    #[test]
+    fn every_run_has_a_throughput_line() {
+        let short = measured(vec![40], 50);
+        assert_eq!(throughput_points(&short), [(0.0, 800.0), (0.05, 800.0)]);
+        let long = measured(vec![10, 12, 3], 250);
+        assert_eq!(throughput_points(&long), [(0.1, 100.0), (0.2, 120.0)]);
+        let svg = throughput_svg(&[("raw", &short), ("hepdb", &long)]).unwrap();
+        assert!(svg.contains("raw") && svg.contains("hepdb"));
+    }
 }
