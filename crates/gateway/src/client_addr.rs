@@ -43,11 +43,20 @@ impl TrustedProxies {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                s.parse::<IpNet>()
+                let net = s
+                    .parse::<IpNet>()
                     .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("`{s}` is not a network like 10.0.0.0/8"))
+                    .map_err(|_| format!("`{s}` is not a network like 10.0.0.0/8"))?;
+                // Trusting everyone lets every client choose the address the audit log and
+                // the rate limits see.
+                if net.prefix_len() == 0 {
+                    return Err(format!(
+                        "`{s}` trusts every address: name the ingress's own networks"
+                    ));
+                }
+                Ok(net)
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, String>>()?;
         Ok(Self { nets, forwarded })
     }
 
@@ -225,5 +234,10 @@ mod tests {
     fn bad_lists_are_refused() {
         assert!(TrustedProxies::parse("10.0.0.0/33", "forwarded").is_err());
         assert!(TrustedProxies::parse("ingress", "forwarded").is_err());
+        // Trusting every address would let every client choose its own.
+        for everyone in ["0.0.0.0/0", "::/0", "10.0.0.0/8, 0.0.0.0/0"] {
+            let err = TrustedProxies::parse(everyone, "x-forwarded-for").unwrap_err();
+            assert!(err.contains("every address"), "{everyone}: {err}");
+        }
     }
 }

@@ -29,6 +29,9 @@ use governor::{
 };
 use hepdb_core::{ApiError, settings::RateLimitSettings};
 
+/// Client addresses with failures counted, past which idle ones are forgotten at once.
+const MAX_FAILING_ADDRESSES: usize = 100_000;
+
 /// What a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -154,25 +157,34 @@ impl Limits {
         settle(policies, left)
     }
 
-    /// A refused authentication from `address` (no key, an unknown or disabled one): spends
-    /// one of the address's failures and answers `refusal`, or 429 `RATE_LIMITED` once they
-    /// are spent. Without an address (no peer) there is nothing to count.
+    /// A refused authentication from `address`: spends one of the address's failures, and
+    /// answers `refusal`. Once they are spent, a request with no key or an unknown one is
+    /// answered 429 `RATE_LIMITED` instead; a real key that is disabled, or whose account may
+    /// not use databases, keeps its own answer (its owner must learn why), with the headers.
+    /// Without an address (no peer) there is nothing to count.
     pub fn refused(&self, address: Option<std::net::IpAddr>, refusal: ApiError) -> ApiError {
         let Some(address) = address else {
             return refusal;
         };
+        // One budget per IPv4 address, and per IPv6 /64 (what one client is usually given,
+        // so that walking its own prefix buys no fresh budget).
         let who = match address {
-            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-            std::net::IpAddr::V6(v6) => v6,
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+            std::net::IpAddr::V6(v6) => v6.to_bits() & !u128::from(u64::MAX),
+        };
+        // Callers who send no valid key can make entries; past a bound, the whole ones go
+        // at once rather than at the minute's cleanup.
+        if self.failures.limiter.len() > MAX_FAILING_ADDRESSES {
+            self.failures.limiter.retain_recent();
         }
-        .to_bits();
         let spent = self
             .failures
             .spend(who, &self.clock)
             .map_err(|wait| (&self.failures, wait));
-        match settle(self.failures.describe(), spent) {
-            Ok(()) => refusal,
-            Err(limited) => limited,
+        match (settle(self.failures.describe(), spent), refusal) {
+            (Ok(()), refusal) => refusal,
+            (Err(_), refusal @ (ApiError::KeyDisabled | ApiError::AccountForbidden)) => refusal,
+            (Err(limited), _) => limited,
         }
     }
 

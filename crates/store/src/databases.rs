@@ -317,14 +317,24 @@ impl Store {
                 ))
                 .execute(c)
                 .await?;
-            if let Some(actor) = actor {
-                actor
-                    .record(c, "database.delete", &db.account_id, |e| AuditEntry {
-                        database: Some(&id),
-                        detail: Some(&db.db_name),
-                        ..e
-                    })
-                    .await?;
+            // The deletion is audited once, when it is recorded; asking again after a job gave
+            // up starts another attempt at the same deletion. (A platform request's
+            // Idempotency-Key is still bound.)
+            match actor {
+                Some(actor) if db.state() != DatabaseState::Deleting => {
+                    actor
+                        .record(c, "database.delete", &db.account_id, |e| AuditEntry {
+                            database: Some(&id),
+                            detail: Some(&db.db_name),
+                            ..e
+                        })
+                        .await?;
+                }
+                Some(Actor {
+                    idempotency: Some(binding),
+                    ..
+                }) => binding.bind(c, &id).await?,
+                _ => {}
             }
             Ok(DeleteIntent::Job { job, new: true })
         })

@@ -189,7 +189,9 @@ struct Ready<'a> {
     kind: JobKind,
     target: Target,
     driver: &'a EngineDriver,
-    password: hepdb_core::secret::Password,
+    /// The password the step sets: a create's or a rotate's; access changes and deletions
+    /// set none (so a password that does not open never blocks a deletion).
+    password: Option<hepdb_core::secret::Password>,
     host: String,
     engine: &'static str,
 }
@@ -244,13 +246,18 @@ async fn prepare<'a>(
         return refuse(held, JobFailure::EngineUnavailable, None).await;
     };
     let secret = match kind {
-        JobKind::Create | JobKind::Access | JobKind::Delete => Some(db.password_sealed.clone()),
+        JobKind::Create => Some(db.password_sealed.clone()),
         JobKind::Rotate => claimed.password_sealed.clone(),
+        JobKind::Access | JobKind::Delete => None,
     };
-    let Some(password) = secret.and_then(|s| ctx.key.open(msg.database, &s).ok()) else {
-        tracing::error!(job = %msg.id, "sealed password does not open (wrong master key?)");
-        let reason = Some("sealed password does not open");
-        return refuse(held, JobFailure::Internal, reason).await;
+    let password = match secret.map(|s| ctx.key.open(msg.database, &s)) {
+        None if matches!(kind, JobKind::Access | JobKind::Delete) => None,
+        Some(Ok(password)) => Some(password),
+        None | Some(Err(_)) => {
+            tracing::error!(job = %msg.id, "sealed password does not open (wrong master key?)");
+            let reason = Some("sealed password does not open");
+            return refuse(held, JobFailure::Internal, reason).await;
+        }
     };
     Ok(Ready {
         kind,
@@ -377,13 +384,19 @@ async fn step(
     target: Target,
     kind: JobKind,
     locked: Locked,
-    password: hepdb_core::secret::Password,
+    password: Option<hepdb_core::secret::Password>,
     key: MasterKey,
     limit: std::time::Duration,
 ) -> Result<(), StepError> {
     let current = locked.database;
+    // Create and rotate always have one (see `prepare`).
+    let password = || {
+        password
+            .as_ref()
+            .ok_or_else(|| StepError::Engine(EngineError::Failed("no password to set".into())))
+    };
     match kind {
-        JobKind::Create => bounded(limit, driver.create(&target, &password))
+        JobKind::Create => bounded(limit, driver.create(&target, password()?))
             .await
             .map_err(StepError::Engine),
         JobKind::Access => bounded(limit, driver.set_access(&target, locked.wanted))
@@ -394,7 +407,7 @@ async fn step(
             .await
             .map_err(StepError::Engine),
         JobKind::Rotate => {
-            let Err(error) = bounded(limit, driver.set_password(&target, &password)).await else {
+            let Err(error) = bounded(limit, driver.set_password(&target, password()?)).await else {
                 return Ok(());
             };
             if let EngineError::Unreachable(_) = error {

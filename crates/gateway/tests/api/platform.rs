@@ -1128,6 +1128,60 @@ async fn a_deletion_nobody_has_taken_yet_still_completes() {
     }
 }
 
+/// A deletion whose job gave up (here: marked failed, as after too many deliveries) is taken
+/// up again by the next DELETE, which audits nothing new; and a deletion needs no password, so
+/// one that no longer opens does not block it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_given_up_is_taken_up_again_without_a_password() {
+    let mut app = spawn_app_with(Options::default(), |s| s.gateway.job_timeout_ms = 800).await;
+    let token = app.platform_token("dashboard").await;
+    let (s, created) = app.create(json!({"name": "stubborn"})).await;
+    assert_eq!(s, 201, "{created}");
+    let id = data(&created)["id"].as_str().unwrap().to_owned();
+    let cs = data(&created)["connectionString"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.metadata_sql(&format!(
+        "UPDATE databases SET password_sealed = '\\x00' WHERE id = '{id}'"
+    ))
+    .await;
+
+    app.worker.take().unwrap().shutdown().await;
+    let path = format!("/databases/{id}");
+    let (s, b) = app
+        .platform(Method::DELETE, &path, Some(&token), None)
+        .await;
+    assert_error(s, &b, 503, Some("JOB_TIMEOUT"));
+    let given_up = app
+        .metadata_sql(
+            "UPDATE jobs SET state = 'failed', error_code = 'POISONED' \
+             WHERE kind = 'delete' AND state = 'pending'",
+        )
+        .await;
+    assert_eq!(given_up, 1);
+
+    app.start_worker().await;
+    let (s, b) = app
+        .platform(Method::DELETE, &path, Some(&token), None)
+        .await;
+    assert_eq!(
+        (s.as_u16(), &data(&b)["deleted"]),
+        (200, &json!(true)),
+        "{b}"
+    );
+    assert!(!can_login(&cs).await, "gone from the engine");
+    let deletes = app
+        .store
+        .audit_log(app.account)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == "database.delete")
+        .count();
+    assert_eq!(deletes, 1, "one deletion, audited once");
+}
+
 /// A rotate recorded just before a deletion finds its database going: it changes nothing on
 /// the engine and answers 404, instead of retrying against a row it can no longer update.
 #[tokio::test(flavor = "multi_thread")]

@@ -55,7 +55,7 @@ async fn budgets_per_key_and_per_account_for_reads_and_changes() {
         s.rate_limit.account_reads_per_minute = 8;
         s.rate_limit.key_changes_per_minute = 2;
         s.rate_limit.account_changes_per_minute = 100;
-        s.rate_limit.address_failures_per_minute = 3;
+        s.rate_limit.address_failures_per_minute = 4;
     })
     .await;
     let a = app.key.clone();
@@ -118,29 +118,9 @@ async fn budgets_per_key_and_per_account_for_reads_and_changes() {
     assert_eq!(r.status, 200);
     assert!(r.state.starts_with("\"key-reads\";r=4"), "{}", r.state);
 
-    // A refused authentication spends from the client address's budget of failures (the
-    // key is nobody's): unknown keys, malformed ones and no key alike, each answer with the
-    // headers; once it is spent, 429 instead of 401.
-    let unknown = "hepgg_db_notakeynotakeynotakeynotakey";
-    for (left, key, code) in [
-        (2, unknown, "BAD_KEY"),
-        (1, "not-a-key", "BAD_KEY"),
-        (0, "", "NO_KEY"),
-    ] {
-        let r = send(&app, Method::GET, "/databases", key).await;
-        assert_error(r.status, &r.body, 401, Some(code));
-        assert_eq!(r.policy, "\"address-failures\";q=3;w=60");
-        assert!(
-            r.state
-                .starts_with(&format!("\"address-failures\";r={left};t=")),
-            "{}",
-            r.state
-        );
-    }
-    let r = send(&app, Method::POST, "/databases", unknown).await;
-    assert_error(r.status, &r.body, 429, Some("RATE_LIMITED"));
-    assert!(r.retry_after.is_some_and(|s| (1..=20).contains(&s)));
-    // A disabled key is refused too, and counted: still 429 from this address.
+    // A refused authentication spends from the client address's budget of failures:
+    // unknown keys, malformed ones, no key and a disabled key alike, each answer with the
+    // headers.
     let hash = hepdb_core::secret::ApiKey::parse(&a).unwrap().hash();
     let (row, _) = app.store.find_key(&hash).await.unwrap().unwrap();
     let key_id = row.id.parse().unwrap();
@@ -148,8 +128,35 @@ async fn budgets_per_key_and_per_account_for_reads_and_changes() {
         .set_key_enabled(key_id, false, None)
         .await
         .unwrap();
-    let r = send(&app, Method::GET, "/databases", &a).await;
+    let unknown = "hepgg_db_notakeynotakeynotakeynotakey";
+    for (left, key, code) in [
+        (3, unknown, "BAD_KEY"),
+        (2, "not-a-key", "BAD_KEY"),
+        (1, a.as_str(), "KEY_DISABLED"),
+        (0, "", "NO_KEY"),
+    ] {
+        let r = send(&app, Method::GET, "/databases", key).await;
+        assert_error(r.status, &r.body, 401, Some(code));
+        assert_eq!(r.policy, "\"address-failures\";q=4;w=60");
+        assert!(
+            r.state
+                .starts_with(&format!("\"address-failures\";r={left};t=")),
+            "{}",
+            r.state
+        );
+    }
+    // Spent: no key or an unknown one is 429 from this address...
+    let r = send(&app, Method::POST, "/databases", unknown).await;
     assert_error(r.status, &r.body, 429, Some("RATE_LIMITED"));
+    assert!(r.retry_after.is_some_and(|s| (1..=15).contains(&s)));
+    // ...but a real key that is disabled is still told so (its owner must learn why).
+    let r = send(&app, Method::GET, "/databases", &a).await;
+    assert_error(r.status, &r.body, 401, Some("KEY_DISABLED"));
+    assert!(
+        r.state.starts_with("\"address-failures\";r=0"),
+        "{}",
+        r.state
+    );
     // Callers with a working key are not held back by the failures of their address.
     let r = send(&app, Method::GET, "/databases", &other).await;
     assert_eq!(r.status, 200, "{}", r.body);
