@@ -226,53 +226,133 @@ pub type KeyedRead<T> = Option<(ApiKeyRow, Account, T)>;
 
 impl Store {
     /// The key with this hash, its account, and the account's visible databases, oldest
-    /// first: the whole of a list request in one round trip (two pipelined statements). The
-    /// caller authorizes the key before it shows a row.
+    /// first: the whole of a list request in one statement (the key and account repeated on
+    /// each database's row; one row with no database when it has none). The caller
+    /// authorizes the key before it shows a row.
     #[tracing::instrument(name = "metadata.list_for_key", skip_all)]
     pub async fn list_for_key(&self, hash: &KeyHash) -> Result<KeyedRead<Vec<Database>>> {
-        let conn = self.conn().await?;
-        let conn: &AsyncPgConnection = &conn;
-        let key = key_and_account(hash).first(&mut &*conn);
-        let databases = databases::table
-            .inner_join(accounts::table.inner_join(api_keys::table))
+        let mut conn = self.conn().await?;
+        let rows: Vec<(ApiKeyRow, Account, Option<Database>)> = api_keys::table
+            .inner_join(
+                accounts::table.left_join(
+                    databases::table.on(databases::account_id
+                        .eq(accounts::id)
+                        .and(databases::state.eq_any(visible()))),
+                ),
+            )
             .filter(api_keys::key_hash.eq(&hash.0[..]))
-            .filter(databases::state.eq_any(visible()))
             .order((databases::created_at.asc(), databases::id.asc()))
-            .select(Database::as_select())
-            .load(&mut &*conn);
-        let (key, databases) = tokio::join!(key, databases);
-        Ok(match key.optional()? {
-            Some((key, account)) => Some((key, account, databases?)),
-            None => None,
-        })
+            .select((
+                ApiKeyRow::as_select(),
+                Account::as_select(),
+                DATABASE.nullable(),
+            ))
+            .load(&mut conn)
+            .await?;
+        let mut rows = rows.into_iter();
+        let Some((key, account, first)) = rows.next() else {
+            return Ok(None);
+        };
+        let databases = first
+            .into_iter()
+            .chain(rows.filter_map(|(_, _, db)| db))
+            .collect();
+        Ok(Some((key, account, databases)))
     }
 
     /// The key with this hash, its account, and database `id` with its host if the key's
-    /// account owns it and it is visible: the reads of a reveal in one round trip.
+    /// account owns it and it is visible: the reads of a reveal in one statement.
     #[tracing::instrument(name = "metadata.reveal_for_key", skip_all)]
     pub async fn reveal_for_key(
         &self,
         hash: &KeyHash,
         id: DatabaseId,
     ) -> Result<KeyedRead<Option<(Database, EngineHost)>>> {
-        let conn = self.conn().await?;
-        let conn: &AsyncPgConnection = &conn;
-        let key = key_and_account(hash).first(&mut &*conn);
-        let database = databases::table
-            .inner_join(engine_hosts::table)
-            .inner_join(accounts::table.inner_join(api_keys::table))
+        let mut conn = self.conn().await?;
+        type Row = (ApiKeyRow, Account, Option<Database>, Option<EngineHost>);
+        let row: Option<Row> = api_keys::table
+            .inner_join(
+                accounts::table
+                    .left_join(
+                        databases::table.on(databases::account_id
+                            .eq(accounts::id)
+                            .and(databases::id.eq(id.to_text()))
+                            .and(databases::state.eq_any(visible()))),
+                    )
+                    .left_join(engine_hosts::table.on(engine_hosts::name.eq(databases::host))),
+            )
             .filter(api_keys::key_hash.eq(&hash.0[..]))
-            .filter(databases::id.eq(id.to_text()))
-            .filter(databases::state.eq_any(visible()))
-            .select((Database::as_select(), EngineHost::as_select()))
-            .first(&mut &*conn);
-        let (key, database) = tokio::join!(key, database);
-        Ok(match key.optional()? {
-            Some((key, account)) => Some((key, account, database.optional()?)),
-            None => None,
-        })
+            .select((
+                ApiKeyRow::as_select(),
+                Account::as_select(),
+                DATABASE.nullable(),
+                ENGINE_HOST.nullable(),
+            ))
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok(row.map(|(key, account, db, host)| (key, account, db.zip(host))))
     }
 }
+
+/// `Database`'s columns in its fields' order, for reads that join it nullable (a Selectable
+/// cannot be).
+type DatabaseColumns = (
+    databases::id,
+    databases::account_id,
+    databases::name,
+    databases::engine,
+    databases::seq,
+    databases::db_name,
+    databases::db_user,
+    databases::password_sealed,
+    databases::state,
+    databases::size_bytes,
+    databases::size_refreshed_at,
+    databases::created_at,
+    databases::host,
+    databases::engine_access,
+);
+
+/// [`DatabaseColumns`], to select.
+const DATABASE: DatabaseColumns = (
+    databases::id,
+    databases::account_id,
+    databases::name,
+    databases::engine,
+    databases::seq,
+    databases::db_name,
+    databases::db_user,
+    databases::password_sealed,
+    databases::state,
+    databases::size_bytes,
+    databases::size_refreshed_at,
+    databases::created_at,
+    databases::host,
+    databases::engine_access,
+);
+
+/// `EngineHost`'s columns in its fields' order (see [`DatabaseColumns`]).
+type EngineHostColumns = (
+    engine_hosts::name,
+    engine_hosts::engine,
+    engine_hosts::public_host,
+    engine_hosts::public_port,
+    engine_hosts::capacity,
+    engine_hosts::drained,
+    engine_hosts::updated_at,
+);
+
+/// [`EngineHostColumns`], to select.
+const ENGINE_HOST: EngineHostColumns = (
+    engine_hosts::name,
+    engine_hosts::engine,
+    engine_hosts::public_host,
+    engine_hosts::public_port,
+    engine_hosts::capacity,
+    engine_hosts::drained,
+    engine_hosts::updated_at,
+);
 
 /// The key with this hash and its account (one indexed point select).
 #[diesel::dsl::auto_type(no_type_alias)]
