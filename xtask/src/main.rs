@@ -407,11 +407,6 @@ fn load(args: &[String]) -> anyhow::Result<()> {
         ("HEPDB__TELEMETRY__LOG_FILTER", "warn"),
         // The benchmark measures hepdb, not its rate limiter (one key sends everything).
         ("HEPDB__RATE_LIMIT__ENABLED", "false"),
-        // Nor the worker's first reconciler and quota passes, which a fresh worker runs at
-        // once, during hepdb's measurement and not the baseline's (the passes are measured
-        // by `cargo xtask bench`).
-        ("HEPDB__WORKER__RECONCILE_INTERVAL_SECS", "0"),
-        ("HEPDB__QUOTA__INTERVAL_SECS", "0"),
     ]);
     // The most an account may be given (hepdb_core::account): each run starts on a fresh
     // metadata database, and no scenario creates that many.
