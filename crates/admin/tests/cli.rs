@@ -85,14 +85,7 @@ impl Admin {
 #[test]
 fn the_development_key_is_refused_outside_development_mode() {
     let run = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hepdb-admin"));
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("HEPDB")) {
-            cmd.env_remove(key);
-        }
-        cmd.args(args)
-            .env("HEPDB__METADATA__URL", "postgres://nobody@127.0.0.1:1/none")
-            .output()
-            .unwrap()
+        hepdb_testkit::boot::run_isolated(env!("CARGO_BIN_EXE_hepdb-admin"), args, &[])
     };
     let out = run(&["account", "list"]);
     let why = String::from_utf8_lossy(&out.stderr);

@@ -5,6 +5,7 @@
 //! envelope's assertions.
 
 mod app;
+pub mod boot;
 mod engines;
 mod envelope;
 pub mod metadata;
