@@ -295,63 +295,22 @@ impl Store {
     }
 }
 
-/// `Database`'s columns in its fields' order, for reads that join it nullable (a Selectable
-/// cannot be).
-type DatabaseColumns = (
-    databases::id,
-    databases::account_id,
-    databases::name,
-    databases::engine,
-    databases::seq,
-    databases::db_name,
-    databases::db_user,
-    databases::password_sealed,
-    databases::state,
-    databases::size_bytes,
-    databases::size_refreshed_at,
-    databases::created_at,
-    databases::host,
-    databases::engine_access,
+/// A table's columns in a model's field order, as a type and as a value to select: for reads
+/// that join the model nullable (a Selectable cannot be).
+macro_rules! columns {
+    ($ty:ident, $value:ident = $table:ident: $($column:ident),+ $(,)?) => {
+        type $ty = ($($table::$column,)+);
+        const $value: $ty = ($($table::$column,)+);
+    };
+}
+
+columns!(DatabaseColumns, DATABASE = databases:
+    id, account_id, name, engine, seq, db_name, db_user, password_sealed, state, size_bytes,
+    size_refreshed_at, created_at, host, engine_access,
 );
 
-/// [`DatabaseColumns`], to select.
-const DATABASE: DatabaseColumns = (
-    databases::id,
-    databases::account_id,
-    databases::name,
-    databases::engine,
-    databases::seq,
-    databases::db_name,
-    databases::db_user,
-    databases::password_sealed,
-    databases::state,
-    databases::size_bytes,
-    databases::size_refreshed_at,
-    databases::created_at,
-    databases::host,
-    databases::engine_access,
-);
-
-/// `EngineHost`'s columns in its fields' order (see [`DatabaseColumns`]).
-type EngineHostColumns = (
-    engine_hosts::name,
-    engine_hosts::engine,
-    engine_hosts::public_host,
-    engine_hosts::public_port,
-    engine_hosts::capacity,
-    engine_hosts::drained,
-    engine_hosts::updated_at,
-);
-
-/// [`EngineHostColumns`], to select.
-const ENGINE_HOST: EngineHostColumns = (
-    engine_hosts::name,
-    engine_hosts::engine,
-    engine_hosts::public_host,
-    engine_hosts::public_port,
-    engine_hosts::capacity,
-    engine_hosts::drained,
-    engine_hosts::updated_at,
+columns!(EngineHostColumns, ENGINE_HOST = engine_hosts:
+    name, engine, public_host, public_port, capacity, drained, updated_at,
 );
 
 /// The key with this hash and its account (one indexed point select).
