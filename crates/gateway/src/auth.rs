@@ -154,7 +154,8 @@ impl FromRequest for BearerKey {
 }
 
 /// A refused authentication: spent from the client address's budget of failures when limits
-/// are on, which turns it into 429 `RATE_LIMITED` once that budget is gone.
+/// are on; once that budget is gone, a request with no key or an unknown one is answered 429
+/// `RATE_LIMITED` instead (see [`crate::rate_limit::Limits::refused`]).
 fn refused(
     state: Option<&AppState>,
     address: Option<std::net::IpAddr>,

@@ -3,9 +3,9 @@
 //! neither its own reads nor anyone else. GCRA (governor), in this process's memory: each
 //! gateway replica counts on its own (README says how to size the limits for N replicas).
 //!
-//! A refused authentication (no key, an unknown or disabled one) spends instead from a
-//! budget of the client's address (the one the audit log records), so that guessing keys
-//! from one address is slowed and those answers carry the headers too.
+//! A refused authentication (no key, an unknown or disabled one, a forbidden account) spends
+//! instead from a budget of the client's address (the one the audit log records), so that
+//! guessing keys from one address is slowed and those answers carry the headers too.
 //!
 //! The decision is made where the caller becomes known (`auth.rs`); the headers go out on
 //! every answer to a caller, known or refused, through [`headers`]: `RateLimit-Policy` names the class's
