@@ -74,26 +74,37 @@ pub struct Unmeasured {
     pub passes: i32,
 }
 
-/// Inserts one pending access job per database, inside the caller's transaction.
+/// Inserts one pending access job per database, inside the caller's transaction: one
+/// statement per few thousand rows, not one per database (a suspension, a quota pass or a
+/// host back from an outage can bring many). Answers each database's job in `ids`' order.
 pub(crate) async fn insert_access_jobs(
     c: &mut AsyncPgConnection,
     ids: &[String],
 ) -> diesel::QueryResult<Vec<(JobId, DatabaseId)>> {
+    // Four binds a row, well under PostgreSQL's 65,535 per statement.
+    const ROWS_PER_INSERT: usize = 5_000;
     let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let job = JobId::new();
-        diesel::insert_into(jobs::table)
-            .values((
+    for chunk in ids.chunks(ROWS_PER_INSERT) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            let database: DatabaseId = id.parse().map_err(|_| {
+                diesel::result::Error::DeserializationError(
+                    format!("malformed database id {id:?}").into(),
+                )
+            })?;
+            let job = JobId::new();
+            rows.push((
                 jobs::id.eq(job.to_text()),
-                jobs::database_id.eq(Some(id)),
+                jobs::database_id.eq(Some(id.as_str())),
                 jobs::kind.eq(JobKind::Access.as_str()),
                 jobs::state.eq(JobState::Pending.as_str()),
-            ))
+            ));
+            out.push((job, database));
+        }
+        diesel::insert_into(jobs::table)
+            .values(&rows)
             .execute(c)
             .await?;
-        if let Ok(db) = id.parse() {
-            out.push((job, db));
-        }
     }
     Ok(out)
 }

@@ -455,3 +455,40 @@ async fn a_host_missing_many_databases_is_counted_and_named_by_a_sample() {
     assert!(report.changes.iter().any(|c| c.database == real));
     assert_eq!(data(&app.reveal(&real).await.1)["status"], "over_quota");
 }
+
+/// Access jobs are recorded a few thousand to a statement, each database's job answered in
+/// the order asked (the reconciler and the quota pass pair them up by position).
+#[tokio::test(flavor = "multi_thread")]
+async fn many_access_jobs_are_recorded_in_order() {
+    let app = spawn_app_with(
+        Options {
+            no_worker: true,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let ids: Vec<String> = (0..12_001)
+        .map(|_| hepdb_core::DatabaseId::new().to_text())
+        .collect();
+    let jobs = app.store.enqueue_access_jobs(&ids).await.unwrap();
+    let answered: Vec<String> = jobs.iter().map(|(_, db)| db.to_text()).collect();
+    assert_eq!(answered, ids);
+    let recorded = app
+        .metadata_sql("SELECT 1 FROM jobs WHERE kind = 'access' AND state = 'pending'")
+        .await;
+    assert_eq!(recorded, ids.len());
+    // Each job is its own, and belongs to the database it was answered for.
+    let first = &jobs[0];
+    let sql = format!(
+        "SELECT 1 FROM jobs WHERE id = '{}' AND database_id = '{}'",
+        first.0, first.1
+    );
+    assert_eq!(app.metadata_sql(&sql).await, 1);
+    let last = &jobs[ids.len() - 1];
+    let sql = format!(
+        "SELECT 1 FROM jobs WHERE id = '{}' AND database_id = '{}'",
+        last.0, last.1
+    );
+    assert_eq!(app.metadata_sql(&sql).await, 1);
+}
