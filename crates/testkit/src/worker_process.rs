@@ -122,12 +122,12 @@ impl WorkerProcess {
         self.child = Some(child);
     }
 
-    /// Waits until the worker's `/readyz` answers 200 (metadata and broker reachable).
     /// Where its `/healthz`, `/readyz` and `/metrics` are.
     pub fn admin_port(&self) -> u16 {
         self.admin_port
     }
 
+    /// Waits until the worker's `/readyz` answers 200 (metadata and broker reachable).
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
         let started = Instant::now();
