@@ -300,17 +300,12 @@ fn ratio_line(label: &str, hepdb: &Measured, base: &Measured) -> String {
 /// Later passes come at their intervals, as in a deployment.
 async fn wait_for_first_passes(client: &reqwest::Client, worker_metrics: &str) {
     let started = std::time::Instant::now();
-    let done = |text: &str, histogram: &str| {
-        let prefix = format!("{histogram}_count ");
-        text.lines()
-            .filter_map(|l| l.strip_prefix(&prefix))
-            .any(|n| n.trim().parse::<f64>().is_ok_and(|n| n >= 1.0))
-    };
+    let worker = [("worker", worker_metrics.to_owned())];
     while started.elapsed() < std::time::Duration::from_secs(120) {
-        if let Ok(resp) = client.get(worker_metrics).send().await
-            && let Ok(text) = resp.text().await
-            && done(&text, "hepdb_reconcile_pass_duration_seconds")
-            && done(&text, "hepdb_quota_pass_duration_seconds")
+        let scraped = steps::scrape(client, &worker).await;
+        if ["reconcile.pass", "quota.pass"]
+            .iter()
+            .all(|pass| scraped.closed("worker", pass) >= 1.0)
         {
             #[allow(clippy::print_stdout)]
             {

@@ -12,6 +12,15 @@ const COUNT: &str = "hepdb_span_duration_seconds_count{";
 #[derive(Debug, Default, Clone)]
 pub struct Scrape(BTreeMap<(String, String), (f64, f64)>);
 
+impl Scrape {
+    /// How many `span`s `process` has closed so far.
+    pub fn closed(&self, process: &str, span: &str) -> f64 {
+        self.0
+            .get(&(process.to_owned(), span.to_owned()))
+            .map_or(0.0, |(_, count)| *count)
+    }
+}
+
 /// One step of the run: where it ran, its span, how often per operation, and its mean
 /// milliseconds per operation.
 #[derive(Debug)]

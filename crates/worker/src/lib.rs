@@ -280,13 +280,7 @@ async fn reconcile_every(
             channel: &s.channel,
             topology: &topology,
         });
-        let started = std::time::Instant::now();
-        let pass = reconciler::reconcile(&ctx, outbox, stale_job_secs, false).await;
-        if !matches!(pass, Err(ReconcileError::Busy)) {
-            metrics::histogram!("hepdb_reconcile_pass_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-        }
-        match pass {
+        match reconciler::reconcile(&ctx, outbox, stale_job_secs, false).await {
             Ok(report) if report.is_clean() => tracing::debug!("reconciler: nothing to do"),
             Ok(report) => {
                 tracing::info!(

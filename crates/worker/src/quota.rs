@@ -49,6 +49,7 @@ pub struct Change {
 
 /// One pass over every host this worker has configured; transitions for `account` only, or
 /// for every account.
+#[tracing::instrument(name = "quota.pass", skip_all)]
 pub async fn pass(ctx: &JobContext, account: Option<AccountId>) -> Result<QuotaReport, StoreError> {
     let started = std::time::Instant::now();
     let mut report = QuotaReport::default();

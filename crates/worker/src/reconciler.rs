@@ -139,6 +139,8 @@ fn outcome<E: std::fmt::Display>(dry_run: bool, r: impl FnOnce() -> Result<(), E
     }
 }
 
+/// The pass's time is `hepdb_span_duration_seconds{span="reconcile.pass"}` (span metrics).
+#[tracing::instrument(name = "reconcile.pass", skip_all)]
 async fn pass(
     ctx: &JobContext,
     outbox: Option<Outbox<'_>>,

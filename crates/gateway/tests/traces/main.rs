@@ -321,6 +321,10 @@ async fn one_create_is_one_trace_across_gateway_broker_and_worker() {
         (&worker_metrics, "metadata.hold"),
         (&worker_metrics, "metadata.run_locked"),
         (&worker_metrics, "engine"),
+        // The background passes (a fresh worker runs both at once), which hepdb-load waits
+        // for before it measures.
+        (&worker_metrics, "reconcile.pass"),
+        (&worker_metrics, "quota.pass"),
     ];
     for (url, span) in wanted {
         let text = reqwest::get(url.as_str())
