@@ -136,7 +136,9 @@ impl Worker {
             .try_lease(quota::LEASE_KEY)
             .await?
             .context("a quota watcher pass is running")?;
-        let report = quota::pass(&self.ctx, account).await;
+        // Boxed: the pass is a deep future, and callers' own futures (tests hold several
+        // passes in one) must not inherit its depth.
+        let report = Box::pin(quota::pass(&self.ctx, account)).await;
         lease.release().await;
         Ok(report?)
     }
@@ -148,7 +150,14 @@ impl Worker {
             channel: &s.channel,
             topology: &self.topology,
         });
-        reconciler::reconcile(&self.ctx, outbox, self.stale_job_secs, dry_run).await
+        // Boxed, as the quota pass is.
+        Box::pin(reconciler::reconcile(
+            &self.ctx,
+            outbox,
+            self.stale_job_secs,
+            dry_run,
+        ))
+        .await
     }
 
     /// Whether the broker connection is up and consuming.
