@@ -127,7 +127,7 @@ impl Store {
                 .await
                 .optional()?
                 .ok_or(ReserveError::NoAccount)?;
-            // Three independent reads under the account lock (taken by the awaited statement
+            // Independent reads under the account lock (taken by the awaited statement
             // above), pipelined: one round trip.
             let p: &AsyncPgConnection = c;
             let used = databases::table
@@ -142,7 +142,10 @@ impl Store {
                 .filter(databases::state.ne("failed"))
                 .count()
                 .get_result::<i64>(&mut &*p);
-            let (used, bytes, taken) = tokio::join!(used, bytes, taken);
+            // Placement's candidates (their rows locked after the account's, always in that
+            // order, so no deadlock) ride in the same round trip.
+            let candidates = candidates(p, new.engine, new.hosts);
+            let (used, bytes, taken, candidates) = tokio::join!(used, bytes, taken, candidates);
             if used? >= i64::from(account.slots) {
                 return Err(ReserveError::OutOfSlots);
             }
@@ -152,7 +155,7 @@ impl Store {
             if taken? > 0 {
                 return Err(ReserveError::DuplicateName);
             }
-            let host = place(c, new.engine, new.hosts).await?;
+            let host = place(candidates?)?;
             let seq = account.next_db_seq;
             let tag = DbTag::parse(&account.db_tag)
                 .ok_or_else(|| StoreError::Guard("account db_tag is malformed".into()))?;
@@ -344,23 +347,28 @@ impl Store {
 
 /// Picks the host for a new database: among `allowed` hosts of `engine` that are not drained,
 /// the one with the most free capacity (ties by name). Locks the candidate host rows.
-async fn place(
-    c: &mut diesel_async::AsyncPgConnection,
+/// The engine's hosts that may take a new database, locked, with their counts of
+/// slot-holding databases.
+fn candidates<'a>(
+    p: &'a diesel_async::AsyncPgConnection,
     engine: Engine,
-    allowed: &[&str],
-) -> Result<EngineHost, ReserveError> {
+    allowed: &'a [&str],
+) -> impl Future<Output = diesel::QueryResult<Vec<(EngineHost, i64)>>> + Send + 'a {
     // Each host's count of slot-holding databases is kept on its row by triggers (migration
     // `host_database_counts`), so this reads no database rows; the row locks, held until the
     // new row's insert has counted itself, keep concurrent placements exact.
-    let candidates: Vec<(EngineHost, i64)> = engine_hosts::table
+    engine_hosts::table
         .filter(engine_hosts::engine.eq(engine.as_str()))
         .filter(engine_hosts::name.eq_any(allowed))
         .filter(engine_hosts::drained.eq(false))
         .order(engine_hosts::name)
         .for_update()
         .select((EngineHost::as_select(), engine_hosts::databases))
-        .load(c)
-        .await?;
+        .load(&mut &*p)
+}
+
+/// The candidate with the most free capacity; ties go to the first by name.
+fn place(candidates: Vec<(EngineHost, i64)>) -> Result<EngineHost, ReserveError> {
     let free = |(h, used): &(EngineHost, i64)| i64::from(h.capacity) - used;
     candidates
         .into_iter()

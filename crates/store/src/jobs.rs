@@ -8,7 +8,7 @@
 //! ```
 
 mod held;
-pub use held::Held;
+pub use held::{Claim, Held};
 
 use diesel::{
     OptionalExtension,
@@ -87,18 +87,21 @@ impl Store {
     ) -> Result<Option<JobId>> {
         let mut conn = self.conn().await?;
         let id = JobId::new();
+        let job = diesel::insert_into(jobs::table).values((
+            jobs::id.eq(id.to_text()),
+            jobs::database_id.eq(Some(db.to_text())),
+            jobs::kind.eq(JobKind::Rotate.as_str()),
+            jobs::state.eq(JobState::Pending.as_str()),
+            jobs::password_sealed.eq(Some(sealed)),
+        ));
+        if idempotency.is_none() && platform.is_none() {
+            // Nothing to bind: one statement, its own transaction.
+            job.execute(&mut conn).await?;
+            return Ok(Some(id));
+        }
         let inserted = conn
             .transaction(async |c| {
-                diesel::insert_into(jobs::table)
-                    .values((
-                        jobs::id.eq(id.to_text()),
-                        jobs::database_id.eq(Some(db.to_text())),
-                        jobs::kind.eq(JobKind::Rotate.as_str()),
-                        jobs::state.eq(JobState::Pending.as_str()),
-                        jobs::password_sealed.eq(Some(&sealed)),
-                    ))
-                    .execute(c)
-                    .await?;
+                job.execute(c).await?;
                 if let Some(binding) = platform {
                     binding.bind(c, &id.to_text()).await?;
                 }

@@ -204,8 +204,8 @@ async fn prepare<'a>(
     msg: JobRef,
     held: &mut Held,
 ) -> Result<Ready<'a>, Disposition> {
-    let claimed = match held.claim().await {
-        Ok(Some(job)) => job,
+    let (claimed, db) = match held.claim().await {
+        Ok(Some(claim)) => (claim.job, claim.database),
         // Finished, cancelled or unknown: a duplicate delivery gets the recorded answer.
         Ok(None) => return Err(recorded(held).await),
         Err(error) => {
@@ -226,17 +226,13 @@ async fn prepare<'a>(
         tracing::error!(job = %msg.id, attempts = claimed.attempts, "job keeps failing, dead-lettering it");
         return refuse(held, JobFailure::Poisoned, Some("too many attempts")).await;
     }
-    let db = match held.database().await {
-        Ok(Some(db)) => db,
+    let db = match db {
+        Some(db) => db,
         // Deleted after this job was recorded (a rotate or an access change that lost the
         // race with a deletion): the caller's database is gone, 404. A create's row is never
         // removed before its job settles, so that one is an error.
-        Ok(None) if kind != JobKind::Create => return refuse(held, JobFailure::Gone, None).await,
-        Ok(None) => return refuse(held, JobFailure::Internal, Some("database row missing")).await,
-        Err(error) => {
-            tracing::warn!(%error, "cannot read database row, will retry");
-            return Err(Disposition::Retry);
-        }
+        None if kind != JobKind::Create => return refuse(held, JobFailure::Gone, None).await,
+        None => return refuse(held, JobFailure::Internal, Some("database row missing")).await,
     };
     if kind == JobKind::Rotate && !db.state().is_visible() {
         // Recorded just before a deletion: the database is going, and gets no new password.

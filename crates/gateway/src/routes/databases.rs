@@ -145,20 +145,6 @@ pub(crate) fn credentials<'a>(
     })
 }
 
-/// A path id that is malformed, unknown or someone else's: all the same 404.
-async fn owned(
-    state: &AppState,
-    caller: Caller,
-    id: &str,
-) -> Result<(Database, EngineHost), HttpError> {
-    let id: DatabaseId = id.parse().map_err(|_| HttpError(ApiError::NotFound))?;
-    state
-        .store
-        .owned_database(caller.account, id)
-        .await?
-        .ok_or(HttpError(ApiError::NotFound))
-}
-
 pub(crate) fn open_password(state: &AppState, db: &Database) -> Result<Password, HttpError> {
     state
         .key
@@ -521,11 +507,25 @@ pub(crate) fn revealed(
 )]
 pub async fn rotate(
     state: web::Data<AppState>,
-    caller: Caller,
+    key: BearerKey,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    let (db, host) = owned(&state, caller, &id).await?;
+    // A path id that is malformed, unknown or someone else's: all the same 404.
+    let Ok(id) = id.parse::<DatabaseId>() else {
+        key.authenticate(&state, Class::Change).await?;
+        return Err(ApiError::NotFound.into());
+    };
+    // The key, its account and the database in one statement, as a reveal reads them.
+    let found = state.store.reveal_for_key(key.hash(), id).await?;
+    let caller = key.authorize(
+        &state,
+        Class::Change,
+        found.as_ref().map(|(row, account, _)| (row, account)),
+    )?;
+    let (db, host) = found
+        .and_then(|(_, _, owned)| owned)
+        .ok_or(ApiError::NotFound)?;
     let key = idempotency_key(&req)?;
     let keyed = key.as_ref().map(|k| KeyedRequest {
         key: k.as_str(),

@@ -33,6 +33,14 @@ use crate::{
     schema::{accounts, databases, jobs},
 };
 
+/// A claimed job, and its database's row as it was when the job was claimed (`None` when the
+/// row is gone).
+#[derive(Debug)]
+pub struct Claim {
+    pub job: Job,
+    pub database: Option<Database>,
+}
+
 /// The lock of one database, held by one delivery of one job.
 pub struct Held {
     conn: Option<Object<AsyncPgConnection>>,
@@ -139,13 +147,27 @@ impl Held {
     /// Counts one attempt and takes the job: `pending` or `running` (a redelivery after a
     /// crash) becomes `running`. Committed at once, before the step: a delivery that dies in
     /// the step still counts. `None` when the job is finished, cancelled or gone.
+    ///
+    /// The database row is read in the same round trip (see [`Claim`]), and the claim's
+    /// commit does not wait for its WAL flush: losing it needs the metadata server itself to
+    /// crash within a fraction of a second, and then the job is simply pending again, as if
+    /// this delivery had not happened; every later durable commit (the step's result) flushes
+    /// it first, so no recorded result can exist without its claim.
     #[tracing::instrument(name = "metadata.claim_job", skip_all)]
-    pub async fn claim(&mut self) -> Result<Option<Job>> {
-        let job = self.job.clone();
-        Ok(diesel::update(
-            jobs::table.find(job).filter(
-                jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]),
-            ),
+    pub async fn claim(&mut self) -> Result<Option<Claim>> {
+        let (job, db) = (self.job.clone(), self.db.clone());
+        // Two independent statements, pipelined: one round trip.
+        let p: &AsyncPgConnection = self.conn();
+        let claim = diesel::update(
+            jobs::table
+                .find(&job)
+                .filter(
+                    jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]),
+                )
+                // Local to the statement's own transaction; read when it commits.
+                .filter(diesel::dsl::sql::<Bool>(
+                    "pg_catalog.set_config('synchronous_commit', 'off', true) = 'off'",
+                )),
         )
         .set((
             jobs::state.eq(JobState::Running.as_str()),
@@ -153,9 +175,19 @@ impl Held {
             jobs::updated_at.eq(diesel::dsl::now),
         ))
         .returning(Job::as_returning())
-        .get_result(self.conn())
-        .await
-        .optional()?)
+        .get_result(&mut &*p);
+        let database = databases::table
+            .find(&db)
+            .select(Database::as_select())
+            .first(&mut &*p);
+        let (claim, database) = tokio::join!(claim, database);
+        let Some(job) = claim.optional()? else {
+            return Ok(None);
+        };
+        Ok(Some(Claim {
+            job,
+            database: database.optional()?,
+        }))
     }
 
     /// Runs `apply` (the engine step, given the database row as it is under the lock), then
@@ -175,21 +207,28 @@ impl Held {
         let (job, db) = (self.job.clone(), self.db.clone());
         self.conn()
             .transaction(async move |c| {
-                let row = read_job(c, &job).await?;
-                if row.state() != JobState::Running {
-                    return Err(LockedError::AlreadyFinished);
-                }
+                // Three independent reads, pipelined: one round trip.
+                let p: &AsyncPgConnection = c;
+                let row = jobs::table
+                    .find(&job)
+                    .select(Job::as_select())
+                    .first::<Job>(&mut &*p);
                 let current = databases::table
                     .find(&db)
                     .for_update()
                     .select(Database::as_select())
-                    .first(c)
-                    .await?;
-                let suspended: bool = accounts::table
-                    .find(&current.account_id)
+                    .first::<Database>(&mut &*p);
+                let suspended = databases::table
+                    .inner_join(accounts::table)
+                    .filter(databases::id.eq(&db))
                     .select(accounts::suspended)
-                    .first(c)
-                    .await?;
+                    .first::<bool>(&mut &*p);
+                let (row, current, suspended) = tokio::join!(row, current, suspended);
+                let row = row?;
+                if row.state() != JobState::Running {
+                    return Err(LockedError::AlreadyFinished);
+                }
+                let (current, suspended) = (current?, suspended?);
                 let wanted = Access::wanted(suspended, current.state());
                 apply(Locked {
                     database: current,
