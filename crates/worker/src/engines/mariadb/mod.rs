@@ -213,28 +213,25 @@ impl MariaDb {
         .map_err(|e| classify(e, "read ownership registry"))
     }
 
-    async fn database_exists(c: &mut Conn, target: &Target) -> Result<bool, EngineError> {
-        let found: Option<u8> = c
-            .exec_first(
-                "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-                (target.names.db_name(),),
-            )
-            .await
-            .map_err(|e| classify(e, "read schema"))?;
-        Ok(found.is_some())
-    }
-
     /// Claims the database name for `target`, or finds our claim from an earlier attempt.
     /// Returns whether this call claimed it.
     async fn ensure_claim(c: &mut Conn, target: &Target) -> Result<bool, EngineError> {
         let db = target.names.db_name();
-        match Self::claim(c, target).await? {
+        // The claim and whether a database of that name exists, in one round trip.
+        let (mark, exists): (Option<String>, bool) = c
+            .exec_first(
+                "SELECT (SELECT mark FROM hepdb.owners WHERE db_name = ?), \
+                 EXISTS (SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?)",
+                (db, db),
+            )
+            .await
+            .map_err(|e| classify(e, "read ownership registry"))?
+            .ok_or_else(|| EngineError::Failed("read ownership registry: no row".into()))?;
+        match mark {
             Some(m) if m == target.mark() => return Ok(false),
             Some(_) => return Err(EngineError::collision("database", db)),
+            None if exists => return Err(EngineError::collision("database", db)),
             None => {}
-        }
-        if Self::database_exists(c, target).await? {
-            return Err(EngineError::collision("database", db));
         }
         match c
             .exec_drop(
@@ -275,15 +272,6 @@ impl MariaDb {
             .map_err(|e| classify(e, "set the statement deadline"))
     }
 
-    /// Sets the deadline `hepdb.create_database` and `hepdb.create_user` read, in a variable
-    /// of their own: earlier workers never set it, so their creates are not held to a deadline
-    /// another call left on a pooled session.
-    async fn set_create_deadline(c: &mut Conn, not_after: f64) -> Result<(), EngineError> {
-        c.query_drop(format!("SET @hepdb_create_not_after = {not_after}"))
-            .await
-            .map_err(|e| classify(e, "set the statement deadline"))
-    }
-
     async fn alter_user(
         &self,
         c: &mut Conn,
@@ -312,12 +300,15 @@ impl MariaDb {
         let db = target.names.db_name();
         let hash = native_hash(password)?;
         let claimed_now = Self::ensure_claim(&mut c, target).await?;
-        // Read by hepdb.create_database and hepdb.create_user below.
-        Self::set_create_deadline(&mut c, not_after).await?;
-        // One text statement (the name is a generated one), so that the deadline is read when
-        // the statement itself arrives, not when a prepared one is set up.
+        // The deadline hepdb.create_database and hepdb.create_user read, in a variable of its
+        // own (earlier workers never set it, so their creates are not held to a deadline
+        // another call left on a pooled session), and the call, in one text batch (the name is
+        // a generated one): the deadline is read when the statement itself arrives, not when a
+        // prepared one is set up. An error names the failing statement's code either way.
         match c
-            .query_drop(format!("CALL hepdb.create_database('{db}')"))
+            .query_drop(format!(
+                "SET @hepdb_create_not_after = {not_after}; CALL hepdb.create_database('{db}')"
+            ))
             .await
         {
             Ok(()) => {}

@@ -380,15 +380,15 @@ impl Postgres {
             return Err(conflict);
         }
         let (d, r) = (ident(db), ident(role));
-        for sql in [
-            format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC"),
-            format!("GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {d} TO {r}"),
-            format!("ALTER DATABASE {d} WITH ALLOW_CONNECTIONS true"),
-        ] {
-            c.batch_execute(&sql)
-                .await
-                .map_err(|e| classify(&e, "secure database"))?;
-        }
+        // One implicit transaction: one round trip and one commit, and connections are
+        // allowed in the same commit that takes them from PUBLIC.
+        c.batch_execute(&format!(
+            "REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
+             GRANT CONNECT, TEMPORARY, CREATE ON DATABASE {d} TO {r}; \
+             ALTER DATABASE {d} WITH ALLOW_CONNECTIONS true"
+        ))
+        .await
+        .map_err(|e| classify(&e, "secure database"))?;
         // Nobody but the tenant belongs in it (a session from before an upgrade, say).
         Self::end_sessions(&c, target, Sessions::OthersInDatabase).await?;
         drop(c);
@@ -477,6 +477,17 @@ impl Postgres {
         let mine = "FROM pg_catalog.pg_stat_activity \
              WHERE usename = current_user AND pid <> pg_catalog.pg_backend_pid() \
              AND application_name = $1";
+        let count = format!("SELECT count(*) {mine}");
+        let left = async || -> Result<i64, EngineError> {
+            Ok(c.query_one(&count, &[&name])
+                .await
+                .map_err(|e| classify(&e, "end earlier creates"))?
+                .get(0))
+        };
+        // Usually there is none: one round trip.
+        if left().await? == 0 {
+            return Ok(());
+        }
         // Waits up to 5 s for each; one that ended by itself meanwhile answers false, so what
         // counts is whether any is left.
         c.execute(
@@ -485,12 +496,7 @@ impl Postgres {
         )
         .await
         .map_err(|e| classify(&e, "end earlier creates"))?;
-        let left: i64 = c
-            .query_one(&format!("SELECT count(*) {mine}"), &[&name])
-            .await
-            .map_err(|e| classify(&e, "end earlier creates"))?
-            .get(0);
-        if left == 0 {
+        if left().await? == 0 {
             Ok(())
         } else {
             Err(EngineError::Unavailable(
