@@ -3,8 +3,9 @@
 //! for create and rotate the raw engine DDL and the pipeline floor (the same durable steps,
 //! bare: [`floor`]), for the read paths point selects on the metadata database (as
 //! `pgbench -S` does). Prints them, their ratios, hepdb's time per step (from its span
-//! metrics: [`steps`]), the resident memory of the hepdb processes, and writes a
-//! self-contained HTML report.
+//! metrics: [`steps`]), each applicable target of issue 14 with the step that holds a missed one
+//! ([`targets`]), the resident memory of the hepdb processes, and writes a self-contained HTML
+//! report.
 
 mod engine;
 mod floor;
@@ -12,6 +13,7 @@ mod report;
 mod run;
 mod scale;
 mod steps;
+mod targets;
 
 use std::{sync::Arc, time::Duration};
 
@@ -484,6 +486,21 @@ async fn main() -> anyhow::Result<()> {
                 s.process, s.span, s.ms_per_op, s.per_op
             ));
         }
+    }
+    let sample = |m: &Measured| targets::Sample {
+        rps: m.rps(),
+        p50_ms: m.quantile_ms(0.5),
+        p99_ms: m.quantile_ms(0.99),
+    };
+    let run = targets::Run {
+        scenario: &format!("{:?}", args.scenario()).to_lowercase(),
+        postgres: args.engine == Engine::Postgres,
+        concurrency: args.concurrency,
+    };
+    let parts = (sides.len() == 2).then(|| (&sides[0].1[..], &sides[1].1[..]));
+    let floor_sample = floor.as_ref().map(|(f, _)| sample(f));
+    for verdict in targets::judge(run, sample(&hepdb), sample(&base), floor_sample, parts) {
+        summary.push(verdict.to_string());
     }
     // The peak is the process's high-water mark since it started: every scenario this stack
     // has run so far, not a reading after this one.
