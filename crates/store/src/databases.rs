@@ -127,7 +127,7 @@ impl Store {
                 .await
                 .optional()?
                 .ok_or(ReserveError::NoAccount)?;
-            // Independent reads under the account lock (taken by the awaited statement
+            // Three independent reads under the account lock (taken by the awaited statement
             // above), pipelined: one round trip.
             let p: &AsyncPgConnection = c;
             let used = databases::table
@@ -142,10 +142,7 @@ impl Store {
                 .filter(databases::state.ne("failed"))
                 .count()
                 .get_result::<i64>(&mut &*p);
-            // Placement's candidates (their rows locked after the account's, always in that
-            // order, so no deadlock) ride in the same round trip.
-            let candidates = candidates(p, new.engine, new.hosts);
-            let (used, bytes, taken, candidates) = tokio::join!(used, bytes, taken, candidates);
+            let (used, bytes, taken) = tokio::join!(used, bytes, taken);
             if used? >= i64::from(account.slots) {
                 return Err(ReserveError::OutOfSlots);
             }
@@ -155,7 +152,10 @@ impl Store {
             if taken? > 0 {
                 return Err(ReserveError::DuplicateName);
             }
-            let host = place(candidates?)?;
+            // Only a create that passed its checks locks the host rows (after the account's,
+            // always in that order, so no deadlock): a refused one never holds up other
+            // accounts' placements.
+            let host = place(candidates(c, new.engine, new.hosts).await?)?;
             let seq = account.next_db_seq;
             let tag = DbTag::parse(&account.db_tag)
                 .ok_or_else(|| StoreError::Guard("account db_tag is malformed".into()))?;

@@ -148,34 +148,26 @@ impl Held {
     /// crash) becomes `running`. Committed at once, before the step: a delivery that dies in
     /// the step still counts. `None` when the job is finished, cancelled or gone.
     ///
-    /// The database row is read in the same round trip (see [`Claim`]), and the claim's
-    /// commit does not wait for its WAL flush: losing it needs the metadata server itself to
-    /// crash within a fraction of a second, and then the job is simply pending again, as if
-    /// this delivery had not happened; every later durable commit (the step's result) flushes
-    /// it first, so no recorded result can exist without its claim.
+    /// The database row is read in the same round trip (see [`Claim`]). The claim's commit is
+    /// durable before the engine is touched: a gateway that times out cancels a job it finds
+    /// `pending`, so a claim lost in a metadata crash after the step ran would let it cancel
+    /// a job whose engine change had happened.
     #[tracing::instrument(name = "metadata.claim_job", skip_all)]
     pub async fn claim(&mut self) -> Result<Option<Claim>> {
         let (job, db) = (self.job.clone(), self.db.clone());
         // Two independent statements, pipelined: one round trip.
         let p: &AsyncPgConnection = self.conn();
-        let claim = diesel::update(
-            jobs::table
-                .find(&job)
-                .filter(
-                    jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]),
-                )
-                // Local to the statement's own transaction; read when it commits.
-                .filter(diesel::dsl::sql::<Bool>(
-                    "pg_catalog.set_config('synchronous_commit', 'off', true) = 'off'",
-                )),
-        )
-        .set((
-            jobs::state.eq(JobState::Running.as_str()),
-            jobs::attempts.eq(jobs::attempts + 1),
-            jobs::updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(Job::as_returning())
-        .get_result(&mut &*p);
+        let claim =
+            diesel::update(jobs::table.find(&job).filter(
+                jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]),
+            ))
+            .set((
+                jobs::state.eq(JobState::Running.as_str()),
+                jobs::attempts.eq(jobs::attempts + 1),
+                jobs::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(Job::as_returning())
+            .get_result(&mut &*p);
         let database = databases::table
             .find(&db)
             .select(Database::as_select())
