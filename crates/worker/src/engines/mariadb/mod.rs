@@ -82,9 +82,17 @@ pub fn opts(url: &str) -> Result<Opts, EngineError> {
     let opts = Opts::from_url(&url)
         .map_err(|_| EngineError::Failed("invalid MariaDB admin URL".into()))?;
     // TCP, as tenants connect; never silently switch to the local socket.
+    // A pooled session is not reset when it goes back to the pool (mysql_async's default):
+    // the reset threw away its prepared statements, so every call was prepared again (a round
+    // trip more per statement), and it reset the session's settings to the server's, which
+    // `init` never put back. Nothing here leaves session state a later call could trip on:
+    // each deadline is set right before the call that reads it, and mysql_async drops a
+    // pending result and rolls back an open transaction before pooling a session either way.
+    // `setup` rather than `init`, so the settings would also survive a reset.
     let mut builder = OptsBuilder::from_opts(opts)
         .prefer_socket(false)
-        .init(vec![SESSION_SETUP]);
+        .pool_opts(mysql_async::PoolOpts::default().with_reset_connection(false))
+        .setup(vec![SESSION_SETUP]);
     if let Some(root) = root {
         let ca = std::path::PathBuf::from(root);
         if !ca.is_file() {
@@ -544,5 +552,50 @@ impl MariaDb {
             .into_iter()
             .filter_map(|(db, bytes)| Some((db, bytes?)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mysql_async::{Pool, prelude::Queryable};
+
+    /// A pooled session keeps the provisioner's settings and its prepared statements when it
+    /// is used again. Against the machine's MariaDB (`HEPDB_TEST_MARIADB_URL`).
+    #[tokio::test]
+    async fn a_pooled_session_keeps_its_settings_and_statements() {
+        let url = std::env::var("HEPDB_TEST_MARIADB_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+        let pool = Pool::new(super::opts(&url).unwrap());
+        let mut ids = vec![];
+        for round in 0..2u64 {
+            let mut c = pool.get_conn().await.unwrap();
+            let settings: (f64, u64, String, Option<u64>) = c
+                .query_first(
+                    "SELECT @@session.max_statement_time, @@session.lock_wait_timeout, \
+                     @@session.sql_mode, @hepdb_probe",
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((settings.0, settings.1), (30.0, 20), "round {round}");
+            assert!(settings.2.contains("STRICT_ALL_TABLES"), "{}", settings.2);
+            // What the first round left: the session was not reset in between.
+            assert_eq!(settings.3, round.checked_sub(1).map(|_| 1), "round {round}");
+            c.exec_drop("SET @hepdb_probe = ?", (1,)).await.unwrap();
+            let prepared: (String, u64) = c
+                .query_first("SHOW SESSION STATUS LIKE 'Com_stmt_prepare'")
+                .await
+                .unwrap()
+                .unwrap();
+            // Prepared once, in the first round; the second finds it in the session's cache.
+            assert_eq!(prepared.1, 1, "round {round}");
+            ids.push(c.id());
+            drop(c);
+            // A session goes back to the pool in the background.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        // The same session both times, so these were not just a new session's.
+        assert_eq!(ids[0], ids[1]);
+        pool.disconnect().await.unwrap();
     }
 }
