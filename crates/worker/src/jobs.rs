@@ -116,7 +116,7 @@ async fn run_now(
         database,
         kind,
     };
-    match deliver(ctx, job, None).await {
+    match deliver(ctx, job, None, Release::Now).await {
         Disposition::Finished {
             outcome: JobOutcome::Done,
             ..
@@ -131,10 +131,20 @@ async fn run_now(
 /// [`Disposition::Busy`], and nothing was counted or changed.
 pub async fn handle(ctx: &JobContext, msg: &JobMessage) -> Disposition {
     let job = JobRef::from(msg);
-    match ctx.waiters.admit(job.database) {
-        Some(waiting) => deliver(ctx, job, Some(waiting)).await,
-        None => deliver(ctx, job, None).await,
-    }
+    let waiting = ctx.waiters.admit(job.database);
+    deliver(ctx, job, waiting, Release::Behind).await
+}
+
+/// When a delivery gives its database's lock back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Before it answers: the in-process passes, which may take the same database's lock for
+    /// their next row at once, and do not wait for it.
+    Now,
+    /// Behind the answer: the caller's reply does not wait for the unlock's round trip. A
+    /// delivery of the same database that comes meanwhile waits for the lock (this worker's
+    /// one waiter) or is parked briefly, as for any lock held by another delivery.
+    Behind,
 }
 
 /// A job to run: which one, on which database, doing what. A delivered message names one
@@ -162,6 +172,7 @@ async fn deliver(
     ctx: &JobContext,
     msg: JobRef,
     waiting: Option<crate::waiters::Waiting>,
+    release: Release,
 ) -> Disposition {
     let held = ctx
         .store
@@ -180,7 +191,12 @@ async fn deliver(
         Ok(ready) => run(ctx, msg, &mut held, ready).await,
         Err(disposition) => disposition,
     };
-    held.release().await;
+    match release {
+        Release::Now => held.release().await,
+        // Dropped unfinished (the runtime shutting down), a hold closes its connection, and
+        // the server releases the lock with the session.
+        Release::Behind => drop(tokio::spawn(held.release())),
+    }
     disposition
 }
 

@@ -230,17 +230,22 @@ impl Held {
                 .map_err(LockedError::Engine)?;
                 // The job first: from here its row is locked, so a master-key rotation's
                 // re-seal of it waits for this commit (then finds the copy below), or it came
-                // before and the copy takes its result.
-                let n = diesel::update(jobs::table.find(&job))
+                // before and the copy takes its result. Both statements in one round trip:
+                // diesel-async sends pipelined statements in the order they are first polled
+                // (its statement cache lock is first come, first served, and each sends in the
+                // poll that releases it). Even in the other order the copy would converge: a
+                // re-seal of the database row waits for this transaction's lock on it.
+                let p: &AsyncPgConnection = c;
+                let done = diesel::update(jobs::table.find(&job))
                     .set((
                         jobs::state.eq(JobState::Done.as_str()),
                         jobs::updated_at.eq(diesel::dsl::now),
                     ))
-                    .execute(c)
-                    .await?;
-                exactly_one(n, "mark job done")?;
-                let n = record(c, &db, row, wanted).await?;
-                exactly_one(n, "apply job result to database")?;
+                    .execute(&mut &*p);
+                let recorded = record(p, &db, row, wanted);
+                let (done, recorded) = tokio::join!(done, recorded);
+                exactly_one(done?, "mark job done")?;
+                exactly_one(recorded?, "apply job result to database")?;
                 Ok(())
             })
             .await
@@ -342,7 +347,7 @@ async fn live_job<E>(
 
 /// Writes a finished step's result into the database row; answers how many rows it changed.
 async fn record(
-    c: &mut AsyncPgConnection,
+    p: &AsyncPgConnection,
     db: &str,
     job: Job,
     wanted: Access,
@@ -355,7 +360,7 @@ async fn record(
                     .filter(databases::state.eq(DatabaseState::Creating.as_str())),
             )
             .set(databases::state.eq(DatabaseState::Active.as_str()))
-            .execute(c)
+            .execute(&mut &*p)
             .await?
         }
         JobKind::Rotate => {
@@ -376,13 +381,13 @@ async fn record(
                     .filter(databases::state.eq_any(visible)),
             )
             .set(databases::password_sealed.eq(sealed))
-            .execute(c)
+            .execute(&mut &*p)
             .await?
         }
         JobKind::Access => {
             diesel::update(databases::table.find(db))
                 .set(databases::engine_access.eq(wanted.as_str()))
-                .execute(c)
+                .execute(&mut &*p)
                 .await?
         }
         // Nothing of it is left on the engine: the row goes, and with it the slot.
@@ -392,7 +397,7 @@ async fn record(
                     .find(db)
                     .filter(databases::state.eq(DatabaseState::Deleting.as_str())),
             )
-            .execute(c)
+            .execute(&mut &*p)
             .await?
         }
     })
