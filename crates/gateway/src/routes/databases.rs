@@ -145,6 +145,31 @@ pub(crate) fn credentials<'a>(
     })
 }
 
+/// The caller and one of its databases, for reveal and rotate: the key, its account and the
+/// database in one statement, passed through the same `authorize()` as every request. A path
+/// id that is malformed, unknown or someone else's is the same 404, after the key's check.
+async fn owned(
+    state: &AppState,
+    key: &BearerKey,
+    id: &str,
+    class: Class,
+) -> Result<(Caller, Database, EngineHost), HttpError> {
+    let Ok(id) = id.parse::<DatabaseId>() else {
+        key.authenticate(state, class).await?;
+        return Err(ApiError::NotFound.into());
+    };
+    let found = state.store.reveal_for_key(key.hash(), id).await?;
+    let caller = key.authorize(
+        state,
+        class,
+        found.as_ref().map(|(row, account, _)| (row, account)),
+    )?;
+    let (db, host) = found
+        .and_then(|(_, _, owned)| owned)
+        .ok_or(ApiError::NotFound)?;
+    Ok((caller, db, host))
+}
+
 pub(crate) fn open_password(state: &AppState, db: &Database) -> Result<Password, HttpError> {
     state
         .key
@@ -445,19 +470,7 @@ pub async fn reveal(
     key: BearerKey,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    let Ok(id) = id.parse::<DatabaseId>() else {
-        key.authenticate(&state, Class::Read).await?;
-        return Err(ApiError::NotFound.into());
-    };
-    let found = state.store.reveal_for_key(key.hash(), id).await?;
-    let caller = key.authorize(
-        &state,
-        Class::Read,
-        found.as_ref().map(|(row, account, _)| (row, account)),
-    )?;
-    let (db, host) = found
-        .and_then(|(_, _, owned)| owned)
-        .ok_or(ApiError::NotFound)?;
+    let (caller, db, host) = owned(&state, &key, &id, Class::Read).await?;
     let password = open_password(&state, &db)?;
     audit(&state, caller, "database.reveal", &db.id, None).await;
     revealed(&db, &host, &password)
@@ -511,21 +524,7 @@ pub async fn rotate(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, HttpError> {
-    // A path id that is malformed, unknown or someone else's: all the same 404.
-    let Ok(id) = id.parse::<DatabaseId>() else {
-        key.authenticate(&state, Class::Change).await?;
-        return Err(ApiError::NotFound.into());
-    };
-    // The key, its account and the database in one statement, as a reveal reads them.
-    let found = state.store.reveal_for_key(key.hash(), id).await?;
-    let caller = key.authorize(
-        &state,
-        Class::Change,
-        found.as_ref().map(|(row, account, _)| (row, account)),
-    )?;
-    let (db, host) = found
-        .and_then(|(_, _, owned)| owned)
-        .ok_or(ApiError::NotFound)?;
+    let (caller, db, host) = owned(&state, &key, &id, Class::Change).await?;
     let key = idempotency_key(&req)?;
     let keyed = key.as_ref().map(|k| KeyedRequest {
         key: k.as_str(),

@@ -35,7 +35,7 @@ async fn operate(
     ids: &Mutex<Vec<String>>,
     rng_pick: u64,
     n: usize,
-) {
+) -> String {
     let target = {
         let ids = ids.lock().unwrap();
         (!ids.is_empty() && rng_pick % 10 >= 4).then(|| ids[rng_pick as usize % ids.len()].clone())
@@ -48,10 +48,12 @@ async fn operate(
                 ids.lock().unwrap().retain(|i| *i != id);
             }
             ledger.record_deletion(&id, s.as_u16(), &b);
+            format!("DELETE {id}: {s}")
         }
         Some(id) => {
             let (s, b) = app.rotate(&id).await;
             ledger.record(Some(&id), s.as_u16(), &b);
+            format!("rotate {id}: {s}")
         }
         None => {
             let engine = if rng_pick.is_multiple_of(3) {
@@ -68,6 +70,7 @@ async fn operate(
                     .push(b["data"]["id"].as_str().unwrap().to_owned());
             }
             ledger.record(None, s.as_u16(), &b);
+            format!("create on {engine}: {s}")
         }
     }
 }
@@ -103,8 +106,11 @@ async fn mixed_load(
         (0..operations).map(|_| rng.below(1 << 30)).collect()
     };
     let token = app.platform_token("chaos").await;
+    let token = &token;
     futures_util::stream::iter(picks.iter().enumerate())
-        .for_each_concurrent(8, |(n, pick)| operate(app, &token, ledger, ids, *pick, n))
+        .for_each_concurrent(8, |(n, pick)| async move {
+            operate(app, token, ledger, ids, *pick, n).await;
+        })
         .await;
     done.store(true, Ordering::SeqCst);
 }
@@ -348,9 +354,10 @@ async fn broker_restart_under_load() {
                 while !stop.load(Ordering::SeqCst) {
                     let n = ops.fetch_add(1, Ordering::SeqCst);
                     let started = Instant::now();
-                    operate(app, token, ledger, ids, rng.below(1 << 30), n).await;
+                    let what = operate(app, token, ledger, ids, rng.below(1 << 30), n).await;
                     // Never past the timeout (plus the broker's own reconnect window).
                     if started.elapsed() > Duration::from_secs(5) {
+                        eprintln!("chaos: SLOW: {what} took {:?}", started.elapsed());
                         slow.fetch_add(1, Ordering::SeqCst);
                     }
                 }
@@ -537,7 +544,7 @@ async fn every_fault_under_mixed_load() {
                 && ops.load(Ordering::SeqCst) >= MIN_OPERATIONS)
             {
                 let n = ops.fetch_add(1, Ordering::SeqCst);
-                operate(app, token, ledger, ids, rng.below(1 << 30), n).await;
+                let _ = operate(app, token, ledger, ids, rng.below(1 << 30), n).await;
             }
         }
     });
