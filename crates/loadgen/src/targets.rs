@@ -45,8 +45,15 @@ impl std::fmt::Display for Verdict {
 }
 
 /// Why each part of [`crate::steps::PARTS`] costs more than the floor's, and what it buys.
-fn why(part: &str, postgres: bool) -> &'static str {
+fn why(part: &str, run: Run<'_>) -> &'static str {
+    let postgres = run.postgres;
     match part {
+        "engine DDL + login check" if run.scenario == "rotate" => {
+            "the rotate proves the database is hepdb's (its claim in the ownership registry), \
+             then changes the password through a routine that checks the claim and the \
+             statement's deadline (so a late statement cannot undo a later change), then \
+             logs in with the new password; the engine serializes password changes"
+        }
         "intent commit" => {
             "one transaction that locks the account row (N parallel creates against k free \
              slots reserve exactly k) and the engine's host rows (no host is overfilled), \
@@ -109,7 +116,7 @@ pub fn judge(
         let (part, ms) = widest_gap(f, h)?;
         Some(format!(
             "{part} ({ms:+.2} ms against the floor's): {}",
-            why(part, run.postgres)
+            why(part, run)
         ))
     };
     let mut out = vec![];
@@ -171,7 +178,7 @@ pub fn judge(
                 let r = of(hepdb.p50_ms, raw.p50_ms);
                 let why = format!(
                     "engine DDL + login check: {}",
-                    why("engine DDL + login check", true)
+                    why("engine DDL + login check", run)
                 );
                 push(
                     "PostgreSQL create p50 <= 1.3x raw",
@@ -227,6 +234,20 @@ mod tests {
             "{held}"
         );
         assert!(held.contains("ownership claim"), "{held}");
+        // A rotate's engine step is not a create's.
+        let rotate = Run {
+            scenario: "rotate",
+            ..run
+        };
+        let v = judge(
+            rotate,
+            sample(100.0, 9.0, 20.0),
+            sample(900.0, 1.0, 2.0),
+            Some(sample(300.0, 3.0, 5.0)),
+            Some((&floor_parts, &hepdb_parts)),
+        );
+        let held = v[0].held_by.as_deref().unwrap();
+        assert!(held.contains("proves the database is hepdb's"), "{held}");
     }
 
     #[test]
