@@ -345,10 +345,8 @@ impl Store {
     }
 }
 
-/// Picks the host for a new database: among `allowed` hosts of `engine` that are not drained,
-/// the one with the most free capacity (ties by name). Locks the candidate host rows.
-/// The engine's hosts that may take a new database, locked, with their counts of
-/// slot-holding databases.
+/// The hosts a new database may go to (`allowed` hosts of `engine` that are not drained),
+/// their rows locked, with their counts of slot-holding databases.
 fn candidates<'a>(
     p: &'a diesel_async::AsyncPgConnection,
     engine: Engine,
@@ -367,7 +365,8 @@ fn candidates<'a>(
         .load(&mut &*p)
 }
 
-/// The candidate with the most free capacity; ties go to the first by name.
+/// Picks the host for a new database: the candidate with the most free capacity; ties go to
+/// the first by name.
 fn place(candidates: Vec<(EngineHost, i64)>) -> Result<EngineHost, ReserveError> {
     let free = |(h, used): &(EngineHost, i64)| i64::from(h.capacity) - used;
     candidates

@@ -261,7 +261,7 @@ impl Store {
     }
 
     /// The key with this hash, its account, and database `id` with its host if the key's
-    /// account owns it and it is visible: the reads of a reveal, or of a rotate, in one statement.
+    /// account owns it and it is visible: the reads of a reveal or a rotate in one statement.
     #[tracing::instrument(name = "metadata.reveal_for_key", skip_all)]
     pub async fn reveal_for_key(
         &self,
