@@ -132,20 +132,23 @@ impl Dispatcher {
         database: DatabaseId,
         kind: JobKind,
     ) -> Result<(), ApiError> {
-        self.dispatch(job, database, kind, Settle::CancelIfPending)
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.dispatch(job, database, kind, Settle::CancelIfPending, deadline)
             .await
     }
 
     /// Runs a job that must complete once it is recorded (a deletion): like [`Dispatcher::run`],
     /// but a job nobody has taken yet is never cancelled; the caller gets 503 `JOB_TIMEOUT`
     /// and the job finishes later (the reconciler delivers one that could not be published).
+    /// Waits until `deadline`: the caller's request timeout, from when its request began.
     pub async fn run_to_completion(
         &self,
         job: JobId,
         database: DatabaseId,
         kind: JobKind,
+        deadline: tokio::time::Instant,
     ) -> Result<(), ApiError> {
-        self.dispatch(job, database, kind, Settle::LetItFinish)
+        self.dispatch(job, database, kind, Settle::LetItFinish, deadline)
             .await
     }
 
@@ -155,11 +158,14 @@ impl Dispatcher {
         database: DatabaseId,
         kind: JobKind,
         how: Settle,
+        deadline: tokio::time::Instant,
     ) -> Result<(), ApiError> {
         let settle = async |not_taken: ApiError| match how {
             Settle::CancelIfPending => self.settle(job, not_taken).await,
             Settle::LetItFinish => self.outcome(job).await,
         };
+        // One deadline for the publish and the reply together: a slow publish (a broker on
+        // its way down) must not double the caller's wait.
         let Some(session) = self.broker.current() else {
             return settle(ApiError::BrokerUnavailable).await;
         };
@@ -190,8 +196,8 @@ impl Dispatcher {
         for (name, value) in hepdb_telemetry::trace_context(&span) {
             headers.insert(name.into(), AMQPValue::LongString(value.into()));
         }
-        let published = tokio::time::timeout(
-            self.timeout,
+        let published = tokio::time::timeout_at(
+            deadline,
             publish_job(
                 &session.publisher,
                 &self.topology,
@@ -206,7 +212,7 @@ impl Dispatcher {
             tracing::warn!(%job, "could not publish the job");
             return settle(ApiError::BrokerUnavailable).await;
         }
-        let waited = tokio::time::timeout(self.timeout, rx)
+        let waited = tokio::time::timeout_at(deadline, rx)
             .instrument(tracing::info_span!("await reply", %job))
             .await;
         match waited {
@@ -222,13 +228,17 @@ impl Dispatcher {
         }
     }
 
-    /// Waits, up to the request timeout, for a job another request sent (joining it rather
-    /// than sending it again): its recorded outcome, or `JOB_TIMEOUT` while it still runs.
-    pub async fn await_outcome(&self, job: JobId) -> Result<(), ApiError> {
-        let started = tokio::time::Instant::now();
+    /// Waits, until `deadline` (the request timeout, from when the request began), for a job
+    /// another request sent (joining it rather than sending it again): its recorded outcome,
+    /// or `JOB_TIMEOUT` while it still runs.
+    pub async fn await_outcome(
+        &self,
+        job: JobId,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ApiError> {
         loop {
             match self.outcome(job).await {
-                Err(ApiError::JobTimeout) if started.elapsed() < self.timeout => {
+                Err(ApiError::JobTimeout) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 answer => return answer,

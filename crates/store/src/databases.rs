@@ -265,6 +265,23 @@ impl Store {
             .optional()?)
     }
 
+    /// The open delete job of a database already being deleted, read without taking the
+    /// row's lock (which that job holds while it runs on the engine): a repeated deletion
+    /// request joins it at once instead of queueing behind it.
+    #[tracing::instrument(name = "metadata.open_delete_job", skip_all)]
+    pub async fn open_delete_job(&self, id: DatabaseId) -> Result<Option<JobId>> {
+        let mut conn = self.conn().await?;
+        let open: Option<String> = jobs::table
+            .filter(jobs::database_id.eq(id.to_text()))
+            .filter(jobs::kind.eq(JobKind::Delete.as_str()))
+            .filter(jobs::state.eq_any([JobState::Pending.as_str(), JobState::Running.as_str()]))
+            .select(jobs::id)
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok(open.and_then(|j| j.parse().ok()))
+    }
+
     /// Records a deletion: the row becomes `deleting` (hidden, its name and slot still held)
     /// and a pending delete job carries it to the worker, in one transaction. A database
     /// already being deleted answers the open job, so a repeated request joins it.

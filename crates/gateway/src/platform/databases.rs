@@ -166,10 +166,20 @@ pub async fn delete(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, HttpError> {
+    // The whole request waits at most the request timeout, including any wait for the row's
+    // lock while a deletion already in progress holds it.
+    let deadline = tokio::time::Instant::now() + state.dispatcher.timeout();
     let id: DatabaseId = path.parse().map_err(|_| HttpError(ApiError::NotFound))?;
     let keyed = keyed(&req, "")?;
     if prior(&state, &platform, keyed.as_ref()).await?.is_some() {
         return deleted_yet(&state, id).await;
+    }
+    // A deletion already under way is joined without waiting for the row's lock, which its
+    // job holds while it runs on the engine (a PostgreSQL DROP DATABASE waits for a
+    // checkpoint): the answer comes within the request timeout.
+    if let Some(job) = state.store.open_delete_job(id).await? {
+        let outcome = state.dispatcher.await_outcome(job, deadline).await;
+        return deletion_answer(&state, id, outcome).await;
     }
     let actor = Some(platform.actor_keyed(keyed.as_ref()));
     let intent = match state.store.insert_delete_job(id, actor).await {
@@ -183,14 +193,25 @@ pub async fn delete(
         DeleteIntent::Missing => return Err(HttpError(ApiError::NotFound)),
         DeleteIntent::Unsettled => return Err(HttpError(ApiError::DatabaseBusy)),
         // Another request's job: wait for its outcome rather than send it again.
-        DeleteIntent::Job { job, new: false } => state.dispatcher.await_outcome(job).await,
+        DeleteIntent::Job { job, new: false } => {
+            state.dispatcher.await_outcome(job, deadline).await
+        }
         DeleteIntent::Job { job, new: true } => {
             state
                 .dispatcher
-                .run_to_completion(job, id, JobKind::Delete)
+                .run_to_completion(job, id, JobKind::Delete, deadline)
                 .await
         }
     };
+    deletion_answer(&state, id, outcome).await
+}
+
+/// The answer to a recorded deletion from its job's outcome in this request.
+async fn deletion_answer(
+    state: &AppState,
+    id: DatabaseId,
+    outcome: Result<(), ApiError>,
+) -> Result<HttpResponse, HttpError> {
     match outcome {
         Ok(()) => Ok(deleted(id)),
         // A recorded deletion is never given up: whatever its job met (an engine or broker
@@ -198,7 +219,7 @@ pub async fn delete(
         // reconciler carries it on. So the answer is only ever done or still running.
         Err(error) => {
             tracing::info!(%error, database = %id, "deletion not finished in this request");
-            deleted_yet(&state, id).await
+            deleted_yet(state, id).await
         }
     }
 }
